@@ -1,0 +1,368 @@
+"""Typed run configuration, loaded from YAML.
+
+Every section is a dataclass whose fields carry help text and are validated in __post_init__ (the peft
+pattern). Loading goes further than peft: an unknown key anywhere is an error that names its dotted path and
+the keys that are allowed, and every value is type-checked, so a typo in a scheduled job's conf fails at load
+time instead of silently running with a default.
+
+No value from a conf is ever evaluated or pasted into SQL: table names are checked against an identifier
+pattern and stage filters are not offered at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A conf file or value is invalid; the message names the key path and the offending value."""
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """A catalog/schema/table name part: letters, digits and underscores only (never quoted into SQL)."""
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise ConfigError(f"{what}: {value!r} is not a valid identifier (letters, digits, underscore)")
+    return value
+
+
+def check_table_name(value: str, what: str) -> str:
+    """A table reference of one to three identifier parts: name, schema.name or catalog.schema.name."""
+    parts = value.split(".") if isinstance(value, str) else [value]
+    if not 1 <= len(parts) <= 3:
+        raise ConfigError(f"{what}: {value!r} must be name, schema.name or catalog.schema.name")
+    for p in parts:
+        check_identifier(p, what)
+    return value
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    kw: dict = {"metadata": {"help": text}}
+    if default is not dataclasses.MISSING:
+        kw["default"] = default
+    if factory is not dataclasses.MISSING:
+        kw["default_factory"] = factory
+    return field(**kw)
+
+
+# --------------------------------------------------------------------------------------------- sources
+@dataclass
+class SourceConfig:
+    """Where a table is read from: a catalog table, or a Delta/Parquet/CSV path."""
+
+    table: Optional[str] = _help("catalog table, e.g. main.shop.interactions (exclusive with path)", None)
+    path: Optional[str] = _help("file path or URI; dataset://ml-100k/u.data resolves a built-in dataset", None)
+    format: str = _help("format of path: delta, parquet or csv", "delta")
+    options: dict[str, str] = _help("reader options, e.g. {sep: '\\t', header: 'false'}", factory=dict)
+    schema: Optional[str] = _help("DDL schema for headerless CSV, e.g. 'user STRING, item STRING'", None)
+
+    def __post_init__(self):
+        if (self.table is None) == (self.path is None):
+            raise ConfigError("source: set exactly one of 'table' or 'path'")
+        if self.table is not None:
+            check_table_name(self.table, "source.table")
+        if self.format not in ("delta", "parquet", "csv"):
+            raise ConfigError(f"source.format: {self.format!r} is not one of delta, parquet, csv")
+
+
+@dataclass
+class InteractionColumns:
+    """Names of the interaction table's columns; rating or label must be given."""
+
+    user: str = _help("user id column (string or integer ids)")
+    item: str = _help("item id column (string or integer ids)")
+    timestamp: str = _help("event time column: a timestamp, or a number in timestamp_unit")
+    rating: Optional[str] = _help("explicit rating column; label = rating >= prepare.like_threshold", None)
+    label: Optional[str] = _help("given 0/1 label column (used instead of the rating rule)", None)
+    split: Optional[str] = _help("given split column with values train/valid/test", None)
+
+    def __post_init__(self):
+        if self.rating is None and self.label is None:
+            raise ConfigError("interactions.columns: set 'rating' or 'label'")
+
+
+@dataclass
+class InteractionsConfig:
+    source: SourceConfig = _help("where interactions are read from")
+    columns: InteractionColumns = _help("column mapping")
+    timestamp_unit: str = _help("unit of a numeric timestamp column: s, ms or us", "s")
+
+    def __post_init__(self):
+        if self.timestamp_unit not in ("s", "ms", "us"):
+            raise ConfigError(f"interactions.timestamp_unit: {self.timestamp_unit!r} is not s, ms or us")
+
+
+@dataclass
+class ItemColumns:
+    item: str = _help("item id column")
+    text: list[str] = _help("one or more text columns, joined into the item's text")
+
+    def __post_init__(self):
+        if not self.text:
+            raise ConfigError("items.columns.text: give at least one text column")
+
+
+@dataclass
+class ItemsConfig:
+    source: SourceConfig = _help("where the item catalog is read from")
+    columns: ItemColumns = _help("column mapping")
+    text_separator: str = _help("separator placed between text columns", " | ")
+
+
+# --------------------------------------------------------------------------------------------- stages
+@dataclass
+class SplitConfig:
+    train: float = _help("fraction of interactions, oldest first, in the training part", 0.8)
+    valid: float = _help("next fraction, the validation part", 0.1)
+    test: float = _help("newest fraction, the test part", 0.1)
+
+    def __post_init__(self):
+        for name in ("train", "valid", "test"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"prepare.split.{name}: {v} is not in [0, 1]")
+        if abs(self.train + self.valid + self.test - 1.0) > 1e-9 or self.train <= 0:
+            raise ConfigError(f"prepare.split: fractions must sum to 1 with train > 0, got "
+                              f"{self.train}/{self.valid}/{self.test}")
+
+
+@dataclass
+class PrepareConfig:
+    like_threshold: float = _help("label = 1 when rating >= this (CoLLM uses 4 on MovieLens)", 4.0)
+    split: SplitConfig = _help("time-ordered split fractions (ignored with a given split column)",
+                               factory=SplitConfig)
+    warm_min_interactions: int = _help("a pair is warm when user and item each have this many training "
+                                       "interactions", 3)
+    history_len: int = _help("most recent positive items kept as a pair's history", 10)
+
+    def __post_init__(self):
+        if self.warm_min_interactions < 1 or self.history_len < 0:
+            raise ConfigError("prepare: warm_min_interactions must be >= 1 and history_len >= 0")
+
+
+@dataclass
+class ALSConfig:
+    implicit: bool = _help("implicit-feedback ALS (models 'interacted'); explicit fits the target", False)
+    target: str = _help("explicit target: label (0/1 like) or rating", "label")
+    rank: int = _help("factor dimension", 16)
+    reg: float = _help("L2 regularisation (regParam)", 0.1)
+    alpha: float = _help("implicit confidence scale", 1.0)
+    max_iter: int = _help("ALS iterations", 15)
+    nonnegative: bool = _help("non-negative factors", False)
+    seed: int = _help("random seed (with deterministic input, a rerun gives the same factors)", 42)
+    checkpoint_interval: int = _help("checkpoint every N iterations (cuts long lineage)", 5)
+
+    def __post_init__(self):
+        if self.target not in ("label", "rating"):
+            raise ConfigError(f"als.target: {self.target!r} is not label or rating")
+        if self.rank < 1 or self.max_iter < 1 or self.reg < 0 or self.alpha < 0:
+            raise ConfigError("als: rank and max_iter must be >= 1, reg and alpha >= 0")
+
+
+@dataclass
+class CandidatesConfig:
+    top_k: int = _help("ALS top-K unseen items per user", 50)
+    max_cold_items: int = _help("cold catalog items (no training interactions) added for every user", 200)
+    seen_buffer: int = _help("most extra items fetched from ALS per user to cover the seen and ineligible "
+                             "items it filters out", 2000)
+    min_item_interactions: int = _help(
+        "ALS candidates need this many training interactions: explicit ALS gives items with one or two "
+        "ratings extreme scores, and they would fill every top-K (ML-100K: Recall@10 0.000 without it)", 10)
+
+    def __post_init__(self):
+        if self.top_k < 1 or self.max_cold_items < 0 or self.seen_buffer < 0 or self.min_item_interactions < 0:
+            raise ConfigError("candidates: top_k >= 1; max_cold_items, seen_buffer, min_item_interactions >= 0")
+
+
+@dataclass
+class ScoreConfig:
+    scorer: str = _help("scorer that ranks candidates: als", "als")
+    top_n: int = _help("rows per user in the daily recommendation table", 20)
+
+    def __post_init__(self):
+        if self.scorer not in ("als",):
+            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als")
+        if self.top_n < 1:
+            raise ConfigError("score.top_n must be >= 1")
+
+
+@dataclass
+class EvaluateConfig:
+    k: int = _help("cut-off of Recall@k and NDCG@k", 10)
+
+
+@dataclass
+class TablesConfig:
+    root: Optional[str] = _help("directory holding path-based Delta tables (local runs)", None)
+    catalog: Optional[str] = _help("catalog of managed tables (exclusive with root)", None)
+    schema: Optional[str] = _help("schema (database) of managed tables", None)
+    prefix: str = _help("prefix of every table name", "")
+    models_dir: Optional[str] = _help("directory for saved models (ALS); default <root>/_models; required "
+                                      "with catalog tables, e.g. a /Volumes/... path", None)
+
+    def __post_init__(self):
+        if (self.root is None) == (self.schema is None):
+            raise ConfigError("tables: set either 'root' (paths) or 'schema' (catalog tables)")
+        if self.schema is not None and self.models_dir is None:
+            raise ConfigError("tables.models_dir: required with catalog tables (where saved models go)")
+        if self.catalog is not None:
+            check_identifier(self.catalog, "tables.catalog")
+        if self.schema is not None:
+            check_identifier(self.schema, "tables.schema")
+        if self.prefix:
+            check_identifier(self.prefix, "tables.prefix")
+
+
+@dataclass
+class SparkConfig:
+    master: str = _help("master used only when collm creates the session itself (never under "
+                        "spark-submit or in a notebook)", "local[*]")
+    conf: dict[str, str] = _help("extra settings for a session collm creates", factory=dict)
+    checkpoint_dir: Optional[str] = _help("checkpoint dir for ALS; default <tables.root>/_checkpoints", None)
+
+
+@dataclass
+class Config:
+    name: str = _help("run name, shown in the run summary")
+    tables: TablesConfig = _help("where output tables live")
+    interactions: InteractionsConfig = _help("interaction source")
+    items: ItemsConfig = _help("item catalog source")
+    spark: SparkConfig = _help("session settings for local runs", factory=SparkConfig)
+    prepare: PrepareConfig = _help("labels, split, warm/cold, history", factory=PrepareConfig)
+    als: ALSConfig = _help("MLlib ALS", factory=ALSConfig)
+    candidates: CandidatesConfig = _help("candidate generation", factory=CandidatesConfig)
+    score: ScoreConfig = _help("scoring and the daily table", factory=ScoreConfig)
+    evaluate: EvaluateConfig = _help("evaluation", factory=EvaluateConfig)
+    source_path: Optional[str] = _help("file the conf was loaded from (set by load_config)", None)
+
+    def __post_init__(self):
+        if not self.als.implicit and self.als.target == "rating" and self.interactions.columns.rating is None:
+            raise ConfigError("als.target: 'rating' needs interactions.columns.rating (or use target: label)")
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        # Spark/reader settings are strings; YAML may give numbers or booleans for them.
+        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]!s}; allowed under {path or 'the top level'}: "
+                          f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path or 'conf'}: missing required key {missing[0]!r}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path and not str(e).startswith(path) else str(e)) from None
+
+
+def config_from_dict(data: dict, source_path: Optional[str] = None) -> Config:
+    """Build a validated Config from a plain mapping (as parsed from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"conf {source_path or ''}: top level must be a mapping")
+    data = dict(data)
+    data.pop("source_path", None)
+    cfg = _build(Config, data, "")
+    cfg.source_path = source_path
+    if cfg.tables.root is not None:
+        # Relative paths in a conf are relative to the working directory the job runs in.
+        cfg.tables.root = local_abspath(cfg.tables.root)
+    if cfg.tables.models_dir is not None:
+        cfg.tables.models_dir = local_abspath(cfg.tables.models_dir)
+    return cfg
+
+
+def local_abspath(p: str) -> str:
+    """Absolute path for a local path; URIs (s3://, dbfs:/, abfss://...) are returned unchanged."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", p):
+        return p
+    return os.path.abspath(os.path.expanduser(p))
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[dict] = None) -> Config:
+    """Load a YAML conf; `overrides` (a nested mapping) is merged on top, e.g. {'tables': {'root': ...}}."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"conf file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if overrides:
+        data = merge(data, overrides)
+    try:
+        return config_from_dict(data, str(p))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def merge(base: dict, top: dict) -> dict:
+    """Recursive dict merge: values in `top` win; neither input is modified."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

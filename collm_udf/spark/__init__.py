@@ -1,0 +1,1 @@
+"""Spark glue: every module that imports pyspark lives in this package (the scoring core never does)."""

@@ -1,0 +1,98 @@
+"""Stage 6, score and write: rank each user's candidates with a Scorer and write the daily table.
+
+recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE, als_score DOUBLE,
+                 source ('als' | 'cold'), als_run_id, model_version, generated_at TIMESTAMP
+                 (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
+
+A Scorer maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score` column; it is all this
+stage knows of a model. The ALS scorer is the first; the language-model scorer implements the same interface.
+Ties are broken by item_id so that a rerun ranks identically.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from collm_udf.config import Config
+from collm_udf.spark import als, idmap
+from collm_udf.spark.tables import Tables
+
+
+class Scorer(ABC):
+    """Scores (user_id, item_id) pairs: higher = more likely to be liked. Null = cannot score this pair."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def model_version(self) -> str: ...
+
+    @abstractmethod
+    def score_pairs(self, pairs: DataFrame) -> DataFrame:
+        """`pairs` plus a DOUBLE column `score` (one output row per input row)."""
+
+    def fallback_score(self) -> float:
+        """Score used in evaluation for pairs this scorer returns null for (the uninformed prior)."""
+        return 0.0
+
+
+class ALSScorer(Scorer):
+    """Predicted preference u . v from the ALS run; null where the user or the item has no factors."""
+
+    name = "als"
+
+    def __init__(self, tables: Tables, run: dict):
+        self.tables = tables
+        self.run = run
+        self.model = als.load_model(run)
+
+    @property
+    def model_version(self) -> str:
+        return f"als:{self.run['als_run_id']}"
+
+    def score_pairs(self, pairs: DataFrame) -> DataFrame:
+        users = idmap.indices(self.tables, "user", "user")
+        items = idmap.indices(self.tables, "item", "item")
+        # Left joins keep pairs whose ids are unmapped; ALS (coldStartStrategy=nan) gives NaN for unknown ids.
+        keyed = pairs.join(users, "user_id", "left").join(items, "item_id", "left")
+        pred = self.model.transform(keyed.fillna(-1, ["user_idx", "item_idx"]))
+        score = F.when(F.isnan("prediction") | (F.col("user_idx") < 0) | (F.col("item_idx") < 0), None) \
+            .otherwise(F.col("prediction").cast("double"))
+        return pred.withColumn("score", score).drop("prediction", "user_idx", "item_idx")
+
+    def fallback_score(self) -> float:
+        return float(self.run.get("target_mean") or 0.0)
+
+
+def make_scorer(cfg: Config, tables: Tables) -> Scorer:
+    if cfg.score.scorer == "als":
+        return ALSScorer(tables, als.latest_run(tables))
+    raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")
+
+
+def rank(scored: DataFrame, top_n: int) -> DataFrame:
+    """Keep each user's top_n by score (nulls last, ties by item_id) with rank 1..n."""
+    w = Window.partitionBy("user_id").orderBy(F.col("score").desc_nulls_last(), F.col("item_id"))
+    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+
+
+def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Scorer | None = None) -> dict:
+    scorer = scorer or make_scorer(cfg, tables)
+    cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
+    if cands.limit(1).count() == 0:
+        raise ValueError(f"table candidates: no rows for ds={ds}; run the candidates stage for that day")
+    run_ = als.latest_run(tables)
+    with_als = ALSScorer(tables, run_).score_pairs(cands).withColumnRenamed("score", "als_score")
+    scored = with_als if scorer.name == "als" else scorer.score_pairs(with_als)
+    if scorer.name == "als":
+        scored = scored.withColumn("score", F.col("als_score"))
+    out = rank(scored, cfg.score.top_n).select(
+        "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "als_score", "source",
+        "als_run_id", F.lit(scorer.model_version).alias("model_version"),
+        F.current_timestamp().alias("generated_at"))
+    tables.replace_partition(out, "recommendations", "ds", ds)
+    day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date"))
+    return {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
+            "model_version": scorer.model_version}

@@ -1,0 +1,90 @@
+"""One local Spark session with Delta for the whole test run, and small real slices of MovieLens 100K."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from collm_udf.config import config_from_dict
+from collm_udf.datasets import dataset_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DS = "2026-01-15"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from collm_udf.spark.session import local_session
+
+    s = local_session("local[2]", {"spark.sql.shuffle.partitions": "2"}, app_name="collm-tests")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    try:
+        return dataset_dir("ml-100k", download=False)
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"MovieLens 100K not found: {e}. `make test` sets COLLM_DATA_DIR from ../shared/datasets.")
+
+
+def load_ml100k(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ratings = pd.read_csv(d / "u.data", sep="\t", names=["user", "item", "rating", "unix_ts"])
+    items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1],
+                        names=["movie_id", "title"])
+    return ratings, items
+
+
+@pytest.fixture(scope="session")
+def slice_dir(tmp_path_factory, ml100k) -> Path:
+    """A third of ML-100K's users (every user id divisible by 3), written as Parquet with warehouse-style
+    column names and a TIMESTAMP column: the pipeline sees it as any other source, not as MovieLens."""
+    ratings, items = load_ml100k(ml100k)
+    part = ratings[ratings["user"] % 3 == 0].copy()
+    out = tmp_path_factory.mktemp("slice")
+    events = pd.DataFrame({
+        "customer": part["user"].astype("int64"),
+        "product": part["item"].map(lambda i: f"sku-{i:04d}"),
+        "stars": part["rating"].astype(float),
+        "event_time": pd.to_datetime(part["unix_ts"], unit="s"),
+    })
+    catalog = pd.DataFrame({"sku": items["movie_id"].map(lambda i: f"sku-{i:04d}"), "name": items["title"],
+                            "kind": "movie"})
+    events.to_parquet(out / "events.parquet", index=False, coerce_timestamps="us")
+    catalog.to_parquet(out / "catalog.parquet", index=False)
+    return out
+
+
+def slice_conf(slice_dir: Path, root: Path, **sections) -> dict:
+    conf = {
+        "name": "ml-slice",
+        "tables": {"root": str(root)},
+        "interactions": {
+            "source": {"path": str(slice_dir / "events.parquet"), "format": "parquet"},
+            "columns": {"user": "customer", "item": "product", "timestamp": "event_time", "rating": "stars"},
+        },
+        "items": {"source": {"path": str(slice_dir / "catalog.parquet"), "format": "parquet"},
+                  "columns": {"item": "sku", "text": ["name", "kind"]}},
+        "als": {"rank": 8, "max_iter": 8, "target": "rating"},
+        "candidates": {"top_k": 20, "max_cold_items": 30, "min_item_interactions": 3},
+        "score": {"top_n": 10},
+    }
+    conf.update(sections)
+    return conf
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, slice_dir, tmp_path_factory):
+    """The whole pipeline once on the slice; tests read its tables."""
+    from collm_udf.spark import pipeline
+    from collm_udf.spark.session import set_checkpoint_dir
+    from collm_udf.spark.tables import Tables
+
+    root = tmp_path_factory.mktemp("warehouse")
+    cfg = config_from_dict(slice_conf(slice_dir, root))
+    set_checkpoint_dir(spark, cfg)
+    summary = pipeline.run(spark, cfg, ds=TEST_DS, run_id="run_test_1")
+    return cfg, Tables(spark, cfg.tables), summary

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collm_udf.config import ConfigError, config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base() -> dict:
+    return {
+        "name": "t",
+        "tables": {"root": "/tmp/wh"},
+        "interactions": {"source": {"path": "/data/events", "format": "parquet"},
+                         "columns": {"user": "u", "item": "i", "timestamp": "t", "rating": "r"}},
+        "items": {"source": {"table": "main.shop.items"}, "columns": {"item": "i", "text": ["title"]}},
+    }
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "example_warehouse.yaml"])
+def test_shipped_confs_load(name):
+    cfg = load_config(ROOT / "conf" / name)
+    assert cfg.name
+
+
+def test_defaults_and_types():
+    cfg = config_from_dict(base())
+    assert cfg.prepare.like_threshold == 4.0 and cfg.prepare.split.test == 0.1
+    assert cfg.als.implicit is False and cfg.candidates.top_k == 50
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"als": {"rnak": 8}}, "unknown key als.rnak"),
+    ({"bogus": 1}, "unknown key bogus"),
+    ({"als": {"rank": "8"}}, "als.rank: expected an integer"),
+    ({"als": {"implicit": "yes"}}, "als.implicit: expected true/false"),
+    ({"prepare": {"split": {"train": 0.5, "valid": 0.1, "test": 0.1}}}, "must sum to 1"),
+    ({"tables": {"root": "/x", "schema": "s"}}, "set either 'root'"),
+    ({"tables": {"schema": "bad-name", "models_dir": "/m"}}, "not a valid identifier"),
+    ({"items": {"source": {"table": "main.shop; DROP TABLE x"}, "columns": {"item": "i", "text": ["t"]}}},
+     "not a valid identifier"),
+    ({"items": {"source": {"path": "/a", "table": "t"}, "columns": {"item": "i", "text": ["t"]}}},
+     "exactly one of"),
+    ({"score": {"scorer": "magic"}}, "score.scorer"),
+])
+def test_bad_values_name_the_key(patch, message):
+    d = base()
+    d.update(patch)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(d)
+
+
+def test_rating_target_needs_rating_column():
+    d = base()
+    d["interactions"]["columns"] = {"user": "u", "item": "i", "timestamp": "t", "label": "y"}
+    d["als"] = {"target": "rating"}
+    with pytest.raises(ConfigError, match="needs interactions.columns.rating"):
+        config_from_dict(d)
+    d["als"] = {"target": "label"}
+    assert config_from_dict(d).als.target == "label"
+
+
+def test_load_config_names_file_and_merges_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    d = base()
+    d["evaluate"] = {"k": 10, "typo": 1}
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key evaluate\.typo"):
+        load_config(p)
+    del d["evaluate"]
+    p.write_text(yaml.safe_dump(d))
+    cfg = load_config(p, {"tables": {"root": str(tmp_path / "wh")}})
+    assert cfg.tables.root == str(tmp_path / "wh")

@@ -1,0 +1,186 @@
+"""The whole pipeline on a real slice of ML-100K (real Spark, Delta, MLlib ALS), checked against pandas/sklearn."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from conftest import TEST_DS
+
+pytestmark = pytest.mark.slow
+
+
+def pdf(tables, name):
+    return tables.read(name).toPandas()
+
+
+@pytest.fixture(scope="module")
+def frames(pipeline_run):
+    _, tables, _ = pipeline_run
+    return {n: pdf(tables, n) for n in ("interactions", "pairs", "id_map", "user_factors", "item_factors",
+                                        "candidates", "recommendations", "items", "metrics")}
+
+
+def test_ingest_maps_columns_and_types(frames, slice_dir):
+    src = pd.read_parquet(slice_dir / "events.parquet")
+    inter = frames["interactions"]
+    assert len(inter) == len(src)
+    assert set(inter["user_id"]) == {str(u) for u in src["customer"]}
+    assert inter["item_id"].str.startswith("sku-").all()
+    # text columns joined in order with the separator
+    items = frames["items"].set_index("item_id")
+    assert items.loc["sku-0001", "text"] == "Toy Story (1995) | movie"
+
+
+def test_split_is_exact_and_by_global_time(frames):
+    p = frames["pairs"].sort_values(["ts", "user_id", "item_id"]).reset_index(drop=True)
+    n = len(p)
+    n_train, n_valid = round(n * 0.8), round(n * 0.9) - round(n * 0.8)
+    expected = ["train"] * n_train + ["valid"] * n_valid + ["test"] * (n - n_train - n_valid)
+    assert p["split"].tolist() == expected
+    assert p.loc[p.split == "train", "ts"].max() <= p.loc[p.split == "test", "ts"].min()
+
+
+def test_labels_and_warm_cold_flags_match_pandas(frames):
+    p = frames["pairs"]
+    assert (p["label"] == (p["rating"] >= 4).astype(int)).all()
+    train = p[p.split == "train"]
+    uc, ic = train.groupby("user_id").size(), train.groupby("item_id").size()
+    u = p["user_id"].map(uc).fillna(0)
+    i = p["item_id"].map(ic).fillna(0)
+    assert (p["warm"] == ((u >= 3) & (i >= 3))).all()
+    assert (p["cold_item"] == (i == 0)).all()
+    assert p["warm"].any() and (~p["warm"]).any() and p["cold_item"].any()
+
+
+def test_history_is_last_ten_earlier_positives(frames):
+    p = frames["pairs"]
+    some_users = sorted(p["user_id"].unique())[:25]
+    checked = 0
+    for uid in some_users:
+        rows = p[p.user_id == uid].sort_values("ts")
+        for _, r in rows.iterrows():
+            earlier = rows[(rows.ts < r.ts) & (rows.label == 1)].sort_values(["ts", "item_id"])
+            want = earlier["item_id"].tolist()[-10:]
+            assert list(r["history"]) == want, (uid, r.item_id)
+            checked += 1
+    assert checked > 500
+
+
+def test_id_map_is_dense_unique_and_covers_everything(frames):
+    m = frames["id_map"]
+    for entity, ids in (("user", set(frames["pairs"]["user_id"])),
+                        ("item", set(frames["pairs"]["item_id"]) | set(frames["items"]["item_id"]))):
+        e = m[m.entity == entity]
+        assert set(e["id"]) == ids
+        assert sorted(e["idx"]) == list(range(len(ids)))
+
+
+def test_factors_carry_run_id_and_cover_training(frames, pipeline_run):
+    _, _, summary = pipeline_run
+    run_id = summary["als_run_id"]
+    for name, col in (("user_factors", "user_id"), ("item_factors", "item_id")):
+        f = frames[name]
+        assert (f["als_run_id"] == run_id).all() and len(f["features"].iloc[0]) == 8
+    train = frames["pairs"][frames["pairs"].split == "train"]
+    assert set(frames["user_factors"]["user_id"]) == set(train["user_id"])
+    assert set(frames["item_factors"]["item_id"]) == set(train["item_id"])
+
+
+def test_candidates_are_unseen_top_k_plus_cold_items(frames):
+    c, p = frames["candidates"], frames["pairs"]
+    train = p[p.split == "train"]
+    als_c = c[c.source == "als"]
+    seen = set(zip(train.user_id, train.item_id))
+    assert not any((u, i) in seen for u, i in zip(als_c.user_id, als_c.item_id))
+    assert als_c.groupby("user_id").size().max() == 20
+    counts = train.groupby("item_id").size()
+    assert (als_c["item_id"].map(counts) >= 3).all()
+    cold = sorted(set(frames["items"]["item_id"]) - set(train["item_id"]))[:30]
+    cold_c = c[c.source == "cold"]
+    assert set(cold_c["item_id"]) == set(cold)
+    assert cold_c.groupby("user_id").size().eq(len(cold)).all()
+    assert not c.duplicated(["user_id", "item_id"]).any()
+
+
+def test_recommendations_ranked_by_score(frames):
+    r = frames["recommendations"]
+    assert set(r.columns) >= {"ds", "user_id", "item_id", "rank", "score", "source", "als_run_id",
+                              "model_version", "generated_at"}
+    for _, g in r.groupby("user_id"):
+        g = g.sort_values("rank")
+        assert g["rank"].tolist() == list(range(1, len(g) + 1)) and len(g) == 10
+        s = g["score"].fillna(-np.inf).to_numpy()
+        assert (np.diff(s) <= 0).all()
+
+
+def _als_scores(frames, test):
+    """u . v from the factor tables with numpy; pairs without factors get the training target mean."""
+    U = {r.user_id: np.asarray(r.features) for r in frames["user_factors"].itertuples()}
+    V = {r.item_id: np.asarray(r.features) for r in frames["item_factors"].itertuples()}
+    fallback = frames["pairs"].query("split == 'train'")["rating"].mean()
+    return np.array([float(U[u] @ V[i]) if u in U and i in V else fallback
+                     for u, i in zip(test.user_id, test.item_id)])
+
+
+def test_auc_and_uauc_match_sklearn(frames, pipeline_run):
+    _, _, summary = pipeline_run
+    test = frames["pairs"][frames["pairs"].split == "test"].copy()
+    test["score"] = _als_scores(frames, test)
+    segs = {"all": test, "warm": test[test.warm], "cold": test[~test.warm], "cold_item": test[test.cold_item]}
+    for seg, part in segs.items():
+        want = roc_auc_score(part.label, part.score)
+        assert summary["metrics"]["auc"][seg] == pytest.approx(want, abs=1e-4), seg
+        per_user = [roc_auc_score(g.label, g.score) for _, g in part.groupby("user_id") if g.label.nunique() == 2]
+        assert summary["metrics"]["uauc"][seg] == pytest.approx(np.mean(per_user), abs=1e-4), seg
+    assert summary["metrics"]["auc"]["warm"] > 0.7  # ALS learns something on warm pairs
+
+
+def test_ranking_metrics_match_hand_computation(frames, pipeline_run):
+    _, _, summary = pipeline_run
+    p, r = frames["pairs"], frames["recommendations"]
+    pos = p[(p.split == "test") & (p.label == 1)].groupby("user_id")["item_id"].apply(set)
+    recalls, ndcgs = [], []
+    for uid, truth in pos.items():
+        recs = r[r.user_id == uid].sort_values("rank")["item_id"].tolist()[:10]
+        hits = [1.0 if i in truth else 0.0 for i in recs]
+        recalls.append(sum(hits) / len(truth))
+        dcg = sum(h / np.log2(k + 2) for k, h in enumerate(hits))
+        idcg = sum(1 / np.log2(k + 2) for k in range(min(len(truth), 10)))
+        ndcgs.append(dcg / idcg)
+    m = summary["metrics"]
+    assert m["ranking_users"] == len(pos)
+    assert m["recall@10"] == pytest.approx(np.mean(recalls), abs=1e-9)
+    assert m["ndcg@10"] == pytest.approx(np.mean(ndcgs), abs=1e-9)
+    assert m["recall@10"] > 0
+
+
+def test_metrics_table_and_summary(frames, pipeline_run):
+    _, _, summary = pipeline_run
+    met = frames["metrics"]
+    row = met[(met.metric == "auc") & (met.segment == "warm")].iloc[0]
+    assert row["value"] == pytest.approx(summary["metrics"]["auc"]["warm"])
+    assert row["run_id"] == "run_test_1" and str(row["ds"]) == TEST_DS
+    assert summary["tables"]["recommendations"]["rows"] == len(frames["recommendations"])
+
+
+def test_rerun_same_ds_replaces_partition(spark, pipeline_run):
+    from collm_udf.spark import candidates, score
+
+    cfg, tables, _ = pipeline_run
+    before = tables.read("recommendations").toPandas()
+    # another day first: a rerun of TEST_DS must leave it alone
+    candidates.run(spark, cfg, tables, "2026-01-16")
+    score.run(spark, cfg, tables, "2026-01-16")
+    candidates.run(spark, cfg, tables, TEST_DS)
+    score.run(spark, cfg, tables, TEST_DS)
+    after = tables.read("recommendations")
+    day = after.where(F.col("ds") == F.lit(TEST_DS).cast("date")).toPandas()
+    assert len(day) == len(before)
+    assert not day.duplicated(["user_id", "item_id"]).any()
+    key = ["user_id", "rank", "item_id"]
+    pd.testing.assert_frame_equal(day.sort_values(key)[key].reset_index(drop=True),
+                                  before.sort_values(key)[key].reset_index(drop=True))
+    assert after.where(F.col("ds") == F.lit("2026-01-16").cast("date")).count() == len(before)
