@@ -86,5 +86,9 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
     if "evaluate" in summary["stages"]:
         summary["metrics"] = summary["stages"]["evaluate"]
     summary["tables"] = table_report(tables, ds)
+    try:
+        summary["spark_master"] = spark.sparkContext.master
+    except Exception:  # Spark Connect sessions have no SparkContext
+        pass
     summary["wall_s"] = round(time.time() - t0, 1)
     return summary

@@ -64,6 +64,15 @@ def local_session(master: str = "local[*]", conf: dict | None = None, app_name: 
     return spark
 
 
+def delta_packages() -> str:
+    """The Maven coordinate(s) of the Delta jars matching the installed delta-spark, as delta's own pip helper
+    computes them (for spark-submit --packages)."""
+    from delta import configure_spark_with_delta_pip
+
+    builder = configure_spark_with_delta_pip(SparkSession.Builder())  # a builder starts no JVM
+    return builder._options["spark.jars.packages"]
+
+
 def set_checkpoint_dir(spark: SparkSession, cfg: Config) -> None:
     """ALS needs a checkpoint dir to cut its lineage (without one, long runs die of StackOverflowError)."""
     d = cfg.spark.checkpoint_dir
