@@ -85,6 +85,7 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
         summary["model_version"] = summary["stages"]["score"]["model_version"]
     if "evaluate" in summary["stages"]:
         summary["metrics"] = summary["stages"]["evaluate"]
+        summary["stages"]["evaluate"] = {"wall_s": summary["metrics"].pop("wall_s")}
     summary["tables"] = table_report(tables, ds)
     try:
         summary["spark_master"] = spark.sparkContext.master
