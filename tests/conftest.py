@@ -15,10 +15,12 @@ TEST_DS = "2026-01-15"
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     from collm_udf.spark.session import local_session
 
-    s = local_session("local[2]", {"spark.sql.shuffle.partitions": "2"}, app_name="collm-tests")
+    wh = tmp_path_factory.mktemp("spark-warehouse")  # managed (catalog) tables of the tests go here
+    s = local_session("local[2]", {"spark.sql.shuffle.partitions": "2", "spark.sql.warehouse.dir": str(wh)},
+                      app_name="collm-tests")
     yield s
     s.stop()
 
