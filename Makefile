@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # CI and local runs read MovieLens from ../shared/datasets when it exists (see README for other options).
 export COLLM_DATA_DIR ?= $(if $(wildcard ../shared/datasets/ml-100k/u.data),$(abspath ../shared/datasets),)
 DS ?= $(shell date -u +%F)
+# Nothing may download weights at run time.
+export HF_HUB_OFFLINE := 1
 
 .PHONY: venv demo test clean
 
@@ -24,3 +26,8 @@ test: venv
 
 clean:
 	rm -rf warehouse spark-warehouse metastore_db derby.log
+
+DATASET ?= ml-100k
+.PHONY: bench-quality
+bench-quality: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quality.py --dataset $(DATASET)

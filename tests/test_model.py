@@ -1,0 +1,189 @@
+"""The CoLLM core on tiny random backbones (an encoder and a causal LM built from configs; no downloads)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from collm_udf import checkpoint
+from collm_udf.batching import collate
+from collm_udf.model import ModelError, ModelSpec, build, default_backbone_dir
+from collm_udf.prompt import COMPACT_TEMPLATE, PromptBuilder, PromptError
+from collm_udf.train import PairSet, TrainConfig, predict, train_stage
+
+D = 4  # factor dim
+
+
+def _tokenizer_files(dst):
+    src = default_backbone_dir()
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{src}/{f}", dst / f)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d)
+    _tokenizer_files(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_causal(tmp_path_factory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-qwen2")
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
+                                 tie_word_embeddings=True)).save_pretrained(d)
+    _tokenizer_files(d)
+    return str(d)
+
+
+def make(path, kind="encoder", tuning="none"):
+    spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,
+                     max_tokens=48, candidate_max_tokens=12, als_run_id="als_test")
+    model, tok = build(spec)
+    return model, tok, PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
+
+
+def batch(tok, pb, n=3, user_has=True, item_has=True, seed=0):
+    rng = np.random.default_rng(seed)
+    enc = [pb.encode(["Toy Story (1995)", "Fargo (1996)"][: i + 1], f"Movie {i}") for i in range(n)]
+    return collate(enc, rng.normal(size=(n, D)), rng.normal(size=(n, D)), np.full(n, user_has),
+                   np.full(n, item_has), tok.pad_token_id)
+
+
+def pairs(n=64, seed=0) -> PairSet:
+    rng = np.random.default_rng(seed)
+    f_u, f_i = rng.normal(size=(n, D)).astype(np.float32), rng.normal(size=(n, D)).astype(np.float32)
+    label = ((f_u * f_i).sum(1) > 0).astype(np.int64)  # learnable only through the CF tokens
+    return PairSet([["A (1990)", "B (1991)"]] * n, [f"Item {i % 7}" for i in range(n)], f_u, f_i,
+                   np.ones(n, bool), rng.random(n) > 0.2, label)
+
+
+# ------------------------------------------------------------------------------------------ prompt
+def test_prompt_marks_cf_slots_and_truncates_oldest_history_first(tiny_encoder):
+    _, tok, pb = make(tiny_encoder)
+    titles = [f"Old Title Number {i} (19{i:02d})" for i in range(10)]
+    e = pb.encode(titles, "The Candidate Movie (2000)")
+    assert len(e.input_ids) <= 48
+    assert e.input_ids[e.user_pos] == pb.cf_id and e.input_ids[e.item_pos] == pb.cf_id
+    text = tok.decode(e.input_ids)
+    assert "candidate movie" in text  # the candidate survives whole
+    assert "title number 9" in text and "title number 0" not in text  # newest kept, oldest dropped
+    long_cand = pb.encode([], "word " * 500)
+    assert long_cand.input_ids[long_cand.item_pos] == pb.cf_id and len(long_cand.input_ids) <= 48
+
+
+def test_template_errors(tiny_encoder):
+    _, tok, _ = make(tiny_encoder)
+    with pytest.raises(PromptError, match="exactly once"):
+        PromptBuilder(tok, "{history} {candidate} {item_cf}")
+    with pytest.raises(PromptError, match="unknown field"):
+        PromptBuilder(tok, "{history} {user_cf} {candidate} {item_cf} {oops}")
+    with pytest.raises(PromptError, match="exceeds max_tokens"):
+        PromptBuilder(tok, max_tokens=40)  # CoLLM's long template does not fit
+
+
+# ------------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("kind", ["encoder", "causal"])
+def test_cf_tokens_land_in_their_slots_and_change_the_score(kind, tiny_encoder, tiny_causal):
+    model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind)
+    model.eval()
+    b = batch(tok, pb)
+    cf = model.cf_vectors(b["user_f"], b["item_f"], b["user_has"], b["item_has"])
+    emb = model.embed(b["input_ids"], b["user_pos"], b["item_pos"], cf)
+    plain = model.backbone.get_input_embeddings()(b["input_ids"])
+    for r in range(3):
+        assert torch.equal(emb[r, b["user_pos"][r]], cf[r, 0]) and torch.equal(emb[r, b["item_pos"][r]], cf[r, 1])
+        others = [t for t in range(emb.shape[1]) if t not in (int(b["user_pos"][r]), int(b["item_pos"][r]))]
+        assert torch.equal(emb[r, others], plain[r, others])
+    with torch.no_grad():
+        s1 = model(**b)
+        b2 = dict(b, user_f=b["user_f"] + 1.0)
+        assert not torch.allclose(s1, model(**b2))
+
+
+def test_cold_item_uses_the_no_cf_vector(tiny_encoder):
+    model, tok, pb = make(tiny_encoder)
+    model.eval()
+    b = batch(tok, pb, item_has=False)
+    cf = model.cf_vectors(b["user_f"], b["item_f"], b["user_has"], b["item_has"])
+    assert torch.equal(cf[:, 1], model.no_cf[1].expand(3, -1))
+    with torch.no_grad():
+        s1 = model(**b)
+        s2 = model(**dict(b, item_f=torch.randn_like(b["item_f"]) * 100))  # whatever sits in a cold item's row
+    assert torch.equal(s1, s2)
+
+
+def test_stage_cf_trains_only_the_projector(tiny_encoder):
+    model, tok, pb = make(tiny_encoder, tuning="full")
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    ps, hold = pairs(64).encode(pb), pairs(32, seed=1).encode(pb)
+    train_stage(model, "cf", ps, hold, TrainConfig(lr=1e-2, epochs=2, batch_size=16, bf16="off"),
+                tok.pad_token_id, log=lambda m: None)
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith("projector.") or n == "no_cf" for n in changed)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith(("backbone.", "head.")))
+
+
+def test_training_resumes_from_saved_state(tiny_encoder, tmp_path):
+    model, tok, pb = make(tiny_encoder)
+    ps, hold = pairs(32).encode(pb), pairs(16, seed=1).encode(pb)
+    tc = TrainConfig(lr=1e-2, epochs=1, batch_size=16, bf16="off", patience=5)
+    m1 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, str(tmp_path), log=lambda m: None)
+    assert [h["epoch"] for h in m1["history"]] == [0]
+    logs = []
+    tc.epochs = 2
+    m2 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, str(tmp_path), log=logs.append)
+    assert any("resuming stage cf after epoch 0" in m for m in logs)
+    assert [h["epoch"] for h in m2["history"]] == [0, 1]
+
+
+@pytest.mark.parametrize("kind, tuning", [("encoder", "full"), ("causal", "lora")])
+def test_checkpoint_round_trip_gives_identical_scores(kind, tuning, tiny_encoder, tiny_causal, tmp_path):
+    model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind, tuning)
+    ps, hold = pairs(32).encode(pb), pairs(16, seed=1).encode(pb)
+    tc = TrainConfig(lr=1e-2, epochs=1, batch_size=16, bf16="off")
+    train_stage(model, "text", ps, hold, tc, tok.pad_token_id, log=lambda m: None)
+    train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, log=lambda m: None)
+    want = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off")
+    checkpoint.save(model, tmp_path / "ckpt")
+    loaded, _ = checkpoint.load(tmp_path / "ckpt", expect_factor_dim=D, expect_als_run_id="als_test")
+    got = predict(loaded, hold, tok.pad_token_id, use_cf=True, bf16="off")
+    np.testing.assert_array_equal(got, want)
+    if tuning == "lora":
+        assert any("lora_" in k for k in loaded.saved_state())
+        assert not any(k.startswith("backbone.") and "lora_" not in k for k in loaded.saved_state())
+
+
+def test_checkpoint_refuses_mismatch_and_tampering(tiny_encoder, tmp_path):
+    model, _, _ = make(tiny_encoder)
+    checkpoint.save(model, tmp_path / "c")
+    with pytest.raises(ModelError, match="factor_dim 4 != factors given"):
+        checkpoint.load(tmp_path / "c", expect_factor_dim=8)
+    with pytest.raises(ModelError, match="trained on als_run_id als_test"):
+        checkpoint.load(tmp_path / "c", expect_als_run_id="als_other")
+    (tmp_path / "c" / checkpoint.WEIGHTS).write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(ModelError, match="not a valid safetensors"):
+        checkpoint.load(tmp_path / "c")
+
+
+def test_core_imports_without_pyspark():
+    code = ("import sys; sys.modules['pyspark'] = None\n"
+            "import collm_udf.model, collm_udf.prompt, collm_udf.train, collm_udf.checkpoint, "
+            "collm_udf.batching, collm_udf.metrics\n"
+            "assert not any(m.startswith('pyspark') for m in sys.modules if sys.modules[m] is not None)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
