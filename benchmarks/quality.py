@@ -73,11 +73,15 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--template", default="compact", choices=sorted(TEMPLATES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cf-train-share", type=float, default=0.0,
+                    help="share of stage-2 pairs drawn from the training split (ALS saw their labels)")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
     ap.add_argument("--resume", action="store_true", help="resume training state of an interrupted run")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    work = ROOT / "benchmarks" / ".work" / args.dataset
+    name = args.dataset + (f"-{args.tag}" if args.tag else "")
+    work = ROOT / "benchmarks" / ".work" / name
     times, t0 = {}, time.time()
 
     pairs, items, U, V, run = prepare(args.conf or str(ROOT / "conf" / "local.yaml"), work)
@@ -93,8 +97,12 @@ def main() -> int:
     if not args.resume:
         shutil.rmtree(work / "state", ignore_errors=True)
     n_hold = min(2000, len(valid_df) // 5)
-    hold_df, cf_df = valid_df.iloc[:n_hold], valid_df.iloc[n_hold:n_hold + args.cf_pairs]
-    text_df = train_df.iloc[rng.permutation(len(train_df))[: args.text_pairs]]
+    perm = rng.permutation(len(train_df))
+    text_df = train_df.iloc[perm[: args.text_pairs]]
+    n_cf_train = int(round(args.cf_pairs * args.cf_train_share))
+    hold_df = valid_df.iloc[:n_hold]
+    cf_df = pd.concat([valid_df.iloc[n_hold:n_hold + args.cf_pairs - n_cf_train],
+                       train_df.iloc[perm[args.text_pairs:args.text_pairs + n_cf_train]]])
 
     spec = ModelSpec(backbone="minilm", kind="encoder", factor_dim=d, tuning="full",
                      template=TEMPLATES[args.template], max_tokens=args.max_tokens, candidate_max_tokens=24,
@@ -137,8 +145,8 @@ def main() -> int:
            "pairs": {k: len(v) for k, v in sets.items()}, "threads": torch.get_num_threads()}
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
-    (res / f"quality-{args.dataset}.json").write_text(json.dumps(out, indent=2))
-    lines = [f"# Quality on {args.dataset} (test split, {len(test_df)} pairs)", "",
+    (res / f"quality-{name}.json").write_text(json.dumps(out, indent=2))
+    lines = [f"# Quality on {name} (test split, {len(test_df)} pairs)", "",
              "| model | AUC all | AUC warm | AUC cold | AUC cold_item | UAUC all | UAUC warm | UAUC cold |",
              "|---|---|---|---|---|---|---|---|"]
     f = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
@@ -148,7 +156,7 @@ def main() -> int:
                      f"{f(r['cold_item']['auc'])} | {f(r['all']['uauc'])} | {f(r['warm']['uauc'])} | "
                      f"{f(r['cold']['uauc'])} |")
     lines += ["", f"Target met: {target}", f"Times (s): {times}"]
-    (res / f"quality-{args.dataset}.md").write_text("\n".join(lines) + "\n")
+    (res / f"quality-{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
