@@ -83,11 +83,13 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Score
     cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
     if cands.limit(1).count() == 0:
         raise ValueError(f"table candidates: no rows for ds={ds}; run the candidates stage for that day")
-    run_ = als.latest_run(tables)
-    with_als = ALSScorer(tables, run_).score_pairs(cands).withColumnRenamed("score", "als_score")
-    scored = with_als if scorer.name == "als" else scorer.score_pairs(with_als)
-    if scorer.name == "als":
-        scored = scored.withColumn("score", F.col("als_score"))
+    # The ALS score rides along in the daily table whatever ranks it; when ALS ranks, it is computed once.
+    als_scorer = scorer if isinstance(scorer, ALSScorer) else ALSScorer(tables, als.latest_run(tables))
+    with_als = als_scorer.score_pairs(cands).withColumnRenamed("score", "als_score")
+    if scorer is als_scorer:
+        scored = with_als.withColumn("score", F.col("als_score"))
+    else:
+        scored = scorer.score_pairs(with_als)
     out = rank(scored, cfg.score.top_n).select(
         "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "als_score", "source",
         "als_run_id", F.lit(scorer.model_version).alias("model_version"),
