@@ -23,11 +23,11 @@ from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from collm_udf.config import Config
+from collm_udf.metrics import SEGMENTS, segment_masks
 from collm_udf.spark import idmap
 from collm_udf.spark.score import Scorer, make_scorer
 from collm_udf.spark.tables import Tables
 
-SEGMENTS = ("all", "warm", "cold", "cold_item")
 
 
 def segment_filter(segment: str):
@@ -49,9 +49,7 @@ def _user_aucs(pdf: pd.DataFrame) -> pd.DataFrame:
 
     Module-level so that executors import it instead of unpickling a closure."""
     rows = []
-    masks = {"all": np.ones(len(pdf), bool), "warm": pdf["warm"].to_numpy(bool),
-             "cold": ~pdf["warm"].to_numpy(bool), "cold_item": pdf["cold_item"].to_numpy(bool)}
-    for seg, m in masks.items():
+    for seg, m in segment_masks(pdf).items():
         y = pdf["label"].to_numpy()[m]
         if len(np.unique(y)) == 2:
             rows.append((pdf["user_id"].iloc[0], seg, float(roc_auc_score(y, pdf["score"].to_numpy()[m]))))
