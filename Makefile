@@ -31,3 +31,7 @@ DATASET ?= ml-100k
 .PHONY: bench-quality
 bench-quality: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quality.py --dataset $(DATASET)
+
+.PHONY: bench-ablations
+bench-ablations: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ablations.py --dataset $(DATASET)

@@ -1,14 +1,19 @@
 """make bench-quality: ALS alone vs text-only vs CoLLM on the same split and backbone.
 
-Spark (real pipeline stages ingest/prepare/idmap/als) prepares pairs and factors; the torch core trains:
-  text-only = stage 1 (backbone + head on prompts without CF), trained on sampled training-split pairs;
-  CoLLM     = stage 2 on top (projector + no-CF vectors only), trained on validation-split pairs: ALS never saw
-              their labels, so the projector cannot learn to trust factors fitted on its own targets.
-Early stopping uses a held-out fifth of the validation split. Writes benchmarks/results/quality-<dataset>.json/.md.
+The real pipeline stages (ingest/prepare/idmap/als) prepare pairs and factors, and the train stage's sampler
+picks the training pairs, so the bench measures what `collm run` trains (conf: the `model` section; the flags
+below override it). text-only = stage 1 (backbone + head on prompts without CF) on training-split pairs;
+CoLLM = stage 2 on top (projector + no-CF vectors only) on validation-split pairs, early stopping on a held-out
+part of the validation split. Ablations (--ablate, --projector-mult) change stage 2 and scoring only, except
+no_history, which drops the history titles from every prompt of both stages. Stage 1 is cached under
+benchmarks/.work/ keyed by everything it depends on, so a stage-2 ablation costs only stage 2.
+Writes benchmarks/results/quality-<dataset>[-tag].json/.md.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -17,8 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,41 +31,31 @@ sys.path.insert(0, str(ROOT))
 from collm_udf import checkpoint  # noqa: E402
 from collm_udf.config import load_config  # noqa: E402
 from collm_udf.metrics import auc_uauc  # noqa: E402
-from collm_udf.model import ModelSpec, build  # noqa: E402
-from collm_udf.prompt import TEMPLATES, PromptBuilder  # noqa: E402
-from collm_udf.train import PairSet, TrainConfig, predict, train_stage  # noqa: E402
+from collm_udf.model import build  # noqa: E402
+from collm_udf.prompt import PromptBuilder  # noqa: E402
+from collm_udf.train import PairSet, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
+
+ABLATIONS = ("none", "no_history", "no_user", "no_item")
 
 
-def prepare(conf: str, work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict, dict]:
+def prepare(cfg, work: Path):
+    """Pipeline stages up to ALS, then the train stage's sample plus the whole test split, as pandas."""
     from pyspark.sql import functions as F
 
-    from collm_udf.spark import als, pipeline
+    from collm_udf.spark import als, pipeline, train
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
 
-    cfg = load_config(conf, {"tables": {"root": str(work / "warehouse")}})
     spark = get_spark(cfg, "collm-bench-quality")
     pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als"], ds="2026-01-01")
     t = Tables(spark, cfg.tables)
     run = als.latest_run(t)
-    pairs = t.read("pairs").select("user_id", "item_id", "label", "split", "warm", "cold_item", "history").toPandas()
-    items = t.read("items").toPandas()
-    U = {r["user_id"]: np.asarray(r["features"], np.float32) for r in
-         t.read("user_factors").where(F.col("als_run_id") == run["als_run_id"]).collect()}
-    V = {r["item_id"]: np.asarray(r["features"], np.float32) for r in
-         t.read("item_factors").where(F.col("als_run_id") == run["als_run_id"]).collect()}
+    frames = train.training_frames(cfg, t)
+    frames["test"] = (t.read("pairs").where(F.col("split") == "test").orderBy("ts", "user_id", "item_id")
+                      .select(*train.PAIR_COLUMNS).toPandas())
+    text, U, V = train.lookups(spark, t, frames, run["als_run_id"])
     spark.stop()
-    return pairs, items, U, V, run
-
-
-def pairset(df: pd.DataFrame, text: dict, U: dict, V: dict, d: int) -> PairSet:
-    z = np.zeros(d, np.float32)
-    return PairSet(
-        history=[[text.get(i, "") for i in h] for h in df["history"]],
-        candidate=[text.get(i, "") for i in df["item_id"]],
-        user_f=np.stack([U.get(u, z) for u in df["user_id"]]), item_f=np.stack([V.get(i, z) for i in df["item_id"]]),
-        user_has=np.array([u in U for u in df["user_id"]]), item_has=np.array([i in V for i in df["item_id"]]),
-        label=df["label"].to_numpy(np.int64))
+    return frames, text, U, V, run
 
 
 def main() -> int:
@@ -69,12 +64,17 @@ def main() -> int:
     ap.add_argument("--conf", default=None, help="pipeline conf (default conf/local.yaml for ml-100k)")
     ap.add_argument("--text-pairs", type=int, default=5000, help="training-split pairs for stage 1")
     ap.add_argument("--cf-pairs", type=int, default=8000, help="validation-split pairs for stage 2")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--holdout-pairs", type=int, default=2000, help="validation-split pairs for early stopping")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of stage 1")
+    ap.add_argument("--cf-epochs", type=int, default=2, help="epochs of stage 2")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--template", default="compact", choices=sorted(TEMPLATES))
+    ap.add_argument("--template", default="compact", help="collm, compact or a template string")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cf-train-share", type=float, default=0.0,
                     help="share of stage-2 pairs drawn from the training split (ALS saw their labels)")
+    ap.add_argument("--ablate", default="none", choices=ABLATIONS,
+                    help="no_history: prompts without history; no_user / no_item: that CF slot always no-CF")
+    ap.add_argument("--projector-mult", type=int, default=10, help="projector width = mult x ALS rank")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
     ap.add_argument("--resume", action="store_true", help="resume training state of an interrupted run")
@@ -84,47 +84,69 @@ def main() -> int:
     work = ROOT / "benchmarks" / ".work" / name
     times, t0 = {}, time.time()
 
-    pairs, items, U, V, run = prepare(args.conf or str(ROOT / "conf" / "local.yaml"), work)
+    model_conf = {"template": args.template, "max_tokens": args.max_tokens, "candidate_max_tokens": 24,
+                  "tuning": "full", "projector_mult": args.projector_mult,
+                  "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
+                            args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
+                            "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed}}
+    cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
+                      {"tables": {"root": str(work / "warehouse")}, "model": model_conf})
+    frames, text, U, V, run = prepare(cfg, work)
     times["spark_prepare_s"] = round(time.time() - t0, 1)
     d = len(next(iter(U.values())))
-    text = dict(zip(items["item_id"], items["text"]))
-    rng = np.random.default_rng(args.seed)
-    train_df = pairs[pairs.split == "train"]
-    valid_df = pairs[pairs.split == "valid"].sample(frac=1.0, random_state=args.seed)
-    test_df = pairs[pairs.split == "test"].reset_index(drop=True)
+    test_df = frames["test"]
     if args.test_pairs:
         test_df = test_df.sample(n=args.test_pairs, random_state=args.seed).reset_index(drop=True)
     if not args.resume:
         shutil.rmtree(work / "state", ignore_errors=True)
-    n_hold = min(2000, len(valid_df) // 5)
-    perm = rng.permutation(len(train_df))
-    text_df = train_df.iloc[perm[: args.text_pairs]]
-    n_cf_train = int(round(args.cf_pairs * args.cf_train_share))
-    hold_df = valid_df.iloc[:n_hold]
-    cf_df = pd.concat([valid_df.iloc[n_hold:n_hold + args.cf_pairs - n_cf_train],
-                       train_df.iloc[perm[args.text_pairs:args.text_pairs + n_cf_train]]])
+    use_hist = args.ablate != "no_history"
+    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d, use_hist)
+            for k, df in (("text", frames["text"]), ("cf", frames["cf"]), ("hold", frames["hold"]),
+                          ("test", test_df))}
 
-    spec = ModelSpec(backbone="minilm", kind="encoder", factor_dim=d, tuning="full",
-                     template=TEMPLATES[args.template], max_tokens=args.max_tokens, candidate_max_tokens=24,
-                     als_run_id=run["als_run_id"])
+    spec = spec_from_conf(cfg.model, d, run["als_run_id"])
     torch.manual_seed(args.seed)
     model, tok = build(spec)
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
     t = time.time()
-    sets = {k: pairset(df, text, U, V, d).encode(pb) for k, df in
-            (("text", text_df), ("cf", cf_df), ("hold", hold_df), ("test", test_df))}
+    for ps in sets.values():
+        ps.encode(pb)
     times["tokenize_s"] = round(time.time() - t, 1)
-    tc = TrainConfig(lr=5e-5, epochs=args.epochs, patience=1, seed=args.seed)
 
+    # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
+    stage1 = {"als_run_id": run["als_run_id"], "model": {k: v for k, v in dataclasses.asdict(cfg.model).items()
+                                                          if k != "projector_mult"},
+              "history": use_hist, "test_pairs": args.test_pairs}
+    key = hashlib.sha1(json.dumps(stage1, sort_keys=True).encode()).hexdigest()[:12]
+    cache = ROOT / "benchmarks" / ".work" / f"stage1-{args.dataset}-{key}"
+    if (cache / "done.json").is_file():
+        state = load_file(str(cache / "text.safetensors"))
+        missing = model.load_state_dict(state, strict=False).missing_keys
+        assert all(m.startswith("projector.") or m in state for m in missing) and "no_cf" in state
+        h1 = json.loads((cache / "done.json").read_text())
+        test_df["text_only"] = np.load(cache / "text_only.npy")
+        times["stage1_cached"] = str(cache.relative_to(ROOT))
+    else:
+        t = time.time()
+        h1 = train_stage(model, "text", sets["text"], sets["hold"], stage_config(cfg.model, "text"),
+                         tok.pad_token_id, str(work / "state"))
+        times["train_text_s"] = round(time.time() - t, 1)
+        t = time.time()
+        test_df["text_only"] = predict(model, sets["test"], tok.pad_token_id, use_cf=False)
+        times["score_text_s"] = round(time.time() - t, 1)
+        cache.mkdir(parents=True, exist_ok=True)
+        save_file({n: p.detach().contiguous() for n, p in model.state_dict().items()
+                   if not n.startswith("projector.")}, str(cache / "text.safetensors"))
+        np.save(cache / "text_only.npy", test_df["text_only"].to_numpy())
+        (cache / "done.json").write_text(json.dumps(h1))
+    for k in ("cf", "hold", "test"):
+        if args.ablate == "no_user":
+            sets[k].user_has[:] = False
+        if args.ablate == "no_item":
+            sets[k].item_has[:] = False
     t = time.time()
-    h1 = train_stage(model, "text", sets["text"], sets["hold"], tc, tok.pad_token_id, str(work / "state"))
-    times["train_text_s"] = round(time.time() - t, 1)
-    t = time.time()
-    test_df["text_only"] = predict(model, sets["test"], tok.pad_token_id, use_cf=False)
-    times["score_text_s"] = round(time.time() - t, 1)
-    t = time.time()
-    h2 = train_stage(model, "cf", sets["cf"], sets["hold"], TrainConfig(lr=1e-3, epochs=args.epochs,
-                     patience=1, seed=args.seed), tok.pad_token_id, str(work / "state"))
+    h2 = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(cfg.model, "cf"), tok.pad_token_id,
+                     str(work / "state"))
     times["train_cf_s"] = round(time.time() - t, 1)
     t = time.time()
     test_df["collm"] = predict(model, sets["test"], tok.pad_token_id, use_cf=True)
@@ -142,7 +164,8 @@ def main() -> int:
               "cold": a["collm"]["cold"] >= a["text_only"]["cold"]}
     out = {"dataset": args.dataset, "als_run_id": run["als_run_id"], "args": vars(args), "results": results,
            "target_met": target, "times": times, "train_history": {"text": h1["history"], "cf": h2["history"]},
-           "pairs": {k: len(v) for k, v in sets.items()}, "threads": torch.get_num_threads()}
+           "pairs": {k: len(v) for k, v in sets.items()}, "threads": torch.get_num_threads(),
+           "warm_share": {k: float(np.mean(frames[k]["warm"])) for k in ("text", "cf", "hold", "test")}}
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / f"quality-{name}.json").write_text(json.dumps(out, indent=2))

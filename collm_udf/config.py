@@ -186,14 +186,87 @@ class CandidatesConfig:
 
 @dataclass
 class ScoreConfig:
-    scorer: str = _help("scorer that ranks candidates: als", "als")
+    scorer: str = _help("scorer that ranks candidates: als, or collm (the newest trained CoLLM model)", "als")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
 
     def __post_init__(self):
-        if self.scorer not in ("als",):
-            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als")
+        if self.scorer not in ("als", "collm"):
+            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als, collm")
         if self.top_n < 1:
             raise ConfigError("score.top_n must be >= 1")
+
+
+@dataclass
+class TrainingConfig:
+    """How the CoLLM scorer is trained (stage 1 text-only, stage 2 projector only; see collm_udf/train.py)."""
+
+    text_pairs: int = _help("training-split pairs sampled for stage 1 (text-only tuning; 0 skips stage 1)", 5000)
+    cf_pairs: int = _help("validation-split pairs for stage 2: ALS never saw their labels, so the projector "
+                          "cannot learn to trust factors fitted on its own targets", 8000)
+    holdout_pairs: int = _help("validation-split pairs held out for early stopping", 2000)
+    cf_train_share: float = _help("share of stage-2 pairs drawn from the training split instead", 0.0)
+    text_epochs: int = _help("stage-1 epochs (early stopping on holdout AUC)", 2)
+    cf_epochs: int = _help("stage-2 epochs", 2)
+    text_lr: float = _help("stage-1 learning rate (AdamW)", 5e-5)
+    cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
+    batch_size: int = _help("training batch size", 32)
+    cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
+                              "users of a new day have no factors)", 0.2)
+    patience: int = _help("epochs without holdout improvement before stopping", 1)
+    bf16: str = _help("bf16 autocast: auto (GPU or CPUs with native bf16; ~15x slower on AVX2-only CPUs), "
+                      "on, off", "auto")
+    seed: int = _help("seed of sampling, initialisation and shuffling", 0)
+
+    def __post_init__(self):
+        if min(self.cf_pairs, self.holdout_pairs, self.text_epochs, self.cf_epochs, self.batch_size) < 1 \
+                or self.text_pairs < 0 or self.patience < 0:
+            raise ConfigError("train: cf_pairs, holdout_pairs, epochs and batch_size must be >= 1, "
+                              "text_pairs and patience >= 0")
+        if not 0.0 <= self.cf_train_share <= 1.0 or not 0.0 <= self.cf_dropout < 1.0:
+            raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
+        if self.text_lr <= 0 or self.cf_lr <= 0:
+            raise ConfigError("train: learning rates must be > 0")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
+
+
+@dataclass
+class ModelConfig:
+    """The CoLLM scorer: backbone, prompt, projector, and how it is trained."""
+
+    backbone: str = _help("'minilm' (the embedded all-MiniLM-L6-v2) or a local Hugging Face model directory; "
+                          "nothing is downloaded", "minilm")
+    kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
+    template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
+                          "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
+    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
+    candidate_max_tokens: int = _help("cap on the candidate text's tokens", 24)
+    tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
+    lora_r: int = _help("LoRA rank (tuning: lora)", 8)
+    lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
+    answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
+    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
+    train: TrainingConfig = _help("training", factory=TrainingConfig)
+
+    def __post_init__(self):
+        if self.kind not in ("encoder", "causal"):
+            raise ConfigError(f"model.kind: {self.kind!r} is not encoder or causal")
+        if self.tuning not in ("full", "lora", "none"):
+            raise ConfigError(f"model.tuning: {self.tuning!r} is not full, lora or none")
+        if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
+            raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
+        if self.projector_mult < 1 or self.lora_r < 1:
+            raise ConfigError("model: projector_mult and lora_r must be >= 1")
+        from collm_udf.prompt import TEMPLATES, PromptError, parse_template
+
+        if self.template not in TEMPLATES:
+            try:
+                parse_template(self.template)
+            except PromptError as e:
+                raise ConfigError(f"model.template: {e} (or name one of: {', '.join(TEMPLATES)})") from None
+        if self.backbone != "minilm" and "://" in self.backbone:
+            raise ConfigError(f"model.backbone: {self.backbone!r} must be a local directory (nothing is "
+                              "downloaded at run time)")
 
 
 @dataclass
@@ -241,6 +314,7 @@ class Config:
     prepare: PrepareConfig = _help("labels, split, warm/cold, history", factory=PrepareConfig)
     als: ALSConfig = _help("MLlib ALS", factory=ALSConfig)
     candidates: CandidatesConfig = _help("candidate generation", factory=CandidatesConfig)
+    model: Optional[ModelConfig] = _help("the CoLLM scorer; without it the train stage is skipped", None)
     score: ScoreConfig = _help("scoring and the daily table", factory=ScoreConfig)
     evaluate: EvaluateConfig = _help("evaluation", factory=EvaluateConfig)
     source_path: Optional[str] = _help("file the conf was loaded from (set by load_config)", None)
@@ -248,6 +322,8 @@ class Config:
     def __post_init__(self):
         if not self.als.implicit and self.als.target == "rating" and self.interactions.columns.rating is None:
             raise ConfigError("als.target: 'rating' needs interactions.columns.rating (or use target: label)")
+        if self.score.scorer == "collm" and self.model is None:
+            raise ConfigError("score.scorer: 'collm' needs a model section (the scorer to train)")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -285,6 +361,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+            value = float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

@@ -1,15 +1,15 @@
 """The CoLLM scorer: text prompt + two CF tokens (projected ALS factors) -> a like logit. Pure torch/transformers.
 
 Top-down:
-  batch: input_ids (B, T), attention_mask (B, T), user_pos / item_pos (B,) CF slot indices,
-         user_f / item_f (B, d) ALS factors, user_has / item_has (B,) whether the factors exist
-  1. token embeddings of the prompt                       (B, T, H)
-  2. projector(factors) -> CF vectors                     (B, 2, H)   CoLLM's MLP: d -> 10d -> H, ReLU
-     missing factors (cold user/item) -> a learned no-CF vector per slot, never random noise
-  3. CF vectors overwrite the embeddings at the slots     (B, T, H)
-  4. backbone on inputs_embeds
-  5. score:  encoder -> masked mean pool -> Linear(H, 1)  (B,)
-             causal  -> logit of the answer token "Yes" at the last real position (B,)   (as CoLLM/TALLRec)
+  rows: R prompts of T tokens; a row is a user prefix plus one candidate part, or (packed) several candidate
+        parts of the same user; see collm_udf/batching.py for the row format
+  1. token embeddings of the rows                         (R, T, H)
+  2. projector(factors) -> CF vectors                     (K, H)   CoLLM's MLP: d -> 10d -> H, ReLU
+     missing factors (cold user/item) -> a learned no-CF vector per slot kind, never random noise
+  3. CF vectors overwrite the embeddings at their slots   (R, T, H)
+  4. backbone on inputs_embeds with the segment mask: prefix sees prefix; a candidate sees prefix + itself
+  5. score:  encoder -> mean over prefix + candidate tokens -> Linear(H, 1)          (J,)
+             causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector and the no-CF vectors.
 Nothing here imports pyspark.
 """
@@ -45,6 +45,9 @@ class ModelSpec:
     hidden_size: int = field(default=384, metadata={"help": "backbone embedding width"})
     projector_mult: int = field(default=10, metadata={"help": "projector width = mult x factor_dim"})
     tuning: str = field(default="none", metadata={"help": "how the backbone was text-tuned: none, full, lora"})
+    attention: str = field(default="block", metadata={
+        "help": "encoder: block (the user prefix never sees the candidate, so a user's candidates can be scored "
+                "packed, exactly) or full (one prompt per pair only)"})
     lora_r: int = 8
     lora_alpha: int = 16
     answer_token: str = "Yes"
@@ -58,6 +61,8 @@ class ModelSpec:
             raise ModelError(f"model.kind: {self.kind!r} is not encoder or causal")
         if self.tuning not in ("none", "full", "lora"):
             raise ModelError(f"model.tuning: {self.tuning!r} is not none, full or lora")
+        if self.attention not in ("block", "full"):
+            raise ModelError(f"model.attention: {self.attention!r} is not block or full")
         if self.factor_dim < 1:
             raise ModelError("model.factor_dim must be >= 1")
 
@@ -80,6 +85,32 @@ def load_backbone(spec: ModelSpec):
     cls = AutoModel if spec.kind == "encoder" else AutoModelForCausalLM
     model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     return model, tok
+
+
+def segment_mask(segment: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask (R, 1, T, T): query t sees key u iff u is real and in the prefix (segment 0)
+    or in t's own segment, and (causal) u <= t. A prefix token therefore never sees a candidate."""
+    q, k = segment.unsqueeze(2), segment.unsqueeze(1)  # (R, T, 1), (R, 1, T)
+    allowed = (k >= 0) & ((k == 0) | (k == q))
+    if causal:
+        T = segment.shape[1]
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
+    # Padding queries see nothing; give them their own position so no softmax row is empty (no NaN).
+    allowed = allowed | torch.eye(segment.shape[1], dtype=torch.bool, device=segment.device)
+    zero = torch.zeros((), dtype=dtype, device=segment.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min).unsqueeze(1)
+
+
+def pool_segments(h: torch.Tensor, segment: torch.Tensor, out_row, out_seg) -> torch.Tensor:
+    """Mean over the prefix and one candidate part's tokens, per candidate: (R, T, H) -> (J, H)."""
+    R, T, H = h.shape
+    S = int(segment.max()) + 2  # segments 0..max, plus a bin for padding
+    idx = torch.where(segment >= 0, segment, S - 1)  # (R, T)
+    sums = h.new_zeros(R, S, H).scatter_add_(1, idx.unsqueeze(-1).expand(R, T, H), h)
+    counts = h.new_zeros(R, S).scatter_add_(1, idx, torch.ones_like(h[..., 0]))
+    total = sums[out_row, 0] + sums[out_row, out_seg]  # (J, H)
+    n = counts[out_row, 0] + counts[out_row, out_seg]
+    return total / n.clamp(min=1.0).unsqueeze(-1)
 
 
 class Projector(nn.Module):
@@ -110,36 +141,42 @@ class CoLLM(nn.Module):
         self.answer_id = answer_id
 
     # -------------------------------------------------------------------------------- forward
-    def cf_vectors(self, user_f, item_f, user_has, item_has) -> torch.Tensor:
-        """(B, 2, H): projected factors, or the slot's no-CF vector where factors are missing."""
-        f = torch.stack([user_f, item_f], dim=1)  # (B, 2, d)
-        has = torch.stack([user_has, item_has], dim=1).unsqueeze(-1)  # (B, 2, 1)
-        proj = self.projector(f)
-        return torch.where(has, proj, self.no_cf.to(proj.dtype).unsqueeze(0))
+    def cf_vectors(self, slot_kind, slot_f, slot_has) -> torch.Tensor:
+        """(K, H): projected factors, or the slot kind's no-CF vector where factors are missing."""
+        proj = self.projector(slot_f)  # (K, d) -> (K, H)
+        return torch.where(slot_has.unsqueeze(-1), proj, self.no_cf.to(proj.dtype)[slot_kind])
 
-    def embed(self, input_ids, user_pos, item_pos, cf) -> torch.Tensor:
-        """Token embeddings with the CF vectors written into their slots: (B, T, H)."""
-        emb = self.backbone.get_input_embeddings()(input_ids)
-        b = torch.arange(input_ids.shape[0], device=input_ids.device)
-        emb = emb.clone()
-        emb[b, user_pos] = cf[:, 0].to(emb.dtype)
-        emb[b, item_pos] = cf[:, 1].to(emb.dtype)
+    def embed(self, input_ids, slot_row, slot_pos, cf) -> torch.Tensor:
+        """Token embeddings with the CF vectors written into their slots: (R, T, H)."""
+        emb = self.backbone.get_input_embeddings()(input_ids).clone()
+        emb[slot_row, slot_pos] = cf.to(emb.dtype)
         return emb
 
-    def forward(self, input_ids, attention_mask, user_pos, item_pos, user_f, item_f, user_has, item_has,
-                position_ids=None) -> torch.Tensor:
-        cf = self.cf_vectors(user_f, item_f, user_has, item_has)
-        emb = self.embed(input_ids, user_pos, item_pos, cf)
-        extra = {} if position_ids is None else {"position_ids": position_ids}
-        if self.spec.kind == "encoder":
-            h = self.backbone(inputs_embeds=emb, attention_mask=attention_mask, **extra).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
-            return self.head(pooled).squeeze(-1).float()
-        out = self.backbone(inputs_embeds=emb, attention_mask=attention_mask, **extra)
-        last = attention_mask.sum(1) - 1  # right padding: index of the last real token
-        b = torch.arange(input_ids.shape[0], device=input_ids.device)
-        return out.logits[b, last, self.answer_id].float()
+    def forward(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
+                out_row, out_seg, out_last) -> torch.Tensor:
+        """Rows (see collm_udf/batching.py) -> one logit per candidate, (J,)."""
+        emb = self.embed(input_ids, slot_row, slot_pos, self.cf_vectors(slot_kind, slot_f, slot_has))
+        causal = self.spec.kind == "causal"
+        one_per_row = out_row.shape[0] == input_ids.shape[0]
+        if causal and one_per_row:
+            # A causal LM never lets the prefix see the candidate anyway: the plain padding mask keeps the
+            # fastest attention kernels.
+            mask = (segment >= 0).long()
+        elif self.spec.attention == "full" and one_per_row:
+            mask = (segment >= 0).long()
+        else:
+            mask = segment_mask(segment, causal, emb.dtype)
+        if not causal:
+            h = self.backbone(inputs_embeds=emb, attention_mask=mask, position_ids=position_ids).last_hidden_state
+            return self.head(pool_segments(h, segment, out_row, out_seg)).squeeze(-1).float()
+        hf = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        h = hf.get_decoder()(inputs_embeds=emb, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        last = h[out_row, out_last]  # (J, H): only the answer position of each candidate reaches the LM head
+        lm_head = hf.get_output_embeddings()
+        logit = last @ lm_head.weight[self.answer_id].to(last.dtype)
+        if getattr(lm_head, "bias", None) is not None:
+            logit = logit + lm_head.bias[self.answer_id]
+        return logit.float()
 
     # -------------------------------------------------------------------------------- training stages
     def set_stage(self, stage: str) -> None:

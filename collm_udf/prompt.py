@@ -5,6 +5,10 @@ A template is text with four fields: {history} (the user's recent positive title
 candidate's title/text). The default is CoLLM's prompt. Tokenising field by field gives the exact CF positions;
 when the prompt is too long, whole history titles are dropped, oldest first, then the last kept title is cut.
 The candidate text has its own cap (candidate_max_tokens) so one huge item text cannot crowd out the rest.
+
+A prompt is two parts: the user prefix (everything before {candidate}) and the candidate part (from {candidate}
+on). The history budget reserves candidate_max_tokens whatever the candidate's length, so a user's prefix is
+the same token sequence for every candidate: packed scoring (collm_udf/batching.py) encodes it once per user.
 """
 from __future__ import annotations
 
@@ -45,6 +49,9 @@ def parse_template(template: str) -> list[tuple[str, str]]:
     for f in FIELDS:
         if names.count(f) != 1:
             raise PromptError(f"prompt template: field {{{f}}} must appear exactly once")
+    if names.index("item_cf") < names.index("candidate") or names.index("history") > names.index("candidate"):
+        raise PromptError("prompt template: {history} must come before {candidate}, and {item_cf} after it "
+                          "(the user prefix is shared by all of a user's candidates)")
     return parts
 
 
@@ -93,27 +100,47 @@ class PromptBuilder:
         return full[:i], full[i + len(probe):]
 
     def encode(self, history: Sequence[str], candidate: str) -> Encoded:
-        cand = self._cached(candidate)[: self.candidate_max_tokens]
+        """One pair's prompt: the user prefix followed by the candidate part."""
+        prefix, user_pos = self.encode_prefix(history)
+        part, slots = self.encode_candidate(candidate)
+        item_pos = len(prefix) + slots["item_cf"]
+        if user_pos is None:
+            user_pos = len(prefix) + slots["user_cf"]
+        return Encoded(prefix + part, user_pos, item_pos, len(prefix))
+
+    def encode_prefix(self, history: Sequence[str]) -> tuple[list[int], "int | None"]:
+        """(ids before {candidate}, user CF slot index or None when {user_cf} comes after {candidate})."""
         texts = [self._cached(t) for kind, t in self.parts if kind == "text"]
-        budget = self.max_tokens - len(self.prefix_ids) - len(self.suffix_ids) - sum(map(len, texts)) - 2 - len(cand)
-        hist = self._history_ids(history, budget)
-        ids, user_pos, item_pos, cand_start = list(self.prefix_ids), -1, -1, -1
+        budget = self.max_tokens - len(self.prefix_ids) - len(self.suffix_ids) - sum(map(len, texts)) - 2 \
+            - self.candidate_max_tokens
+        ids, user_pos = list(self.prefix_ids), None
         for kind, value in self.parts:
+            if kind == "field" and value == "candidate":
+                return ids, user_pos
             if kind == "text":
                 ids += self._cached(value)
             elif value == "history":
-                ids += hist
-            elif value == "candidate":
-                cand_start = len(ids)
-                ids += cand
+                ids += self._history_ids(history, budget)
             elif value == "user_cf":
                 user_pos = len(ids)
                 ids.append(self.cf_id)
-            else:
-                item_pos = len(ids)
+        raise AssertionError("parse_template guarantees a {candidate} field")
+
+    def encode_candidate(self, candidate: str) -> tuple[list[int], dict]:
+        """(ids from {candidate} to the end, {slot: index within them} for the CF slots found there)."""
+        ids, slots, started = [], {}, False
+        for kind, value in self.parts:
+            if kind == "field" and value == "candidate":
+                started = True
+                ids += self._cached(candidate)[: self.candidate_max_tokens]
+            elif not started:
+                continue
+            elif kind == "text":
+                ids += self._cached(value)
+            elif value in ("user_cf", "item_cf"):
+                slots[value] = len(ids)
                 ids.append(self.cf_id)
-        ids += self.suffix_ids
-        return Encoded(ids, user_pos, item_pos, cand_start)
+        return ids + self.suffix_ids, slots
 
     def _history_ids(self, titles: Sequence[str], budget: int) -> list[int]:
         """Most recent titles first into the budget; the prompt lists them oldest to newest."""

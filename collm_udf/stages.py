@@ -1,2 +1,2 @@
 """Pipeline stage names in run order (no pyspark here: the CLI lists them without a JVM)."""
-STAGES = ("ingest", "prepare", "idmap", "als", "candidates", "score", "evaluate")
+STAGES = ("ingest", "prepare", "idmap", "als", "train", "candidates", "score", "evaluate")

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
 from collm_udf.batching import collate
-from collm_udf.model import CoLLM
-from collm_udf.prompt import Encoded, PromptBuilder
+from collm_udf.model import CoLLM, ModelSpec, build
+from collm_udf.prompt import TEMPLATES, PromptBuilder
+
+if TYPE_CHECKING:  # the core never needs the conf loader (PyYAML) at run time
+    from collm_udf.config import ModelConfig
 
 
 @dataclass
@@ -48,6 +51,21 @@ class PairSet:
         enc = None if self.encoded is None else [self.encoded[i] for i in idx]
         return PairSet([self.history[i] for i in idx], [self.candidate[i] for i in idx], self.user_f[idx],
                        self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc)
+
+    @classmethod
+    def from_ids(cls, user_ids: Sequence, item_ids: Sequence, histories: Sequence[Sequence], labels: Sequence,
+                 text: Mapping, user_factors: Mapping, item_factors: Mapping, factor_dim: int,
+                 use_history: bool = True) -> "PairSet":
+        """Look up titles and factors by id; missing factors become zeros with *_has = False."""
+        z = np.zeros(factor_dim, np.float32)
+        U, V = user_factors, item_factors
+        return cls(
+            history=[[text.get(i, "") for i in h] if use_history and h is not None else [] for h in histories],
+            candidate=[text.get(i, "") for i in item_ids],
+            user_f=np.stack([U.get(u, z) for u in user_ids]).astype(np.float32).reshape(-1, factor_dim),
+            item_f=np.stack([V.get(i, z) for i in item_ids]).astype(np.float32).reshape(-1, factor_dim),
+            user_has=np.array([u in U for u in user_ids], bool), item_has=np.array([i in V for i in item_ids], bool),
+            label=np.asarray(labels, np.int64))
 
     def encode(self, pb: PromptBuilder) -> "PairSet":
         """Tokenise once; epochs and evaluations reuse the ids."""
@@ -203,3 +221,38 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
                 p.copy_(best[n].to(p.device))
     model.set_stage("cf")  # leave nothing but the CF channel trainable
     return meta
+
+
+# ------------------------------------------------------------------------------------- from a conf
+def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]) -> ModelSpec:
+    return ModelSpec(backbone=mc.backbone, kind=mc.kind, factor_dim=factor_dim, projector_mult=mc.projector_mult,
+                     tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
+                     template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
+                     candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id)
+
+
+def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
+    t = mc.train
+    return TrainConfig(lr=t.text_lr if stage == "text" else t.cf_lr, batch_size=t.batch_size,
+                       epochs=t.text_epochs if stage == "text" else t.cf_epochs, patience=t.patience,
+                       cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16)
+
+
+def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run_id: Optional[str],
+        state_dir: Optional[str] = None, log: Callable[[str], None] = print):
+    """Build the model of a conf and train both stages on sets {text, cf, hold}; (model, tokenizer, report).
+
+    Stage 1 (text) is skipped when the text set is empty; with tuning none it trains the head only.
+    """
+    torch.manual_seed(mc.train.seed)
+    model, tok = build(spec_from_conf(mc, factor_dim, als_run_id))
+    pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
+    for ps in sets.values():
+        ps.encode(pb)
+    report = {"pairs": {k: len(v) for k, v in sets.items()}}
+    if len(sets["text"]):
+        report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),
+                                     tok.pad_token_id, state_dir, log)
+    report["cf"] = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(mc, "cf"), tok.pad_token_id,
+                               state_dir, log)
+    return model, tok, report

@@ -13,6 +13,7 @@ from collm_udf import checkpoint
 from collm_udf.batching import collate
 from collm_udf.model import ModelError, ModelSpec, build, default_backbone_dir
 from collm_udf.prompt import COMPACT_TEMPLATE, PromptBuilder, PromptError
+from collm_udf.scoring import group_pairs, predict_packed
 from collm_udf.train import PairSet, TrainConfig, predict, train_stage
 
 D = 4  # factor dim
@@ -91,6 +92,8 @@ def test_template_errors(tiny_encoder):
         PromptBuilder(tok, "{history} {candidate} {item_cf}")
     with pytest.raises(PromptError, match="unknown field"):
         PromptBuilder(tok, "{history} {user_cf} {candidate} {item_cf} {oops}")
+    with pytest.raises(PromptError, match="after it"):
+        PromptBuilder(tok, "{history} {user_cf} {item_cf} {candidate}")  # the item slot would sit in the prefix
     with pytest.raises(PromptError, match="exceeds max_tokens"):
         PromptBuilder(tok, max_tokens=40)  # CoLLM's long template does not fit
 
@@ -100,30 +103,94 @@ def test_template_errors(tiny_encoder):
 def test_cf_tokens_land_in_their_slots_and_change_the_score(kind, tiny_encoder, tiny_causal):
     model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind)
     model.eval()
+    enc = [pb.encode(["Toy Story (1995)", "Fargo (1996)"][: i + 1], f"Movie {i}") for i in range(3)]
     b = batch(tok, pb)
-    cf = model.cf_vectors(b["user_f"], b["item_f"], b["user_has"], b["item_has"])
-    emb = model.embed(b["input_ids"], b["user_pos"], b["item_pos"], cf)
+    cf = model.cf_vectors(b["slot_kind"], b["slot_f"], b["slot_has"])
+    emb = model.embed(b["input_ids"], b["slot_row"], b["slot_pos"], cf)
     plain = model.backbone.get_input_embeddings()(b["input_ids"])
-    for r in range(3):
-        assert torch.equal(emb[r, b["user_pos"][r]], cf[r, 0]) and torch.equal(emb[r, b["item_pos"][r]], cf[r, 1])
-        others = [t for t in range(emb.shape[1]) if t not in (int(b["user_pos"][r]), int(b["item_pos"][r]))]
+    for r, e in enumerate(enc):
+        # the placeholder ids sit where the template put {user_cf} and {item_cf}; the CF vectors replace them
+        assert b["input_ids"][r, e.user_pos] == pb.cf_id and b["input_ids"][r, e.item_pos] == pb.cf_id
+        mine = b["slot_row"] == r
+        user_k = int(torch.nonzero(mine & (b["slot_kind"] == 0))[0, 0])
+        item_k = int(torch.nonzero(mine & (b["slot_kind"] == 1))[0, 0])
+        assert torch.equal(emb[r, e.user_pos], cf[user_k]) and torch.equal(emb[r, e.item_pos], cf[item_k])
+        others = [t for t in range(emb.shape[1]) if t not in (e.user_pos, e.item_pos)]
         assert torch.equal(emb[r, others], plain[r, others])
     with torch.no_grad():
         s1 = model(**b)
-        b2 = dict(b, user_f=b["user_f"] + 1.0)
-        assert not torch.allclose(s1, model(**b2))
+        user_slots = (b["slot_kind"] == 0).unsqueeze(-1)
+        assert not torch.allclose(s1, model(**dict(b, slot_f=b["slot_f"] + user_slots * 1.0)))
+        item_slots = (b["slot_kind"] == 1).unsqueeze(-1)
+        assert not torch.allclose(s1, model(**dict(b, slot_f=b["slot_f"] + item_slots * 1.0)))
 
 
 def test_cold_item_uses_the_no_cf_vector(tiny_encoder):
     model, tok, pb = make(tiny_encoder)
     model.eval()
     b = batch(tok, pb, item_has=False)
-    cf = model.cf_vectors(b["user_f"], b["item_f"], b["user_has"], b["item_has"])
-    assert torch.equal(cf[:, 1], model.no_cf[1].expand(3, -1))
+    cf = model.cf_vectors(b["slot_kind"], b["slot_f"], b["slot_has"])
+    items = b["slot_kind"] == 1
+    assert torch.equal(cf[items], model.no_cf[1].expand(int(items.sum()), -1))
     with torch.no_grad():
         s1 = model(**b)
-        s2 = model(**dict(b, item_f=torch.randn_like(b["item_f"]) * 100))  # whatever sits in a cold item's row
+        noise = torch.randn_like(b["slot_f"]) * 100 * items.unsqueeze(-1)  # whatever sits in a cold item's row
+        s2 = model(**dict(b, slot_f=b["slot_f"] + noise))
     assert torch.equal(s1, s2)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "causal"])
+def test_packed_scores_equal_one_prompt_per_pair(kind, tiny_encoder, tiny_causal):
+    model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind)
+    model.eval()
+    rng = np.random.default_rng(3)
+    n_users, per_user = 4, 9
+    hist = [["Toy Story (1995)", "Fargo (1996)", "Heat (1995)"][: u + 1] for u in range(n_users)]
+    uf, vf = rng.normal(size=(n_users, D)).astype(np.float32), rng.normal(size=(40, D)).astype(np.float32)
+    rows = [(u, int(i)) for u in range(n_users) for i in rng.choice(40, per_user, replace=False)]
+    rng.shuffle(rows)  # a user's pairs need not be adjacent
+    ps = PairSet([hist[u] for u, _ in rows], [f"Candidate movie number {i}" + " x" * (i % 5) for _, i in rows],
+                 np.stack([uf[u] for u, _ in rows]), np.stack([vf[i] for _, i in rows]),
+                 np.array([u != 3 for u, _ in rows]), np.array([i % 4 != 0 for _, i in rows]),
+                 np.zeros(len(rows), np.int64))
+    naive = predict(model, ps.encode(pb), tok.pad_token_id, use_cf=True, bf16="off")
+    # small rows and batches: several rows per user, several candidates per row, several forward batches
+    packed = predict_packed(model, pb, ps, tok.pad_token_id, max_row_tokens=60, batch_tokens=150, bf16="off")
+    rel = np.abs(packed - naive) / np.maximum(np.abs(naive), 1e-3)
+    assert rel.max() < 1e-4, rel.max()
+    assert len(group_pairs(ps)) == n_users
+    # packing is what makes it cheaper: tokens through the backbone
+    rows_packed, _ = pack_groups_for(pb, ps, tok.pad_token_id)
+    assert int((rows_packed["segment"] >= 0).sum()) < 0.7 * sum(len(e.input_ids) for e in ps.encoded)
+
+
+def pack_groups_for(pb, ps, pad_id):
+    from collm_udf.batching import UserGroup, pack
+
+    groups = []
+    for idx in group_pairs(ps):
+        prefix, upos = pb.encode_prefix(ps.history[idx[0]])
+        groups.append(UserGroup(prefix, upos, ps.user_f[idx[0]], bool(ps.user_has[idx[0]]),
+                                [pb.encode_candidate(ps.candidate[i]) for i in idx], ps.item_f[idx], ps.item_has[idx]))
+    return pack(groups, pad_id, max_row_tokens=512)
+
+
+def test_encoder_prefix_never_sees_the_candidate(tiny_encoder):
+    """Block attention: a different candidate leaves the prefix's hidden states unchanged."""
+    model, tok, pb = make(tiny_encoder)
+    model.eval()
+    enc = [pb.encode(["Toy Story (1995)"], c) for c in ("Alien (1979)", "A much longer candidate title (2001)")]
+    b = collate(enc, np.ones((2, D)), np.ones((2, D)), np.ones(2, bool), np.ones(2, bool), tok.pad_token_id)
+    from collm_udf.model import segment_mask
+
+    with torch.no_grad():
+        emb = model.embed(b["input_ids"], b["slot_row"], b["slot_pos"],
+                          model.cf_vectors(b["slot_kind"], b["slot_f"], b["slot_has"]))
+        h = model.backbone(inputs_embeds=emb, attention_mask=segment_mask(b["segment"], False, emb.dtype),
+                           position_ids=b["position_ids"]).last_hidden_state
+    cs = enc[0].candidate_start
+    assert cs == enc[1].candidate_start
+    torch.testing.assert_close(h[0, :cs], h[1, :cs], rtol=1e-5, atol=1e-6)
 
 
 def test_stage_cf_trains_only_the_projector(tiny_encoder):
@@ -183,7 +250,7 @@ def test_checkpoint_refuses_mismatch_and_tampering(tiny_encoder, tmp_path):
 def test_core_imports_without_pyspark():
     code = ("import sys; sys.modules['pyspark'] = None\n"
             "import collm_udf.model, collm_udf.prompt, collm_udf.train, collm_udf.checkpoint, "
-            "collm_udf.batching, collm_udf.metrics\n"
+            "collm_udf.batching, collm_udf.metrics, collm_udf.scoring\n"
             "assert not any(m.startswith('pyspark') for m in sys.modules if sys.modules[m] is not None)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import als, candidates, evaluate, idmap, ingest, prepare, score
+from collm_udf.spark import als, candidates, evaluate, idmap, ingest, prepare, score, train
 from collm_udf.spark.tables import TABLES, Tables, check_ds
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: 
         return idmap.run(spark, cfg, tables)
     if stage == "als":
         return als.run(spark, cfg, tables, ds)
+    if stage == "train":
+        return train.run(spark, cfg, tables, ds)
     if stage == "candidates":
         return candidates.run(spark, cfg, tables, ds)
     if stage == "score":

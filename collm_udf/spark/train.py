@@ -1,0 +1,139 @@
+"""Stage 5, train: the CoLLM scorer on sampled pairs and the latest ALS run's factors; a checkpoint per version.
+
+collm_models: model_version, ds, als_run_id, path, spec (JSON), train (JSON), holdout_auc_text,
+              holdout_auc_cf, pairs (JSON), trained_at        (partitioned by model_version)
+
+Spark samples the pairs deterministically (a hash of the pair and the seed orders them, so a rerun picks the
+same rows) and collects only those rows, the titles they mention and their factors; the torch core
+(collm_udf.train.fit) trains on the driver (on its GPU if it has one). The model version is derived from the
+model conf, the ALS run and the sample, so a rerun of the same inputs replaces its own checkpoint and row.
+Without a `model` section in the conf the stage does nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from collm_udf.config import Config
+from collm_udf.spark import als
+from collm_udf.spark.tables import Tables
+
+PAIR_COLUMNS = ("user_id", "item_id", "label", "split", "warm", "cold_item", "history")
+
+
+def _take(pairs: DataFrame, split: str, n: int, seed: int, skip: int = 0) -> DataFrame:
+    """Rows skip..skip+n of a split in a seeded hash order (deterministic; samples before it sorts)."""
+    part = pairs.where(F.col("split") == split)
+    total = part.count()
+    if n <= 0 or total <= skip:
+        return part.limit(0).withColumn("_k", F.lit(0).cast("long"))
+    keep = min(1.0, 1.5 * (skip + n) / total + 1e-3)
+    key = F.xxhash64(F.lit(seed), "user_id", "item_id", "ts")
+    part = part.withColumn("_k", key).where(F.pmod(F.col("_k"), F.lit(1_000_000)) < F.lit(int(keep * 1_000_000)))
+    w = Window.orderBy("_k", "user_id", "item_id")
+    return part.withColumn("_r", F.row_number().over(w)).where((F.col("_r") > skip) & (F.col("_r") <= skip + n)) \
+        .drop("_r")
+
+
+def training_frames(cfg: Config, tables: Tables) -> dict:
+    """{text, cf, hold} pandas frames of sampled pairs (validation split for cf and hold; see TrainingConfig)."""
+    t = cfg.model.train
+    pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts")
+    n_cf_train = int(round(t.cf_pairs * t.cf_train_share))
+    parts = {
+        "hold": _take(pairs, "valid", t.holdout_pairs, t.seed),
+        "cf_valid": _take(pairs, "valid", t.cf_pairs - n_cf_train, t.seed, skip=t.holdout_pairs),
+        "text": _take(pairs, "train", t.text_pairs, t.seed),
+        "cf_train": _take(pairs, "train", n_cf_train, t.seed, skip=t.text_pairs),
+    }
+    frames = {k: v.orderBy("_k", "user_id", "item_id").select(*PAIR_COLUMNS).toPandas() for k, v in parts.items()}
+    frames["cf"] = pd.concat([frames.pop("cf_valid"), frames.pop("cf_train")], ignore_index=True)
+    if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
+        raise ValueError(f"table pairs: the validation split has {len(frames['hold'])} holdout and "
+                         f"{len(frames['cf'])} stage-2 rows; the train stage needs both (check prepare.split)")
+    return frames
+
+
+def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> tuple[dict, dict, dict]:
+    """Item text, user factors and item factors for just the ids the sampled frames mention."""
+    items, users = set(), set()
+    for df in frames.values():
+        users.update(df["user_id"])
+        items.update(df["item_id"])
+        for h in df["history"]:
+            items.update(h if h is not None else [])
+    ids = spark.createDataFrame([(i,) for i in sorted(items)], "item_id string")
+    uids = spark.createDataFrame([(u,) for u in sorted(users)], "user_id string")
+    text = {r["item_id"]: r["text"] for r in tables.read("items").join(ids, "item_id").select("item_id", "text")
+            .collect()}
+    U = {r["user_id"]: np.asarray(r["features"], np.float32) for r in tables.read("user_factors")
+         .where(F.col("als_run_id") == run_id).join(uids, "user_id").select("user_id", "features").collect()}
+    V = {r["item_id"]: np.asarray(r["features"], np.float32) for r in tables.read("item_factors")
+         .where(F.col("als_run_id") == run_id).join(ids, "item_id").select("item_id", "features").collect()}
+    return text, U, V
+
+
+def model_version(cfg: Config, run_id: str, ds: str, frames: dict) -> str:
+    sample = hashlib.sha1()
+    for k in sorted(frames):
+        sample.update(k.encode())
+        sample.update(frames[k][["user_id", "item_id", "label"]].to_csv(index=False).encode())
+    conf = json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)
+    digest = hashlib.sha1(f"{conf}|{run_id}|{sample.hexdigest()}".encode()).hexdigest()[:10]
+    return f"collm_{ds.replace('-', '')}_{digest}"
+
+
+def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) -> dict:
+    from collm_udf import checkpoint
+    from collm_udf.train import PairSet, fit
+
+    if cfg.model is None:
+        return {"skipped": "no model section in the conf"}
+    run = als.latest_run(tables)
+    run_id = run["als_run_id"]
+    d = json.loads(run["params"])["rank"]
+    frames = training_frames(cfg, tables)
+    text, U, V = lookups(spark, tables, frames, run_id)
+    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d)
+            for k, df in frames.items()}
+    version = model_version(cfg, run_id, ds, frames)
+    root = als.models_dir(cfg)
+    if "://" in root and not root.startswith("file:"):
+        raise ValueError(f"tables.models_dir: {root!r} is not a local or mounted path (e.g. /Volumes/...); "
+                         "torch checkpoints are written with local file APIs")
+    final = os.path.join(root.removeprefix("file:"), "collm", version)
+    with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
+        model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
+        staging = final + ".tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        checkpoint.save(model, staging)
+    # Swap in the finished checkpoint: a crash above never leaves a half-written model under `final`.
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+
+    best = {s: report[s]["best_auc"] if s in report else None for s in ("text", "cf")}
+    row = spark.createDataFrame(
+        [(version, ds, run_id, final, json.dumps(model.spec.to_dict()), json.dumps(dataclasses.asdict(cfg.model)),
+          best["text"], best["cf"], json.dumps(report["pairs"]))],
+        "model_version string, ds string, als_run_id string, path string, spec string, train string, "
+        "holdout_auc_text double, holdout_auc_cf double, pairs string").withColumn("trained_at", F.current_timestamp())
+    tables.replace_partition(row, "collm_models", "model_version", version)
+    return {"model_version": version, "als_run_id": run_id, "holdout_auc_text": best["text"],
+            "holdout_auc_cf": best["cf"], "pairs": report["pairs"], "path": final}
+
+
+def latest_model(tables: Tables) -> dict:
+    """The most recently trained CoLLM model (a row of collm_models as a dict)."""
+    if not tables.exists("collm_models"):
+        raise FileNotFoundError("no CoLLM model yet: run the train stage first (it needs a model section)")
+    return tables.read("collm_models").orderBy(F.col("trained_at").desc(), F.col("model_version").desc()) \
+        .first().asDict()
