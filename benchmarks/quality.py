@@ -67,7 +67,7 @@ def main() -> int:
     ap.add_argument("--holdout-pairs", type=int, default=2000, help="validation-split pairs for early stopping")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of stage 1")
     ap.add_argument("--cf-epochs", type=int, default=2, help="epochs of stage 2")
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=72)
     ap.add_argument("--template", default="compact", help="collm, compact or a template string")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cf-train-share", type=float, default=0.0,
@@ -84,7 +84,7 @@ def main() -> int:
     work = ROOT / "benchmarks" / ".work" / name
     times, t0 = {}, time.time()
 
-    model_conf = {"template": args.template, "max_tokens": args.max_tokens, "candidate_max_tokens": 24,
+    model_conf = {"template": args.template, "max_tokens": args.max_tokens, "candidate_max_tokens": 16,
                   "tuning": "full", "projector_mult": args.projector_mult,
                   "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
                             args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,

@@ -239,8 +239,8 @@ class ModelConfig:
     kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
     template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
                           "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
-    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
-    candidate_max_tokens: int = _help("cap on the candidate text's tokens", 24)
+    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 72)
+    candidate_max_tokens: int = _help("cap on the candidate text's tokens (reserved in every prompt)", 16)
     tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
     lora_r: int = _help("LoRA rank (tuning: lora)", 8)
     lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
