@@ -35,3 +35,7 @@ bench-quality: venv
 .PHONY: bench-ablations
 bench-ablations: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ablations.py --dataset $(DATASET)
+
+.PHONY: bench-speed
+bench-speed: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py

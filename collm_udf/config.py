@@ -188,12 +188,31 @@ class CandidatesConfig:
 class ScoreConfig:
     scorer: str = _help("scorer that ranks candidates: als, or collm (the newest trained CoLLM model)", "als")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
+    device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
+                        "cpu, or cuda:N", "auto")
+    bf16: str = _help("collm: bf16 autocast: auto (GPU or CPUs with native bf16), on, off", "auto")
+    arrow_batch_rows: int = _help("collm: rows per Arrow batch into the UDF "
+                                  "(spark.sql.execution.arrow.maxRecordsPerBatch)", 4096)
+    max_row_tokens: int = _help("collm: tokens per packed row (a user's prefix once + candidates)", 512)
+    batch_tokens: int = _help("collm: tokens per forward pass", 8192)
+    partitions: int = _help("collm: partitions the pairs are spread over by user (0 = "
+                            "spark.sql.shuffle.partitions); use at least the number of task slots", 0)
+    align: bool = _help("collm: when the latest ALS run is not the model's, rotate its factors into the "
+                        "model's run (orthogonal Procrustes on shared items) instead of refusing", True)
+    max_alignment_residual: float = _help("collm: refuse when the rotation leaves more than this relative "
+                                          "residual on the shared items' factors", 0.25)
 
     def __post_init__(self):
         if self.scorer not in ("als", "collm"):
             raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als, collm")
         if self.top_n < 1:
             raise ConfigError("score.top_n must be >= 1")
+        if min(self.arrow_batch_rows, self.max_row_tokens, self.batch_tokens) < 1 or self.partitions < 0:
+            raise ConfigError("score: arrow_batch_rows, max_row_tokens, batch_tokens >= 1; partitions >= 0")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ConfigError(f"score.bf16: {self.bf16!r} is not auto, on or off")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"score.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
 
 
 @dataclass

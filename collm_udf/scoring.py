@@ -131,6 +131,5 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_fa
                      np.asarray(user_has, bool), np.asarray(item_has, bool), np.zeros(n, np.int64))
         return predict_packed(model, pb, ps, tok.pad_token_id, True, max_row_tokens, batch_tokens, bf16)
 
-    predict.model = model  # type: ignore[attr-defined]
-    predict.device = dev  # type: ignore[attr-defined]
+    predict.model, predict.tokenizer, predict.prompts, predict.device = model, tok, pb, dev  # type: ignore[attr-defined]
     return predict

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +91,41 @@ def pipeline_run(spark, slice_dir, tmp_path_factory):
     set_checkpoint_dir(spark, cfg)
     summary = pipeline.run(spark, cfg, ds=TEST_DS, run_id="run_test_1")
     return cfg, Tables(spark, cfg.tables), summary
+
+
+# ------------------------------------------------------------------------ tiny random backbones (no downloads)
+def _tokenizer_files(dst: Path) -> None:
+    from collm_udf.model import default_backbone_dir
+
+    src = default_backbone_dir()
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{src}/{f}", dst / f)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d)
+    _tokenizer_files(d)
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random Qwen2 causal LM with MiniLM's tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-qwen2")
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
+                                 tie_word_embeddings=True)).save_pretrained(d)
+    _tokenizer_files(d)
+    return str(d)

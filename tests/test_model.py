@@ -1,7 +1,6 @@
 """The CoLLM core on tiny random backbones (an encoder and a causal LM built from configs; no downloads)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -11,43 +10,12 @@ import torch
 
 from collm_udf import checkpoint
 from collm_udf.batching import collate
-from collm_udf.model import ModelError, ModelSpec, build, default_backbone_dir
+from collm_udf.model import ModelError, ModelSpec, build
 from collm_udf.prompt import COMPACT_TEMPLATE, PromptBuilder, PromptError
 from collm_udf.scoring import group_pairs, predict_packed
 from collm_udf.train import PairSet, TrainConfig, predict, train_stage
 
 D = 4  # factor dim
-
-
-def _tokenizer_files(dst):
-    src = default_backbone_dir()
-    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(f"{src}/{f}", dst / f)
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    d = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d)
-    _tokenizer_files(d)
-    return str(d)
-
-
-@pytest.fixture(scope="module")
-def tiny_causal(tmp_path_factory):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny-qwen2")
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
-                                 tie_word_embeddings=True)).save_pretrained(d)
-    _tokenizer_files(d)
-    return str(d)
 
 
 def make(path, kind="encoder", tuning="none"):

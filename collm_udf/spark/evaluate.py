@@ -66,20 +66,28 @@ def uauc(scored: DataFrame) -> dict[str, tuple[float | None, int]]:
 
 
 def score_test_pairs(tables: Tables, scorer: Scorer) -> DataFrame:
+    # history rides along: a text scorer reads each test pair's own history (earlier positives), as in training
     test = tables.read("pairs").where(F.col("split") == "test").select(
-        "user_id", "item_id", "label", "warm", "cold_item")
+        "user_id", "item_id", "label", "warm", "cold_item", "history")
     scored = scorer.score_pairs(test)
     return scored.withColumn("score", F.coalesce(F.col("score"), F.lit(scorer.fallback_score())))
 
 
-def ranking_frame(tables: Tables, ds: str, k: int) -> DataFrame:
-    """Per test user with a positive: pred = recommended item_idx by rank (top k), truth = positive item_idx."""
+def ranking_frame(tables: Tables, ds: str, k: int, by_als: bool = False) -> DataFrame:
+    """Per test user with a positive: pred = recommended item_idx by rank (top k), truth = positive item_idx.
+
+    by_als: rank the day's candidates by ALS instead (als_rank; cold items have none), i.e. the table ALS alone
+    would have written, to compare with the table the configured scorer wrote."""
     items = idmap.indices(tables, "item", "item")
     truth = (tables.read("pairs").where((F.col("split") == "test") & (F.col("label") == 1))
              .join(items, "item_id").groupBy("user_id")
              .agg(F.collect_set(F.col("item_idx").cast("double")).alias("truth")))
-    recs = (tables.read("recommendations").where((F.col("ds") == F.lit(ds).cast("date")) & (F.col("rank") <= k))
-            .join(items, "item_id").groupBy("user_id")
+    if by_als:
+        ranked = (tables.read("candidates").where((F.col("ds") == F.lit(ds).cast("date")) & (F.col("als_rank") <= k))
+                  .withColumnRenamed("als_rank", "rank"))
+    else:
+        ranked = tables.read("recommendations").where((F.col("ds") == F.lit(ds).cast("date")) & (F.col("rank") <= k))
+    recs = (ranked.join(items, "item_id").groupBy("user_id")
             .agg(F.array_sort(F.collect_list(F.struct("rank", F.col("item_idx").cast("double").alias("i"))))
                  .alias("r"))
             .select("user_id", F.col("r.i").alias("pred")))
@@ -95,13 +103,12 @@ def ranking_metrics(frame: DataFrame, k: int) -> dict:
     return out
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
-        scorer: Scorer | None = None) -> dict:
-    scorer = scorer or make_scorer(cfg, tables)
+def pair_metrics(tables: Tables, scorer: Scorer) -> tuple[dict, list]:
+    """AUC and UAUC per segment on the test pairs: (summary, metric rows)."""
     scored = score_test_pairs(tables, scorer).cache()
     if scored.limit(1).count() == 0:
         scored.unpersist()
-        return {"skipped": "no test pairs (split has no test part)"}
+        return {}, []
     rows, summary = [], {"auc": {}, "uauc": {}, "pairs": {}}
     per_user = uauc(scored)
     for seg in SEGMENTS:
@@ -112,22 +119,46 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
         summary["auc"][seg], summary["uauc"][seg], summary["pairs"][seg] = a, u, counts["n"]
         rows += [("auc", seg, a, counts["n"], counts["u"]), ("uauc", seg, u, counts["n"], n_users)]
     scored.unpersist()
+    return summary, rows
 
-    k = cfg.evaluate.k
-    frame = ranking_frame(tables, ds, k).cache()
+
+def ranking(tables: Tables, ds: str, k: int, by_als: bool = False) -> tuple[dict, list]:
+    frame = ranking_frame(tables, ds, k, by_als).cache()
     n_users = frame.count()
     ranked = ranking_metrics(frame, k) if n_users else {f"recall@{k}": None, f"ndcg@{k}": None}
-    summary.update(ranked)
-    summary["ranking_users"] = n_users
-    summary["ranking_users_with_recs"] = frame.where(F.size("pred") > 0).count()
+    summary = dict(ranked, ranking_users=n_users, ranking_users_with_recs=frame.where(F.size("pred") > 0).count())
     frame.unpersist()
-    rows += [(name.split("@")[0] + "_at_k", f"k={k}", v, None, n_users) for name, v in ranked.items()]
+    return summary, [(name.split("@")[0] + "_at_k", f"k={k}", v, None, n_users) for name, v in ranked.items()]
 
-    als_run_id = getattr(scorer, "run", {}).get("als_run_id")
-    df = spark.createDataFrame(
-        [(run_id, ds, als_run_id, scorer.model_version, scorer.name, m, s, v, n, u) for m, s, v, n, u in rows],
-        "run_id string, ds string, als_run_id string, model_version string, scorer string, metric string, "
-        "segment string, value double, n_pairs long, n_users long")
+
+def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
+        scorer: Scorer | None = None) -> dict:
+    """Metrics of the configured scorer; when it is not ALS, ALS's figures on the same day too (scorer 'als')."""
+    from collm_udf.spark import als
+    from collm_udf.spark.score import ALSScorer
+
+    scorer = scorer or make_scorer(cfg, tables)
+    k = cfg.evaluate.k
+    summary, rows = pair_metrics(tables, scorer)
+    if not summary:
+        return {"skipped": "no test pairs (split has no test part)"}
+    ranked, more = ranking(tables, ds, k)
+    summary.update(ranked)
+    written = [(scorer, rows + more)]
+    if not isinstance(scorer, ALSScorer):
+        base = ALSScorer(tables, als.latest_run(tables))
+        b_summary, b_rows = pair_metrics(tables, base)
+        b_ranked, b_more = ranking(tables, ds, k, by_als=True)
+        summary["als"] = dict(b_summary, **b_ranked)
+        written.append((base, b_rows + b_more))
+
+    out = []
+    for sc, rs in written:
+        als_run_id = getattr(sc, "run", {}).get("als_run_id")
+        out += [(run_id, ds, als_run_id, sc.model_version, sc.name, m, s, v, n, u) for m, s, v, n, u in rs]
+    df = spark.createDataFrame(out, "run_id string, ds string, als_run_id string, model_version string, "
+                               "scorer string, metric string, segment string, value double, n_pairs long, "
+                               "n_users long")
     df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
     tables.append(df, "metrics")
     return summary

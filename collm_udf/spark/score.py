@@ -1,7 +1,8 @@
 """Stage 6, score and write: rank each user's candidates with a Scorer and write the daily table.
 
-recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE, als_score DOUBLE,
-                 source ('als' | 'cold'), als_run_id, model_version, generated_at TIMESTAMP
+recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (what ranked), lm_score DOUBLE
+                 (the CoLLM score; null when ALS ranks), als_score DOUBLE, source ('als' | 'cold'),
+                 als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
 A Scorer maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score` column; it is all this
@@ -10,6 +11,7 @@ Ties are broken by item_id so that a rerun ranks identically.
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -69,6 +71,10 @@ class ALSScorer(Scorer):
 def make_scorer(cfg: Config, tables: Tables) -> Scorer:
     if cfg.score.scorer == "als":
         return ALSScorer(tables, als.latest_run(tables))
+    if cfg.score.scorer == "collm":
+        from collm_udf.spark.score_lm import CoLLMScorer
+
+        return CoLLMScorer(tables.spark, cfg, tables)
     raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")
 
 
@@ -87,14 +93,33 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Score
     als_scorer = scorer if isinstance(scorer, ALSScorer) else ALSScorer(tables, als.latest_run(tables))
     with_als = als_scorer.score_pairs(cands).withColumnRenamed("score", "als_score")
     if scorer is als_scorer:
-        scored = with_als.withColumn("score", F.col("als_score"))
+        scored = with_als.withColumn("score", F.col("als_score")).withColumn("lm_score", F.lit(None).cast("double"))
     else:
-        scored = scorer.score_pairs(with_als)
+        scored = scorer.score_pairs(with_als).withColumn("lm_score", F.col("score"))
     out = rank(scored, cfg.score.top_n).select(
-        "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "als_score", "source",
-        "als_run_id", F.lit(scorer.model_version).alias("model_version"),
+        "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "als_score",
+        "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
-    tables.replace_partition(out, "recommendations", "ds", ds)
+    with arrow_batch_rows(spark, cfg.score.arrow_batch_rows):
+        tables.replace_partition(out, "recommendations", "ds", ds)
     day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date"))
-    return {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
-            "model_version": scorer.model_version}
+    result = {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
+              "model_version": scorer.model_version}
+    if hasattr(scorer, "describe"):
+        result["scorer"] = scorer.describe()
+    return result
+
+
+@contextlib.contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int):
+    """Set the Arrow batch size for the UDF while this stage runs; the caller's session gets its value back."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, old)

@@ -96,5 +96,5 @@ class Tables:
         if not _SAFE_VALUE.match(value):
             raise ValueError(f"table {name}: partition value {value!r} for {column} has unsafe characters")
         w = (df.write.format("delta").mode("overwrite").partitionBy(column)
-             .option("replaceWhere", f"{column} = '{value}'"))
+             .option("replaceWhere", f"{column} = '{value}'").option("mergeSchema", "true"))
         self._write(w, name)

@@ -93,7 +93,6 @@ def model_version(cfg: Config, run_id: str, ds: str, frames: dict) -> str:
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) -> dict:
-    from collm_udf import checkpoint
     from collm_udf.train import PairSet, fit
 
     if cfg.model is None:
@@ -106,29 +105,37 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
     sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d)
             for k, df in frames.items()}
     version = model_version(cfg, run_id, ds, frames)
+    with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
+        model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
+    return register(spark, cfg, tables, model, version, ds, report)
+
+
+def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: str, ds: str, report: dict) -> dict:
+    """Write the checkpoint under <models_dir>/collm/<version> and its row in collm_models."""
+    from collm_udf import checkpoint
+
     root = als.models_dir(cfg)
     if "://" in root and not root.startswith("file:"):
         raise ValueError(f"tables.models_dir: {root!r} is not a local or mounted path (e.g. /Volumes/...); "
                          "torch checkpoints are written with local file APIs")
     final = os.path.join(root.removeprefix("file:"), "collm", version)
-    with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
-        model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
-        staging = final + ".tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        checkpoint.save(model, staging)
+    staging = final + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    checkpoint.save(model, staging)
     # Swap in the finished checkpoint: a crash above never leaves a half-written model under `final`.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
 
     best = {s: report[s]["best_auc"] if s in report else None for s in ("text", "cf")}
+    conf = json.dumps(dataclasses.asdict(cfg.model)) if cfg.model is not None else "{}"
     row = spark.createDataFrame(
-        [(version, ds, run_id, final, json.dumps(model.spec.to_dict()), json.dumps(dataclasses.asdict(cfg.model)),
-          best["text"], best["cf"], json.dumps(report["pairs"]))],
+        [(version, ds, model.spec.als_run_id, final, json.dumps(model.spec.to_dict()), conf, best["text"],
+          best["cf"], json.dumps(report.get("pairs", {})))],
         "model_version string, ds string, als_run_id string, path string, spec string, train string, "
         "holdout_auc_text double, holdout_auc_cf double, pairs string").withColumn("trained_at", F.current_timestamp())
     tables.replace_partition(row, "collm_models", "model_version", version)
-    return {"model_version": version, "als_run_id": run_id, "holdout_auc_text": best["text"],
-            "holdout_auc_cf": best["cf"], "pairs": report["pairs"], "path": final}
+    return {"model_version": version, "als_run_id": model.spec.als_run_id, "holdout_auc_text": best["text"],
+            "holdout_auc_cf": best["cf"], "pairs": report.get("pairs", {}), "path": final}
 
 
 def latest_model(tables: Tables) -> dict:

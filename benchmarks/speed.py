@@ -1,0 +1,142 @@
+"""make bench-speed: CoLLM scoring throughput on this machine's CPU, every figure a ratio measured in one run.
+
+1. bare vs Spark: the scorer core (load_predict_fn on pandas columns) vs the same pairs through the Spark
+   stage's mapInPandas scorer (written to Spark's noop sink), same checkpoint, same threads in total.
+2. packed vs one prompt per pair: 50 candidates per user, bare core.
+3. scaling: wall time of the whole score stage (join inputs, UDF, rank, write the Delta partition) for 1x, 2x
+   and 4x users, each user with 50 ALS candidates.
+The model is the MiniLM CoLLM with an untrained projector: throughput does not depend on the weights' values.
+Writes benchmarks/results/speed-cpu.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from collm_udf.config import load_config  # noqa: E402
+
+DS = "2026-03-01"
+
+
+def columns(pdf, d):
+    z = np.zeros(d, np.float32)
+    hist = [list(h) if h is not None else [] for h in pdf["_history_text"]]
+    uf = np.stack([z if f is None else np.asarray(f, np.float32) for f in pdf["_user_f"]])
+    vf = np.stack([z if f is None else np.asarray(f, np.float32) for f in pdf["_item_f"]])
+    return hist, pdf["_candidate"].fillna("").tolist(), uf, vf, pdf["_user_f"].notna().to_numpy(), \
+        pdf["_item_f"].notna().to_numpy()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=50, help="users of the 1x step (x50 candidates each)")
+    ap.add_argument("--naive-users", type=int, default=20, help="users for packed vs one-prompt-per-pair")
+    args = ap.parse_args()
+    from pyspark.sql import functions as F
+
+    from collm_udf.model import build
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.spark import als, pipeline, score, train
+    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.session import get_spark
+    from collm_udf.spark.tables import Tables
+    from collm_udf.train import PairSet, predict, spec_from_conf
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    work = ROOT / "benchmarks" / ".work" / "speed"
+    cfg = load_config(ROOT / "conf" / "local.yaml", {
+        "tables": {"root": str(work / "warehouse")}, "candidates": {"top_k": 50, "max_cold_items": 0},
+        "score": {"partitions": threads}})
+    spark = get_spark(cfg, "collm-bench-speed")
+    out: dict = {"machine": {"cpus": threads, "cpu": platform.processor() or platform.machine(),
+                             "torch": torch.__version__}, "spark_master": spark.sparkContext.master}
+    t0 = time.time()
+    pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "candidates"], ds=DS)
+    tables = Tables(spark, cfg.tables)
+    run = als.latest_run(tables)
+    d = json.loads(run["params"])["rank"]
+    torch.manual_seed(0)
+    model, _ = build(spec_from_conf(cfg.model, d, run["als_run_id"]))
+    train.register(spark, cfg, tables, model, "collm_speed_untrained", DS, {})
+    out["setup_s"] = round(time.time() - t0, 1)
+
+    cands = tables.read("candidates").where(F.col("ds") == F.lit(DS).cast("date"))
+    full = [r["user_id"] for r in cands.groupBy("user_id").count().where(F.col("count") == 50)
+            .orderBy("user_id").collect()]
+    scorer = CoLLMScorer(spark, cfg, tables)
+    predict_fn = load_predict_fn(scorer.model["path"], "cpu")
+
+    # 1. bare vs Spark on the same pairs (2x users)
+    users = full[: 2 * args.users]
+    pairs = cands.where(F.col("user_id").isin(users)).select("user_id", "item_id")
+    pdf = scorer.inputs(pairs).toPandas().sort_values(["user_id", "item_id"])
+    cols = columns(pdf, d)
+    predict_fn(*[c[:100] for c in cols])  # warm-up
+    t = time.time()
+    predict_fn(*cols)
+    bare_s = time.time() - t
+    scored = scorer.score_pairs(pairs)
+    scored.write.format("noop").mode("overwrite").save()  # warm-up: Python workers start, model loads
+    t = time.time()
+    scored.write.format("noop").mode("overwrite").save()
+    spark_s = time.time() - t
+    n = len(pdf)
+    out["bare_vs_spark"] = {"pairs": n, "bare_pairs_per_s": round(n / bare_s, 1),
+                            "spark_pairs_per_s": round(n / spark_s, 1), "spark_over_bare": round(bare_s / spark_s, 3),
+                            "spark_tasks": threads, "torch_threads_per_task": 1}
+
+    # 2. packed vs one prompt per pair, 50 candidates per user
+    sub = pdf[pdf["user_id"].isin(users[: args.naive_users])]
+    hist, cand, uf, vf, uh, ih = columns(sub, d)
+    ps = PairSet(hist, cand, uf, vf, uh, ih, np.zeros(len(sub), np.int64))
+    t = time.time()
+    packed = predict_fn(hist, cand, uf, vf, uh, ih)
+    packed_s = time.time() - t
+    ps.encode(predict_fn.prompts)
+    t = time.time()
+    naive = predict(predict_fn.model, ps, predict_fn.tokenizer.pad_token_id, use_cf=True)
+    naive_s = time.time() - t
+    out["packed_vs_naive"] = {"pairs": len(sub), "candidates_per_user": 50, "naive_pairs_per_s": round(len(sub) / naive_s, 1),
+                              "packed_pairs_per_s": round(len(sub) / packed_s, 1), "speedup": round(naive_s / packed_s, 2),
+                              "max_abs_diff": float(np.abs(packed - naive).max()),
+                              "tokens_naive": int(sum(len(e.input_ids) for e in ps.encoded))}
+
+    # 3. the whole score stage for 1x, 2x, 4x users
+    scaling = []
+    for mult in (1, 2, 4):
+        ds = f"2026-03-{10 + mult:02d}"
+        sel = cands.where(F.col("user_id").isin(full[: mult * args.users])).withColumn("ds", F.lit(ds).cast("date"))
+        tables.replace_partition(sel, "candidates", "ds", ds)
+        t = time.time()
+        r = score.run(spark, cfg, tables, ds)
+        wall = time.time() - t
+        npairs = mult * args.users * 50
+        scaling.append({"users": mult * args.users, "pairs": npairs, "wall_s": round(wall, 1),
+                        "pairs_per_s": round(npairs / wall, 1), "rows_written": r["recommendations"]})
+    base = scaling[0]["wall_s"]
+    for s in scaling:
+        s["time_ratio_vs_1x"] = round(s["wall_s"] / base, 2)
+    out["score_stage_scaling"] = scaling
+    out["total_s"] = round(time.time() - t0, 1)
+    spark.stop()
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "speed-cpu.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

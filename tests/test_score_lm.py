@@ -1,0 +1,168 @@
+"""The CoLLM scorer inside Spark (mapInPandas over real Delta tables), checked against the bare torch core."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from collm_udf.align import AlignmentError
+from collm_udf.config import config_from_dict
+from conftest import slice_conf
+
+pytestmark = pytest.mark.slow
+LM_DS = "2026-02-01"
+
+
+def lm_conf(cfg0, slice_dir, backbone, **score):
+    return config_from_dict(slice_conf(
+        slice_dir, Path(cfg0.tables.root),
+        model={"backbone": backbone, "max_tokens": 48, "candidate_max_tokens": 12,
+               "train": {"text_pairs": 128, "cf_pairs": 128, "holdout_pairs": 64, "text_epochs": 1, "cf_epochs": 1}},
+        score={"top_n": 10, "scorer": "collm", "partitions": 3, "arrow_batch_rows": 200, **score}))
+
+
+@pytest.fixture(scope="module")
+def lm_run(spark, pipeline_run, slice_dir, tiny_encoder):
+    from collm_udf.spark import pipeline
+
+    cfg0, tables, _ = pipeline_run
+    cfg = lm_conf(cfg0, slice_dir, tiny_encoder)
+    summary = pipeline.run(spark, cfg, stages=["train", "candidates", "score", "evaluate"], ds=LM_DS,
+                           run_id="run_lm_1")
+    return cfg, tables, summary
+
+
+def day(tables, name="recommendations"):
+    return tables.read(name).where(F.col("ds") == F.lit(LM_DS).cast("date")).toPandas()
+
+
+def test_daily_table_is_ranked_by_the_lm(lm_run):
+    cfg, tables, summary = lm_run
+    version = summary["stages"]["train"]["model_version"]
+    recs = day(tables)
+    assert len(recs) and (recs["model_version"] == f"collm:{version}").all()
+    assert recs["lm_score"].notna().all() and (recs["score"] == recs["lm_score"]).all()
+    assert recs.loc[recs.source == "als", "als_score"].notna().all()
+    for _, g in recs.groupby("user_id"):
+        g = g.sort_values("rank")
+        assert g["rank"].tolist() == list(range(1, len(g) + 1))
+        assert (np.diff(g["score"].to_numpy()) <= 0).all()
+    # the ranking is the LM's own, not ALS's order
+    cands = day(tables, "candidates")
+    assert (recs["source"] == "cold").any() or not (cands["source"] == "cold").any()
+    row = tables.read("collm_models").where(F.col("model_version") == version).first()
+    assert row["als_run_id"] == summary["als_run_id"] and os.path.isfile(Path(row["path"], "model.safetensors"))
+
+
+def test_spark_scores_equal_the_bare_core(spark, lm_run):
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.spark.score_lm import CoLLMScorer
+
+    cfg, tables, _ = lm_run
+    scorer = CoLLMScorer(spark, cfg, tables)
+    users = [r["user_id"] for r in tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date"))
+             .select("user_id").distinct().orderBy("user_id").limit(4).collect()]
+    pairs = tables.read("candidates").where((F.col("ds") == F.lit(LM_DS).cast("date")) & F.col("user_id").isin(users))
+    got = scorer.score_pairs(pairs).select("user_id", "item_id", "score").toPandas()
+    inp = scorer.inputs(pairs).toPandas()
+    bare = load_predict_fn(scorer.model["path"], "cpu", bf16=cfg.score.bf16)
+    z = np.zeros(8, np.float32)
+    inp["want"] = bare([list(h) if h is not None else [] for h in inp["_history_text"]], inp["_candidate"].tolist(),
+                       np.stack([z if f is None else np.asarray(f) for f in inp["_user_f"]]),
+                       np.stack([z if f is None else np.asarray(f) for f in inp["_item_f"]]),
+                       inp["_user_f"].notna().to_numpy(), inp["_item_f"].notna().to_numpy())
+    m = got.merge(inp[["user_id", "item_id", "want"]], on=["user_id", "item_id"])
+    assert len(m) == len(got) == len(inp) > 20
+    np.testing.assert_allclose(m["score"], m["want"], rtol=1e-4, atol=1e-5)
+
+
+def _probe(inner):
+    """Wrap the real scoring function; report this worker's pid and how often it loaded a model."""
+    def fn(batches):
+        from collm_udf.spark import model_cache
+
+        for out in inner(batches):
+            yield pd.DataFrame({"pid": [os.getpid()], "loads": [sum(model_cache.LOADS.values())],
+                                "rows": [len(out)]})
+    return fn
+
+
+def test_model_is_loaded_once_per_worker(spark, lm_run):
+    from collm_udf.spark.score_lm import DROP, CoLLMScorer, _score_fn
+
+    cfg, tables, _ = lm_run
+    scorer = CoLLMScorer(spark, cfg, tables)
+    pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).select("user_id", "item_id")
+    inp = scorer.inputs(pairs).repartition(8, "user_id").select("user_id", "item_id", *DROP)
+    inner = _score_fn(scorer.model["path"], "cpu", 8, scorer.model["als_run_id"], np.eye(8).tolist(),
+                      ["user_id", "item_id"], 512, 8192, "off")
+    got = inp.mapInPandas(_probe(inner), "pid long, loads long, rows long").toPandas()
+    assert got["rows"].sum() == pairs.count()
+    assert got["pid"].nunique() < len(got)  # several tasks per worker...
+    assert (got["loads"] == 1).all()  # ...and each worker loaded the model once
+
+
+def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
+    _, tables, summary = lm_run
+    met = tables.read("metrics").where(F.col("run_id") == "run_lm_1").toPandas()
+    assert set(met["scorer"]) == {"collm", "als"}
+    assert {"auc", "uauc", "recall_at_k", "ndcg_at_k"} <= set(met[met.scorer == "als"]["metric"])
+    assert summary["metrics"]["auc"]["all"] is not None and summary["metrics"]["als"]["auc"]["all"] is not None
+
+
+def test_rerun_of_the_day_gives_the_same_rows(spark, lm_run):
+    from collm_udf.spark import score
+
+    cfg, tables, _ = lm_run
+    before = day(tables)
+    score.run(spark, cfg, tables, LM_DS)
+    after = day(tables)
+    key = ["user_id", "rank"]
+    cols = key + ["item_id", "score", "model_version"]
+    pd.testing.assert_frame_equal(before.sort_values(key)[cols].reset_index(drop=True),
+                                  after.sort_values(key)[cols].reset_index(drop=True), rtol=1e-6)
+
+
+def _fake_run(spark, tables, run0: str, new: str, transform) -> dict:
+    """A second ALS run whose factors are transform(first run's factors)."""
+    for entity in ("user", "item"):
+        pdf = tables.read(f"{entity}_factors").where(F.col("als_run_id") == run0).toPandas()
+        pdf["features"] = [transform(np.asarray(f, np.float32)).astype(np.float32).tolist() for f in pdf["features"]]
+        pdf["als_run_id"] = new
+        df = spark.createDataFrame(pdf[["als_run_id", f"{entity}_id", f"{entity}_idx", "features"]],
+                                   f"als_run_id string, {entity}_id string, {entity}_idx int, features array<float>")
+        tables.replace_partition(df.withColumn("trained_at", F.current_timestamp()), f"{entity}_factors",
+                                 "als_run_id", new)
+    return {"als_run_id": new}
+
+
+def test_new_als_run_is_aligned_or_refused(spark, lm_run):
+    from collm_udf.spark.score_lm import CoLLMScorer
+
+    cfg, tables, _ = lm_run
+    base = CoLLMScorer(spark, cfg, tables)
+    run0 = base.run["als_run_id"]
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))
+    rotated = _fake_run(spark, tables, run0, "als_test_rotated", lambda f: f @ Q.T)
+    aligned = CoLLMScorer(spark, cfg, tables, run=rotated)
+    assert aligned.alignment.residual < 1e-4 and aligned.alignment.shared_items > 20
+    pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).limit(60)
+    a = base.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
+    b = aligned.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    unrelated = _fake_run(spark, tables, run0, "als_test_unrelated",
+                          lambda f: np.random.default_rng(int(abs(f[0]) * 1e6)).normal(size=f.shape))
+    with pytest.raises(AlignmentError, match=f"trained on ALS run {run0} cannot score factors of ALS run "
+                                             "als_test_unrelated.*residual"):
+        CoLLMScorer(spark, cfg, tables, run=unrelated)
+    cfg.score.align = False
+    try:
+        with pytest.raises(AlignmentError, match=f"trained on ALS run {run0}, the latest ALS run is als_test_rotated"):
+            CoLLMScorer(spark, cfg, tables, run=rotated)
+    finally:
+        cfg.score.align = True

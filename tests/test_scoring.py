@@ -1,0 +1,51 @@
+"""Scoring core without Spark: device choice and factor-space alignment."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from collm_udf import scoring
+from collm_udf.align import AlignmentError, align
+
+
+@pytest.mark.parametrize("cuda, count, addrs, prefer, want", [
+    (False, 0, ["0"], None, "cpu"),          # no CUDA: CPU whatever Spark says
+    (True, 2, ["1"], None, "cuda:1"),        # the GPU Spark assigned to the task
+    (True, 1, ["3"], None, "cuda:0"),        # executor isolated to one visible GPU: it is device 0
+    (True, 2, [], None, "cuda:0"),           # no Spark assignment: first of CUDA_VISIBLE_DEVICES
+    (True, 2, ["1"], "cpu", "cpu"),          # conf wins
+])
+def test_device_choice(monkeypatch, cuda, count, addrs, prefer, want):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(scoring, "_task_gpu_addresses", lambda: addrs)
+    assert str(scoring.pick_device(prefer)) == want
+
+
+def test_task_gpu_addresses_outside_spark_is_empty():
+    assert scoring._task_gpu_addresses() == []
+
+
+def _factors(n=200, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"i{k}": rng.normal(size=d).astype(np.float32) for k in range(n)}
+
+
+def test_alignment_recovers_a_rotation_and_keeps_dot_products():
+    ref = _factors()
+    Q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(8, 8)))
+    noise = np.random.default_rng(2)
+    new = {k: v @ Q.T + 0.01 * noise.normal(size=8) for k, v in ref.items()}
+    a = align(ref, new, "als_ref", "als_new", max_residual=0.1)
+    assert a.residual < 0.02 and a.shared_items == 200
+    np.testing.assert_allclose(a.apply(new["i3"]), ref["i3"], atol=0.05)
+
+
+def test_alignment_refuses_unrelated_factors_and_too_few_shared_items():
+    ref, other = _factors(seed=0), _factors(seed=5)
+    with pytest.raises(AlignmentError, match=r"ALS run als_ref cannot score factors of ALS run als_new.*residual"):
+        align(ref, other, "als_ref", "als_new", max_residual=0.25)
+    few = {k: ref[k] for k in list(ref)[:5]}
+    with pytest.raises(AlignmentError, match="only 5 shared items"):
+        align(few, ref, "als_ref", "als_new", max_residual=0.25)
