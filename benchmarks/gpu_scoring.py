@@ -10,7 +10,8 @@ Qwen2-0.5B / Qwen2-1.5B), bf16, a 128-token history prefix, 32-token candidates,
            pieces (a registered HF attention function, PackedAttention below):
              prefix    : causal SDPA over the prefix alone (flash);
              candidate : each candidate's 32 queries over [its user's prefix K/V ; its own K/V] with a
-                         lower-right causal mask (flash), the prefix K/V shared by view, not recomputed.
+                         lower-right causal mask (flash); the prefix K/V are computed once and copied
+                         next to each candidate's (cheap: 2 KV heads).
            Every linear layer therefore runs on the packed tokens only and no attention score is wasted.
            No padding: every user has the same layout here (a real day pads candidates to one length).
 
@@ -89,7 +90,7 @@ def naive_scores(model, prefix, cands, answer_id):
     model.config._attn_implementation = "sdpa"
     U, N, C = cands.shape
     ids = torch.cat([prefix.unsqueeze(1).expand(U, N, -1), cands], dim=2).reshape(U * N, -1)
-    h = model.model(input_ids=ids).last_hidden_state[:, -1]  # (U*N, hidden)
+    h = model.model(input_ids=ids, use_cache=False).last_hidden_state[:, -1]  # (U*N, hidden)
     return (h @ model.lm_head.weight[answer_id]).float().reshape(U, N)
 
 
@@ -102,7 +103,8 @@ def packed_scores(model, prefix, cands, answer_id):
     LAYOUT["pnc"] = (P, N, C)
     ids = torch.cat([prefix, cands.reshape(U, N * C)], dim=1)  # (U, P + N*C)
     pos = torch.cat([torch.arange(P), (P + torch.arange(C)).repeat(N)]).to(ids.device).expand(U, -1)
-    h = model.model(input_ids=ids, position_ids=pos, attention_mask={"full_attention": None}).last_hidden_state
+    h = model.model(input_ids=ids, position_ids=pos, attention_mask={"full_attention": None},
+                    use_cache=False).last_hidden_state
     last = P + torch.arange(N, device=ids.device) * C + C - 1  # (N,)
     model.config._attn_implementation = "sdpa"
     return (h[:, last] @ model.lm_head.weight[answer_id]).float()  # (U, N)
@@ -163,8 +165,8 @@ def main() -> int:
         pre = torch.randint(0, V, (2, P), generator=g).to(device)
         cand = torch.randint(0, V, (2, N, C), generator=g).to(device)
         a, b = naive_scores(model, pre, cand, answer_id), packed_scores(model, pre, cand, answer_id)
-        rel = float(((a - b).abs() / a.abs().clamp(min=1e-3)).max())
-        tol = 1e-4 if dtype == torch.float32 else 5e-2
+        rel = float((a - b).abs().max() / a.abs().max())  # relative to the scores' scale (some are near 0)
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
         r = {"params": total, "non_embedding_params": non_emb, "max_rel_err_packed_vs_naive": rel}
         if rel > tol:
             print(f"{size}: packed scores differ from naive ones (max rel err {rel:.2e} > {tol})")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -116,7 +117,9 @@ def main() -> int:
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
     stage1 = {"als_run_id": run["als_run_id"], "model": {k: v for k, v in dataclasses.asdict(cfg.model).items()
                                                           if k != "projector_mult"},
-              "history": use_hist, "test_pairs": args.test_pairs}
+              "history": use_hist, "test_pairs": args.test_pairs,
+              "sample": hashlib.sha1(pd.concat([frames["text"], frames["hold"]])[["user_id", "item_id"]]
+                                     .to_csv(index=False).encode()).hexdigest()}
     key = hashlib.sha1(json.dumps(stage1, sort_keys=True).encode()).hexdigest()[:12]
     cache = ROOT / "benchmarks" / ".work" / f"stage1-{args.dataset}-{key}"
     if (cache / "done.json").is_file():

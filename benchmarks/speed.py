@@ -117,13 +117,14 @@ def main() -> int:
     scaling = []
     for mult in (1, 2, 4):
         ds = f"2026-03-{10 + mult:02d}"
-        sel = cands.where(F.col("user_id").isin(full[: mult * args.users])).withColumn("ds", F.lit(ds).cast("date"))
+        chosen = full[: mult * args.users]
+        sel = cands.where(F.col("user_id").isin(chosen)).withColumn("ds", F.lit(ds).cast("date"))
         tables.replace_partition(sel, "candidates", "ds", ds)
         t = time.time()
         r = score.run(spark, cfg, tables, ds)
         wall = time.time() - t
-        npairs = mult * args.users * 50
-        scaling.append({"users": mult * args.users, "pairs": npairs, "wall_s": round(wall, 1),
+        npairs = len(chosen) * 50
+        scaling.append({"users": len(chosen), "pairs": npairs, "wall_s": round(wall, 1),
                         "pairs_per_s": round(npairs / wall, 1), "rows_written": r["recommendations"]})
     base = scaling[0]["wall_s"]
     for s in scaling:

@@ -41,7 +41,7 @@ class _Rows:
 
     def add_candidate(self, r: int, part: Sequence[int], slots: dict, prefix_len: int, user_f, user_has,
                       item_f, item_has) -> None:
-        start, k = len(self.ids[r]), max(self.seg[r]) + 1
+        start, k = len(self.ids[r]), max(self.seg[r], default=0) + 1
         self.ids[r] += list(part)
         self.seg[r] += [k] * len(part)
         self.pos[r] += list(range(prefix_len, prefix_len + len(part)))

@@ -201,12 +201,17 @@ class ScoreConfig:
                         "model's run (orthogonal Procrustes on shared items) instead of refusing", True)
     max_alignment_residual: float = _help("collm: refuse when the rotation leaves more than this relative "
                                           "residual on the shared items' factors", 0.25)
+    min_rows_fraction: float = _help("output guard: fail before writing when the day's rows fall below this "
+                                     "fraction of the latest earlier day's (0 = off; an empty output always fails)", 0.5)
+    min_users_fraction: float = _help("output guard: the same for the number of users covered", 0.5)
 
     def __post_init__(self):
         if self.scorer not in ("als", "collm"):
             raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als, collm")
         if self.top_n < 1:
             raise ConfigError("score.top_n must be >= 1")
+        if not (0 <= self.min_rows_fraction <= 1 and 0 <= self.min_users_fraction <= 1):
+            raise ConfigError("score: min_rows_fraction and min_users_fraction must be in [0, 1]")
         if min(self.arrow_batch_rows, self.max_row_tokens, self.batch_tokens) < 1 or self.partitions < 0:
             raise ConfigError("score: arrow_batch_rows, max_row_tokens, batch_tokens >= 1; partitions >= 0")
         if self.bf16 not in ("auto", "on", "off"):

@@ -82,6 +82,8 @@ def load_backbone(spec: ModelSpec):
     if not Path(path, "config.json").is_file():
         raise ModelError(f"backbone {path!r}: not a local Hugging Face model directory (no config.json)")
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tok.pad_token is None:  # Llama-style tokenizers have none; padding is masked, any id will do
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     cls = AutoModel if spec.kind == "encoder" else AutoModelForCausalLM
     model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     return model, tok

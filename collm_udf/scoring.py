@@ -58,7 +58,7 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
             out[pending[g][1][c]] = v
         pending.clear()
 
-    for idx in group_pairs(ps):
+    for idx in _bounded(group_pairs(ps), ps, pb, batch_tokens):
         i0 = idx[0]
         prefix, user_pos = pb.encode_prefix(ps.history[i0])
         cand = []
@@ -78,6 +78,21 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
     if pending:
         flush()
     return out
+
+
+def _bounded(groups: list[np.ndarray], ps: PairSet, pb: PromptBuilder, batch_tokens: int):
+    """Split a group whose candidates alone exceed batch_tokens (a user with thousands of candidates), so that
+    no forward pass is unbounded; each piece repeats the prefix."""
+    for idx in groups:
+        size = 0
+        start = 0
+        for j, i in enumerate(idx):
+            n = len(pb._cached(ps.candidate[i])[: pb.candidate_max_tokens]) + 8
+            if size + n > batch_tokens and j > start:
+                yield idx[start:j]
+                start, size = j, 0
+            size += n
+        yield idx[start:]
 
 
 def pick_device(prefer: Optional[str] = None) -> torch.device:

@@ -60,7 +60,8 @@ class PairSet:
         z = np.zeros(factor_dim, np.float32)
         U, V = user_factors, item_factors
         return cls(
-            history=[[text.get(i, "") for i in h] if use_history and h is not None else [] for h in histories],
+            # history ids without a catalog text are skipped, as the Spark scorer's title join does
+            history=[[text[i] for i in h if i in text] if use_history and h is not None else [] for h in histories],
             candidate=[text.get(i, "") for i in item_ids],
             user_f=np.stack([U.get(u, z) for u in user_ids]).astype(np.float32).reshape(-1, factor_dim),
             item_f=np.stack([V.get(i, z) for i in item_ids]).astype(np.float32).reshape(-1, factor_dim),

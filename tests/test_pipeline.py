@@ -184,3 +184,18 @@ def test_rerun_same_ds_replaces_partition(spark, pipeline_run):
     pd.testing.assert_frame_equal(day.sort_values(key)[key].reset_index(drop=True),
                                   before.sort_values(key)[key].reset_index(drop=True))
     assert after.where(F.col("ds") == F.lit("2026-01-16").cast("date")).count() == len(before)
+
+
+def test_output_guard_refuses_a_shrunken_day_and_writes_nothing(spark, pipeline_run):
+    from collm_udf.spark import score
+    from collm_udf.spark.score import OutputGuardError
+
+    cfg, tables, _ = pipeline_run
+    ds = "2026-01-20"
+    cands = tables.read("candidates").where(F.col("ds") == F.lit(TEST_DS).cast("date"))
+    users = [r["user_id"] for r in cands.select("user_id").distinct().orderBy("user_id").limit(3).collect()]
+    few = cands.where(F.col("user_id").isin(users)).withColumn("ds", F.lit(ds).cast("date"))
+    tables.replace_partition(few, "candidates", "ds", ds)
+    with pytest.raises(OutputGuardError, match=r"ds=2026-01-20: \d+ rows is below 0.5 x the \d+ rows of ds=2026-01-1"):
+        score.run(spark, cfg, tables, ds)
+    assert tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date")).count() == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -101,13 +102,45 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Score
         "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
     with arrow_batch_rows(spark, cfg.score.arrow_batch_rows):
-        tables.replace_partition(out, "recommendations", "ds", ds)
+        # Scored once: the guard counts and the write read the same persisted rows.
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            got = out.agg(F.count("*").alias("rows"), F.countDistinct("user_id").alias("users")).first()
+            guard_output(cfg, tables, ds, int(got["rows"]), int(got["users"]))
+            tables.replace_partition(out, "recommendations", "ds", ds)
+        finally:
+            out.unpersist()
     day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date"))
     result = {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
               "model_version": scorer.model_version}
     if hasattr(scorer, "describe"):
         result["scorer"] = scorer.describe()
     return result
+
+
+class OutputGuardError(RuntimeError):
+    """The day's output is empty or too small next to the latest earlier day's: nothing was written."""
+
+
+def guard_output(cfg: Config, tables: Tables, ds: str, rows: int, users: int) -> None:
+    if rows == 0:
+        raise OutputGuardError(f"table recommendations, ds={ds}: the scored output is empty; nothing written "
+                               "(the previous partition of that day, if any, is unchanged)")
+    if not tables.exists("recommendations"):
+        return
+    prev = (tables.read("recommendations").where(F.col("ds") < F.lit(ds).cast("date"))
+            .groupBy("ds").agg(F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"))
+            .orderBy(F.col("ds").desc()).first())
+    if prev is None:
+        return
+    s = cfg.score
+    for what, now, before, frac in (("rows", rows, prev["rows"], s.min_rows_fraction),
+                                    ("users", users, prev["users"], s.min_users_fraction)):
+        if now < frac * before:
+            raise OutputGuardError(
+                f"table recommendations, ds={ds}: {now} {what} is below {frac:g} x the {before} {what} of "
+                f"ds={prev['ds']} (score.min_{what}_fraction); nothing written, the day's previous partition "
+                "(if any) is unchanged")
 
 
 @contextlib.contextmanager

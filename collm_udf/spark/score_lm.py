@@ -29,7 +29,8 @@ DROP = ("_history_text", "_candidate", "_user_f", "_item_f")
 
 
 def current_history(cfg: Config, tables: Tables) -> DataFrame:
-    """user_id, history: the user's latest history_len training positives (item ids, oldest first)."""
+    """user_id, history: the user's latest history_len training positives (item ids, oldest first): the state
+    the ALS run saw, so that evaluating on the later splits never puts a test positive into a prompt."""
     w = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_id").desc())
     pos = (tables.read("pairs").where((F.col("split") == "train") & (F.col("label") == 1))
            .withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= cfg.prepare.history_len))
@@ -52,7 +53,7 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
     def fn(batches):
         import torch
 
-        from collm_udf.scoring import load_predict_fn
+        from collm_udf.scoring import load_predict_fn, pick_device
         from collm_udf.spark import model_cache
 
         try:
@@ -62,11 +63,15 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
         except Exception:  # noqa: BLE001
             cpus = os.cpu_count() or 1
         torch.set_num_threads(max(1, cpus))
-        predict = model_cache.get((ckpt, device, model_run, max_row_tokens, batch_tokens, bf16), lambda: load_predict_fn(
-            ckpt, device, factor_dim, model_run, max_row_tokens, batch_tokens, bf16))
+        # Resolved per task: a reused worker may serve tasks that Spark gave different GPUs.
+        dev = str(pick_device(device))
+        predict = model_cache.get((ckpt, dev, model_run, max_row_tokens, batch_tokens, bf16), lambda: load_predict_fn(
+            ckpt, dev, factor_dim, model_run, max_row_tokens, batch_tokens, bf16))
         R = np.asarray(rotation, np.float32)
         z = np.zeros(factor_dim, np.float32)
         for pdf in batches:
+            if len(pdf) == 0:
+                continue
             uh = pdf["_user_f"].notna().to_numpy()
             ih = pdf["_item_f"].notna().to_numpy()
             uf = np.stack([np.asarray(f, np.float32) if ok else z for f, ok in zip(pdf["_user_f"], uh)]) @ R
@@ -74,7 +79,7 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
             hist = [list(h) if h is not None else [] for h in pdf["_history_text"]]
             cand = ["" if c is None else c for c in pdf["_candidate"]]
             out = pdf[keep].copy()
-            out["score"] = predict(hist, cand, uf, vf, uh, ih) if len(pdf) else np.zeros(0)
+            out["score"] = predict(hist, cand, uf, vf, uh, ih)
             yield out
 
     return fn
@@ -116,8 +121,10 @@ class CoLLMScorer(Scorer):
         items = self.tables.read("items").select("item_id", "text")
         run_id = self.run["als_run_id"]
         if "history" in pairs.columns:
-            p = pairs.withColumn("_rid", F.monotonically_increasing_id())
-            p = p.join(_titles(p, "_rid", items), "_rid", "left").drop("_rid")
+            # Titles per distinct history, joined back on the history itself (a natural key: no row ids).
+            p = pairs.withColumn("_hkey", F.concat_ws("\u0001", "history"))
+            hist = p.select("_hkey", "history").dropDuplicates(["_hkey"])
+            p = p.join(_titles(hist, "_hkey", items), "_hkey", "left").drop("_hkey")
         else:
             hist = current_history(self.cfg, self.tables)
             p = pairs.join(_titles(hist, "user_id", items), "user_id", "left")

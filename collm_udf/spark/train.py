@@ -31,17 +31,22 @@ PAIR_COLUMNS = ("user_id", "item_id", "label", "split", "warm", "cold_item", "hi
 
 
 def _take(pairs: DataFrame, split: str, n: int, seed: int, skip: int = 0) -> DataFrame:
-    """Rows skip..skip+n of a split in a seeded hash order (deterministic; samples before it sorts)."""
+    """Rows skip..skip+n of a split in one seeded hash order (deterministic, and samples taken with different
+    skips never overlap). Only a fraction of the split, the lowest hash buckets, is sorted."""
     part = pairs.where(F.col("split") == split)
     total = part.count()
     if n <= 0 or total <= skip:
         return part.limit(0).withColumn("_k", F.lit(0).cast("long"))
-    keep = min(1.0, 1.5 * (skip + n) / total + 1e-3)
     key = F.xxhash64(F.lit(seed), "user_id", "item_id", "ts")
-    part = part.withColumn("_k", key).where(F.pmod(F.col("_k"), F.lit(1_000_000)) < F.lit(int(keep * 1_000_000)))
-    w = Window.orderBy("_k", "user_id", "item_id")
-    return part.withColumn("_r", F.row_number().over(w)).where((F.col("_r") > skip) & (F.col("_r") <= skip + n)) \
-        .drop("_r")
+    part = part.withColumn("_k", key).withColumn("_b", F.pmod(F.col("_k"), F.lit(1_000_000)))
+    keep = min(1.0, 1.5 * (skip + n) / total + 1e-3)
+    kept = part.where(F.col("_b") < F.lit(int(keep * 1_000_000)))
+    if keep < 1.0 and kept.count() < min(total, skip + n):  # an unlucky hash draw: sort the whole split
+        kept = part
+    # Ordered by bucket first: the rows of a smaller `keep` are a prefix of the same order.
+    w = Window.orderBy("_b", "_k", "user_id", "item_id")
+    return kept.withColumn("_r", F.row_number().over(w)).where((F.col("_r") > skip) & (F.col("_r") <= skip + n)) \
+        .drop("_r", "_b")
 
 
 def training_frames(cfg: Config, tables: Tables) -> dict:
@@ -55,7 +60,8 @@ def training_frames(cfg: Config, tables: Tables) -> dict:
         "text": _take(pairs, "train", t.text_pairs, t.seed),
         "cf_train": _take(pairs, "train", n_cf_train, t.seed, skip=t.text_pairs),
     }
-    frames = {k: v.orderBy("_k", "user_id", "item_id").select(*PAIR_COLUMNS).toPandas() for k, v in parts.items()}
+    frames = {k: v.orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id").select(*PAIR_COLUMNS)
+              .toPandas() for k, v in parts.items()}
     frames["cf"] = pd.concat([frames.pop("cf_valid"), frames.pop("cf_train")], ignore_index=True)
     if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
         raise ValueError(f"table pairs: the validation split has {len(frames['hold'])} holdout and "
