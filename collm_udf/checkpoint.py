@@ -51,6 +51,10 @@ def load(path: str | Path, expect_factor_dim: int | None = None, expect_als_run_
     if set(state) != want:
         missing, extra = sorted(want - set(state))[:3], sorted(set(state) - want)[:3]
         raise ModelError(f"checkpoint {path}: tensors do not match the model (missing {missing}, unexpected {extra})")
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ: another backbone or projector width
+        raise ModelError(f"checkpoint {path}: tensors do not fit the model built from its config "
+                         f"({str(e).splitlines()[-1].strip()})") from None
     model.eval()
     return model, tok

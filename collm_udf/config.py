@@ -96,10 +96,16 @@ class InteractionsConfig:
     source: SourceConfig = _help("where interactions are read from")
     columns: InteractionColumns = _help("column mapping")
     timestamp_unit: str = _help("unit of a numeric timestamp column: s, ms or us", "s")
+    rating_min: Optional[float] = _help("ratings below are dropped and counted (NaN and null always are)", 0.0)
+    rating_max: Optional[float] = _help("ratings above are dropped and counted", None)
+    max_bad_fraction: float = _help("ingest fails, writing nothing, when it would drop more than this share of "
+                                    "the rows (null ids, bad ratings or labels, future timestamps)", 0.01)
 
     def __post_init__(self):
         if self.timestamp_unit not in ("s", "ms", "us"):
             raise ConfigError(f"interactions.timestamp_unit: {self.timestamp_unit!r} is not s, ms or us")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError("interactions.max_bad_fraction must be in [0, 1]")
 
 
 @dataclass
@@ -117,6 +123,7 @@ class ItemsConfig:
     source: SourceConfig = _help("where the item catalog is read from")
     columns: ItemColumns = _help("column mapping")
     text_separator: str = _help("separator placed between text columns", " | ")
+    max_text_chars: int = _help("item texts are truncated to this many characters (counted)", 2000)
 
 
 # --------------------------------------------------------------------------------------------- stages

@@ -15,6 +15,7 @@ Nothing here imports pyspark.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class ModelSpec:
     max_tokens: int = 128
     candidate_max_tokens: int = 32
     als_run_id: Optional[str] = None
+    backbone_sha: Optional[str] = field(default=None, metadata={
+        "help": "sha1 of the backbone's config.json when the model was built; a checkpoint refuses another"})
 
     def __post_init__(self):
         if self.kind not in ("encoder", "causal"):
@@ -225,7 +228,13 @@ def apply_lora(spec: ModelSpec, backbone: nn.Module) -> nn.Module:
 
 def build(spec: ModelSpec):
     """(CoLLM, tokenizer) for a spec: backbone loaded from its local directory, LoRA applied if tuned so."""
+    sha = hashlib.sha1(Path(spec.backbone_dir(), "config.json").read_bytes()).hexdigest() \
+        if Path(spec.backbone_dir(), "config.json").is_file() else None
+    if spec.backbone_sha is not None and sha != spec.backbone_sha:
+        raise ModelError(f"backbone {spec.backbone_dir()!r} is not the one this model was trained on "
+                         f"(config.json sha1 {sha} != {spec.backbone_sha})")
     backbone, tok = load_backbone(spec)
+    spec.backbone_sha = sha
     hidden = backbone.get_input_embeddings().weight.shape[1]
     if hidden != spec.hidden_size:
         spec.hidden_size = hidden

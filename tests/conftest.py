@@ -20,7 +20,8 @@ def spark(tmp_path_factory):
     from collm_udf.spark.session import local_session
 
     wh = tmp_path_factory.mktemp("spark-warehouse")  # managed (catalog) tables of the tests go here
-    s = local_session("local[2]", {"spark.sql.shuffle.partitions": "2", "spark.sql.warehouse.dir": str(wh)},
+    # local[2,2]: two cores, and a failed task is retried once (as on a cluster), which the retry test needs
+    s = local_session("local[2,2]", {"spark.sql.shuffle.partitions": "2", "spark.sql.warehouse.dir": str(wh)},
                       app_name="collm-tests")
     yield s
     s.stop()

@@ -1,6 +1,7 @@
 """The CoLLM core on tiny random backbones (an encoder and a causal LM built from configs; no downloads)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -222,3 +223,20 @@ def test_core_imports_without_pyspark():
             "assert not any(m.startswith('pyspark') for m in sys.modules if sys.modules[m] is not None)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_checkpoint_refuses_another_backbone(tiny_encoder, tmp_path):
+    model, _, _ = make(tiny_encoder)
+    checkpoint.save(model, tmp_path / "c")
+    other = tmp_path / "other-backbone"
+    shutil.copytree(tiny_encoder, other)
+    import json
+
+    spec = json.loads((tmp_path / "c" / checkpoint.CONFIG).read_text())
+    spec["spec"]["backbone"] = str(other)
+    (tmp_path / "c" / checkpoint.CONFIG).write_text(json.dumps(spec))
+    checkpoint.load(tmp_path / "c")  # an identical copy elsewhere is fine
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(dict(cfg, hidden_size=48, intermediate_size=96)))
+    with pytest.raises(ModelError, match="is not the one this model was trained on"):
+        checkpoint.load(tmp_path / "c")

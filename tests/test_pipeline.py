@@ -199,3 +199,34 @@ def test_output_guard_refuses_a_shrunken_day_and_writes_nothing(spark, pipeline_
     with pytest.raises(OutputGuardError, match=r"ds=2026-01-20: \d+ rows is below 0.5 x the \d+ rows of ds=2026-01-1"):
         score.run(spark, cfg, tables, ds)
     assert tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date")).count() == 0
+
+
+def test_two_runs_of_the_same_day_at_once_never_mix(spark, pipeline_run):
+    import threading
+
+    from collm_udf.spark import score
+
+    cfg, tables, _ = pipeline_run
+    ds = "2026-01-25"
+    cands = tables.read("candidates").where(F.col("ds") == F.lit(TEST_DS).cast("date"))
+    tables.replace_partition(cands.withColumn("ds", F.lit(ds).cast("date")), "candidates", "ds", ds)
+    outcomes = []
+
+    def go():
+        try:
+            score.run(spark, cfg, tables, ds)
+            outcomes.append("ok")
+        except Exception as e:  # noqa: BLE001
+            outcomes.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "ok" in outcomes
+    assert all(o == "ok" or "Concurrent" in o for o in outcomes), outcomes  # the loser fails clearly
+    day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date")).toPandas()
+    want = tables.read("recommendations").where(F.col("ds") == F.lit(TEST_DS).cast("date")).count()
+    assert len(day) == want and not day.duplicated(["user_id", "item_id"]).any()
+    assert day["generated_at"].nunique() == 1  # all rows from one run

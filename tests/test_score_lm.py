@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +18,26 @@ pytestmark = pytest.mark.slow
 LM_DS = "2026-02-01"
 
 
-def lm_conf(cfg0, slice_dir, backbone, **score):
+def lm_conf(root, slice_dir, backbone, **score):
     return config_from_dict(slice_conf(
-        slice_dir, Path(cfg0.tables.root),
+        slice_dir, Path(root),
         model={"backbone": backbone, "max_tokens": 48, "candidate_max_tokens": 12,
                "train": {"text_pairs": 128, "cf_pairs": 128, "holdout_pairs": 64, "text_epochs": 1, "cf_epochs": 1}},
         score={"top_n": 10, "scorer": "collm", "partitions": 3, "arrow_batch_rows": 200, **score}))
 
 
 @pytest.fixture(scope="module")
-def lm_run(spark, pipeline_run, slice_dir, tiny_encoder):
+def lm_run(spark, pipeline_run, slice_dir, tiny_encoder, tmp_path_factory):
+    """Train, score and evaluate with CoLLM on a copy of the pipeline's warehouse (the copy is this module's to
+    change: it adds days, ALS runs and models that the pipeline tests must not see)."""
     from collm_udf.spark import pipeline
+    from collm_udf.spark.tables import Tables
 
-    cfg0, tables, _ = pipeline_run
-    cfg = lm_conf(cfg0, slice_dir, tiny_encoder)
+    cfg0, _, _ = pipeline_run
+    root = tmp_path_factory.mktemp("lm-warehouse")
+    shutil.copytree(cfg0.tables.root, root, dirs_exist_ok=True)
+    cfg = lm_conf(root, slice_dir, tiny_encoder)
+    tables = Tables(spark, cfg.tables)
     summary = pipeline.run(spark, cfg, stages=["train", "candidates", "score", "evaluate"], ds=LM_DS,
                            run_id="run_lm_1")
     return cfg, tables, summary
@@ -86,7 +93,7 @@ def _probe(inner):
         from collm_udf.spark import model_cache
 
         for out in inner(batches):
-            yield pd.DataFrame({"pid": [os.getpid()], "loads": [sum(model_cache.LOADS.values())],
+            yield pd.DataFrame({"pid": [os.getpid()], "loads": [max(model_cache.LOADS.values())],
                                 "rows": [len(out)]})
     return fn
 
@@ -103,7 +110,7 @@ def test_model_is_loaded_once_per_worker(spark, lm_run):
     got = inp.mapInPandas(_probe(inner), "pid long, loads long, rows long").toPandas()
     assert got["rows"].sum() == pairs.count()
     assert got["pid"].nunique() < len(got)  # several tasks per worker...
-    assert (got["loads"] == 1).all()  # ...and each worker loaded the model once
+    assert (got["loads"] == 1).all()  # ...and no worker loaded any model (key) twice
 
 
 def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
@@ -166,3 +173,19 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
             CoLLMScorer(spark, cfg, tables, run=rotated)
     finally:
         cfg.score.align = True
+
+
+def test_a_task_that_fails_once_is_retried_and_the_table_is_unchanged(spark, lm_run, tmp_path):
+    from collm_udf.spark import score
+    from collm_udf.spark.score_lm import CoLLMScorer
+
+    cfg, tables, _ = lm_run
+    before = day(tables)
+    marker = tmp_path / "failed-once"
+    score.run(spark, cfg, tables, LM_DS, scorer=CoLLMScorer(spark, cfg, tables, fail_once=str(marker)))
+    assert marker.exists()  # the failure happened, Spark retried the task, the job went on
+    after = day(tables)
+    key = ["user_id", "rank"]
+    cols = key + ["item_id", "score", "model_version"]
+    pd.testing.assert_frame_equal(before.sort_values(key)[cols].reset_index(drop=True),
+                                  after.sort_values(key)[cols].reset_index(drop=True), rtol=1e-6)

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import als, candidates, evaluate, idmap, ingest, prepare, score, train
+from collm_udf.spark.data_quality import DataQuality
 from collm_udf.spark.tables import TABLES, Tables, check_ds
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,12 @@ def new_run_id(ds: str) -> str:
     return f"run_{ds.replace('-', '')}_{dt.datetime.now(dt.timezone.utc):%H%M%S}_{uuid.uuid4().hex[:6]}"
 
 
-def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str) -> dict:
+def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
+              dq: DataQuality | None = None) -> dict:
     if stage == "ingest":
-        return ingest.run(spark, cfg, tables)
+        return ingest.run(spark, cfg, tables, dq)
     if stage == "prepare":
-        return prepare.run(spark, cfg, tables)
+        return prepare.run(spark, cfg, tables, dq)
     if stage == "idmap":
         return idmap.run(spark, cfg, tables)
     if stage == "als":
@@ -72,15 +74,20 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
     tables = Tables(spark, cfg.tables)
     t0 = time.time()
     summary: dict = {"name": cfg.name, "run_id": run_id, "ds": ds, "stages": {}}
-    for s in sorted(stages, key=STAGES.index):
-        t = time.time()
-        if progress:
-            progress(f"[collm] {s} ...")
-        result = run_stage(s, spark, cfg, tables, ds, run_id)
-        result["wall_s"] = round(time.time() - t, 1)
-        summary["stages"][s] = result
-        if progress:
-            progress(f"[collm] {s} done in {result['wall_s']}s")
+    dq = DataQuality()
+    try:
+        for s in sorted(stages, key=STAGES.index):
+            t = time.time()
+            if progress:
+                progress(f"[collm] {s} ...")
+            result = run_stage(s, spark, cfg, tables, ds, run_id, dq)
+            result["wall_s"] = round(time.time() - t, 1)
+            summary["stages"][s] = result
+            if progress:
+                progress(f"[collm] {s} done in {result['wall_s']}s")
+    finally:  # what a failed run found is kept too: it says why the run failed
+        dq.write(spark, tables, run_id, ds)
+    summary["data_quality"] = dq.summary()
     if tables.exists("als_runs"):
         summary["als_run_id"] = als.latest_run(tables)["als_run_id"]
     if "score" in summary["stages"]:

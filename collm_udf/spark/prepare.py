@@ -93,7 +93,7 @@ def deduplicate(df: DataFrame) -> DataFrame:
         F.max("rating").alias("rating"), F.max("label").alias("label"), F.max("split").alias("split"))
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables) -> dict:
+def run(spark: SparkSession, cfg: Config, tables: Tables, dq=None) -> dict:
     inter = tables.read("interactions")
     n_in = inter.count()
     df = deduplicate(inter)
@@ -108,5 +108,8 @@ def run(spark: SparkSession, cfg: Config, tables: Tables) -> dict:
     counts = {r["split"]: r["count"] for r in pairs.groupBy("split").count().collect()}
     if not counts.get("train"):
         raise PrepareError("table interactions: the split left no training rows")
+    if dq is not None:
+        dq.add("prepare", "interactions", "user_id, item_id, ts", "duplicate events (same user, item and time; "
+               "the highest rating/label kept)", n_in - sum(counts.values()), "merged")
     return {"pairs": sum(counts.values()), "duplicates_merged": n_in - sum(counts.values()),
             **{f"{k}_pairs": counts.get(k, 0) for k in SPLITS}}

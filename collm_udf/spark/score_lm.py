@@ -47,7 +47,7 @@ def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
 
 
 def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, rotation: list, keep: list,
-              max_row_tokens: int, batch_tokens: int, bf16: str):
+              max_row_tokens: int, batch_tokens: int, bf16: str, fail_once: str | None = None):
     """The mapInPandas function. It captures only plain values; the model lives in model_cache."""
 
     def fn(batches):
@@ -72,6 +72,9 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
         for pdf in batches:
             if len(pdf) == 0:
                 continue
+            if fail_once and not os.path.exists(fail_once):  # fault injection (tests): the first task dies once
+                open(fail_once, "w").close()
+                raise RuntimeError(f"injected scoring failure ({fail_once})")
             uh = pdf["_user_f"].notna().to_numpy()
             ih = pdf["_item_f"].notna().to_numpy()
             uf = np.stack([np.asarray(f, np.float32) if ok else z for f, ok in zip(pdf["_user_f"], uh)]) @ R
@@ -91,8 +94,9 @@ class CoLLMScorer(Scorer):
     name = "collm"
 
     def __init__(self, spark: SparkSession, cfg: Config, tables: Tables, model: dict | None = None,
-                 run: dict | None = None):
+                 run: dict | None = None, fail_once: str | None = None):
         self.spark, self.cfg, self.tables = spark, cfg, tables
+        self.fail_once = fail_once  # tests: a marker path; the first scoring task raises once
         self.model = model or train.latest_model(tables)
         self.run = run or als.latest_run(tables)
         self.alignment = self._align()
@@ -145,7 +149,8 @@ class CoLLMScorer(Scorer):
                               [T.StructField("score", T.DoubleType())])
         d = self.alignment.rotation.shape[0]
         fn = _score_fn(self.model["path"], None if s.device == "auto" else s.device, d, self.model["als_run_id"],
-                       self.alignment.rotation.tolist(), keep, s.max_row_tokens, s.batch_tokens, s.bf16)
+                       self.alignment.rotation.tolist(), keep, s.max_row_tokens, s.batch_tokens, s.bf16,
+                       self.fail_once)
         return df.select(*keep, *DROP).mapInPandas(fn, schema)
 
     def fallback_score(self) -> float:
