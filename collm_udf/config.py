@@ -186,7 +186,13 @@ class CandidatesConfig:
         "ALS candidates need this many training interactions: explicit ALS gives items with one or two "
         "ratings extreme scores, and they would fill every top-K (ML-100K: Recall@10 0.000 without it)", 10)
 
+    active_within_days: Optional[int] = _help(
+        "only users with a training interaction in the last N days of the training data get candidates "
+        "(the day's active users); unset = every user with ALS factors", None)
+
     def __post_init__(self):
+        if self.active_within_days is not None and self.active_within_days < 1:
+            raise ConfigError("candidates.active_within_days must be >= 1 (or unset)")
         if self.top_k < 1 or self.max_cold_items < 0 or self.seen_buffer < 0 or self.min_item_interactions < 0:
             raise ConfigError("candidates: top_k >= 1; max_cold_items, seen_buffer, min_item_interactions >= 0")
 
@@ -277,6 +283,8 @@ class ModelConfig:
     lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
     answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
     projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
+    attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
+                           "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
 
     def __post_init__(self):
@@ -284,6 +292,8 @@ class ModelConfig:
             raise ConfigError(f"model.kind: {self.kind!r} is not encoder or causal")
         if self.tuning not in ("full", "lora", "none"):
             raise ConfigError(f"model.tuning: {self.tuning!r} is not full, lora or none")
+        if self.attention not in ("block", "full"):
+            raise ConfigError(f"model.attention: {self.attention!r} is not block or full")
         if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
             raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
         if self.projector_mult < 1 or self.lora_r < 1:

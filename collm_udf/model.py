@@ -8,7 +8,7 @@ Top-down:
      missing factors (cold user/item) -> a learned no-CF vector per slot kind, never random noise
   3. CF vectors overwrite the embeddings at their slots   (R, T, H)
   4. backbone on inputs_embeds with the segment mask: prefix sees prefix; a candidate sees prefix + itself
-  5. score:  encoder -> mean over prefix + candidate tokens -> Linear(H, 1)          (J,)
+  5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector and the no-CF vectors.
 Nothing here imports pyspark.
@@ -107,15 +107,18 @@ def segment_mask(segment: torch.Tensor, causal: bool, dtype: torch.dtype) -> tor
 
 
 def pool_segments(h: torch.Tensor, segment: torch.Tensor, out_row, out_seg) -> torch.Tensor:
-    """Mean over the prefix and one candidate part's tokens, per candidate: (R, T, H) -> (J, H)."""
+    """Per candidate, [mean over the prefix ; mean over its own candidate part]: (R, T, H) -> (J, 2H).
+
+    Two means, not one: under the segment mask only candidate tokens see both sides, and a single mean over
+    ~60 tokens drowns their ~10 (measured on ML-100K: text-only UAUC 0.53 with one mean)."""
     R, T, H = h.shape
     S = int(segment.max()) + 2  # segments 0..max, plus a bin for padding
     idx = torch.where(segment >= 0, segment, S - 1)  # (R, T)
     sums = h.new_zeros(R, S, H).scatter_add_(1, idx.unsqueeze(-1).expand(R, T, H), h)
-    counts = h.new_zeros(R, S).scatter_add_(1, idx, torch.ones_like(h[..., 0]))
-    total = sums[out_row, 0] + sums[out_row, out_seg]  # (J, H)
-    n = counts[out_row, 0] + counts[out_row, out_seg]
-    return total / n.clamp(min=1.0).unsqueeze(-1)
+    counts = h.new_zeros(R, S).scatter_add_(1, idx, torch.ones_like(h[..., 0])).clamp(min=1.0).unsqueeze(-1)
+    prefix = sums[out_row, 0] / counts[out_row, 0]  # (J, H)
+    cand = sums[out_row, out_seg] / counts[out_row, out_seg]  # (J, H)
+    return torch.cat([prefix, cand], dim=-1)
 
 
 class Projector(nn.Module):
@@ -140,7 +143,7 @@ class CoLLM(nn.Module):
         # One learned no-CF vector per slot (user, item), initialised at the scale of real token embeddings.
         emb = backbone.get_input_embeddings().weight
         self.no_cf = nn.Parameter(emb.detach().std() * torch.randn(2, H, generator=torch.Generator().manual_seed(0)))
-        self.head = nn.Linear(H, 1) if spec.kind == "encoder" else None
+        self.head = nn.Linear(2 * H, 1) if spec.kind == "encoder" else None  # on [prefix ; candidate] means
         if spec.kind == "causal" and answer_id is None:
             raise ModelError("causal backbone: the answer token id is required")
         self.answer_id = answer_id

@@ -227,6 +227,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
 # ------------------------------------------------------------------------------------- from a conf
 def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]) -> ModelSpec:
     return ModelSpec(backbone=mc.backbone, kind=mc.kind, factor_dim=factor_dim, projector_mult=mc.projector_mult,
+                     attention=mc.attention,
                      tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
                      template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
                      candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id)

@@ -230,3 +230,19 @@ def test_two_runs_of_the_same_day_at_once_never_mix(spark, pipeline_run):
     want = tables.read("recommendations").where(F.col("ds") == F.lit(TEST_DS).cast("date")).count()
     assert len(day) == want and not day.duplicated(["user_id", "item_id"]).any()
     assert day["generated_at"].nunique() == 1  # all rows from one run
+
+
+def test_active_within_days_limits_candidates_to_recent_users(spark, pipeline_run, frames):
+    import dataclasses
+
+    from collm_udf.spark import candidates
+
+    cfg, tables, _ = pipeline_run
+    ds = "2026-01-27"
+    recent = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, active_within_days=7))
+    candidates.run(spark, recent, tables, ds)
+    got = set(tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).toPandas()["user_id"])
+    train = frames["pairs"][frames["pairs"].split == "train"]
+    want = set(train.loc[train.ts > train.ts.max() - pd.Timedelta(days=7), "user_id"])
+    want &= set(frames["user_factors"]["user_id"])
+    assert got == want and 0 < len(got) < train.user_id.nunique()

@@ -8,7 +8,8 @@ ALS factors; they are added for every user so that a text-aware scorer can reach
 from ALSModel.recommendForAllUsers, restricted to items with >= min_item_interactions training
 interactions, asked for K plus enough extra items to cover the seen ones it will drop
 (capped by candidates.seen_buffer; a user with more seen or ineligible items than that may get fewer than K).
-Users without ALS factors (no training interactions) get no candidates from this stage.
+Users without ALS factors (no training interactions) get no candidates from this stage; with
+candidates.active_within_days only recently active users get any.
 """
 from __future__ import annotations
 
@@ -46,10 +47,24 @@ def als_candidates(cfg: Config, tables: Tables, run: dict) -> DataFrame:
             .select("user_id", "item_id", F.lit("als").alias("source"), "als_rank"))
 
 
+def active_users(cfg: Config, tables: Tables) -> DataFrame | None:
+    """Users with a training interaction in the last active_within_days days of the training data (or None)."""
+    days = cfg.candidates.active_within_days
+    if days is None:
+        return None
+    train = tables.read("pairs").where(F.col("split") == "train")
+    last = train.agg(F.max("ts")).first()[0]
+    return train.where(F.col("ts") > F.lit(last) - F.expr(f"INTERVAL {int(days)} DAYS")).select("user_id").distinct()
+
+
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
     run_ = als.latest_run(tables)
     warm = als_candidates(cfg, tables, run_)
     users = tables.read("user_factors").where(F.col("als_run_id") == run_["als_run_id"]).select("user_id")
+    active = active_users(cfg, tables)
+    if active is not None:
+        users = users.join(active, "user_id")
+        warm = warm.join(active, "user_id")
     cold = (users.crossJoin(cold_items(cfg, tables))
             .select("user_id", "item_id", F.lit("cold").alias("source"), F.lit(None).cast("int").alias("als_rank")))
     out = (warm.unionByName(cold)
