@@ -43,7 +43,7 @@ def test_get_spark_uses_the_active_session_as_is(spark, tmp_path):
     })
     got = get_spark(cfg)
     assert got is spark
-    assert spark.sparkContext.master == "local[2]"  # a cluster's/notebook's session is never reconfigured
+    assert spark.sparkContext.master == "local[2,2]"  # (conftest) a cluster's/notebook's session is never reconfigured
     assert spark.conf.get("spark.sql.shuffle.partitions") != "123"
 
 
