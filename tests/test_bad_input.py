@@ -118,3 +118,35 @@ def test_numeric_timestamps_in_mixed_units_are_caught(spark, tmp_path):
     f = [x for x in dq.findings if x.check.startswith("timestamp in the future")][0]
     assert f.rows == 3 and result["interactions"] == 297
     assert int(f.example[:5]) > dt.date.today().year
+
+
+def test_undecodable_item_text_is_counted(spark, tmp_path):
+    """A Latin-1 catalog read as UTF-8 (the default): Spark decodes the bad bytes as U+FFFD; counted, kept."""
+    cfg = conf(tmp_path, good_events())
+    csv = tmp_path / "src" / "items.csv"
+    csv.write_bytes("item,title\n".encode() + "".join(f"i{k},Movie {k}\n" for k in range(39)).encode()
+                    + "i39,Caf\xe9 Society\n".encode("latin-1"))
+    d = config_from_dict({**_as_dict(cfg), "items": {
+        "source": {"path": str(csv), "format": "csv", "options": {"header": "true"}},
+        "columns": {"item": "item", "text": ["title"]}}})
+    _, dq, t = ingest(spark, d)
+    f = [x for x in dq.findings if "U+FFFD" in x.check]
+    assert len(f) == 1 and f[0].rows == 1 and f[0].example == "i39"
+    assert t.read("items").where(F.col("item_id") == "i39").first()["text"] == "Caf\ufffd Society"
+
+
+def test_an_empty_day_fails_before_writing(spark, pipeline_run):
+    from collm_udf.spark import score
+
+    cfg, tables, _ = pipeline_run
+    with pytest.raises(ValueError, match="table candidates: no rows for ds=2030-01-01"):
+        score.run(spark, cfg, tables, "2030-01-01")
+    assert tables.read("recommendations").where(F.col("ds") == F.lit("2030-01-01").cast("date")).count() == 0
+
+
+def _as_dict(cfg):
+    import dataclasses
+
+    d = dataclasses.asdict(cfg)
+    d.pop("source_path", None)
+    return d

@@ -43,6 +43,12 @@ def test_defaults_and_types():
     ({"items": {"source": {"path": "/a", "table": "t"}, "columns": {"item": "i", "text": ["t"]}}},
      "exactly one of"),
     ({"score": {"scorer": "magic"}}, "score.scorer"),
+    ({"score": {"scorer": "collm"}}, "needs a model section"),
+    ({"model": {"kind": "seq2seq"}}, "model.kind"),
+    ({"model": {"train": {"lr": 0.1}}}, "unknown key model.train.lr"),
+    ({"model": {"template": "{history} {candidate}"}}, "model.template: .*exactly once"),
+    ({"model": {"backbone": "https://huggingface.co/x"}}, "must be a local directory"),
+    ({"model": {"train": {"text_lr": "fast"}}}, "model.train.text_lr: expected a number"),
 ])
 def test_bad_values_name_the_key(patch, message):
     d = base()
