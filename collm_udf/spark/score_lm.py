@@ -11,6 +11,7 @@ as the task has cores (spark.task.cpus). Arrow batches hold score.arrow_batch_ro
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -111,7 +112,7 @@ class CoLLMScorer(Scorer):
 
     def _align(self) -> Alignment:
         ref, new = self.model["als_run_id"], self.run["als_run_id"]
-        d = int(__import__("json").loads(self.model["spec"])["factor_dim"])
+        d = int(json.loads(self.model["spec"])["factor_dim"])
         if ref == new:
             return Alignment.identity(ref, d)
         if not self.cfg.score.align:
