@@ -36,6 +36,10 @@ bench-quality: venv
 bench-ablations: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ablations.py --dataset $(DATASET)
 
+.PHONY: bench-ranking
+bench-ranking: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset $(DATASET)
+
 .PHONY: bench-speed
 bench-speed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py

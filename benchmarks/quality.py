@@ -65,10 +65,10 @@ def main() -> int:
     ap.add_argument("--conf", default=None, help="pipeline conf (default conf/local.yaml for ml-100k)")
     ap.add_argument("--text-pairs", type=int, default=5000, help="training-split pairs for stage 1")
     ap.add_argument("--cf-pairs", type=int, default=8000, help="validation-split pairs for stage 2")
-    ap.add_argument("--holdout-pairs", type=int, default=2000, help="validation-split pairs for early stopping")
+    ap.add_argument("--holdout-pairs", type=int, default=1000, help="validation-split pairs for early stopping")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of stage 1")
     ap.add_argument("--cf-epochs", type=int, default=2, help="epochs of stage 2")
-    ap.add_argument("--max-tokens", type=int, default=72)
+    ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--template", default="compact", help="collm, compact or a template string")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cf-train-share", type=float, default=0.0,

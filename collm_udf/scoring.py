@@ -58,7 +58,10 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
             out[pending[g][1][c]] = v
         pending.clear()
 
-    for idx in _bounded(group_pairs(ps), ps, pb, batch_tokens):
+    # Groups of similar size batch together: one long row among short ones would pad every row to its length
+    # (measured: 10k test pairs in groups of ~3, first-seen order, ran 1.5x slower than one prompt per pair).
+    groups = sorted(_bounded(group_pairs(ps), ps, pb, batch_tokens), key=len)
+    for idx in groups:
         i0 = idx[0]
         prefix, user_pos = pb.encode_prefix(ps.history[i0])
         cand = []

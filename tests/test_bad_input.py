@@ -150,3 +150,23 @@ def _as_dict(cfg):
     d = dataclasses.asdict(cfg)
     d.pop("source_path", None)
     return d
+
+
+def test_findings_reach_the_data_quality_table_and_summary_even_when_the_run_fails(spark, tmp_path):
+    from collm_udf.spark import pipeline
+    from collm_udf.spark.tables import Tables
+
+    ev = pd.concat([good_events(), pd.DataFrame({"u": [None], "i": ["i1"], "t": [T0], "r": [4.0]})],
+                   ignore_index=True)
+    cfg = conf(tmp_path, ev)
+    summary = pipeline.run(spark, cfg, stages=["ingest"], ds="2026-02-01", run_id="dq_ok")
+    assert [(f["check"], f["rows"], f["action"]) for f in summary["data_quality"]] == \
+        [("null or blank user id", 1, "dropped")]
+    bad = good_events()
+    bad.loc[:20, "r"] = -3.0  # 7% of the rows: over max_bad_fraction, so the run fails before writing
+    with pytest.raises(DataQualityError, match="rating below 0"):
+        pipeline.run(spark, conf(tmp_path, bad), stages=["ingest"], ds="2026-02-02", run_id="dq_failed")
+    rows = Tables(spark, cfg.tables).read("data_quality").orderBy("run_id").toPandas()
+    assert rows[["run_id", "column_name", "check_name", "rows"]].values.tolist() == [
+        ["dq_failed", "r", "rating below 0", 21], ["dq_ok", "u", "null or blank user id", 1]]
+    assert str(rows["ds"].iloc[0]) == "2026-02-02"
