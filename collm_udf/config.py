@@ -240,7 +240,7 @@ class TrainingConfig:
     text_pairs: int = _help("training-split pairs sampled for stage 1 (text-only tuning; 0 skips stage 1)", 5000)
     cf_pairs: int = _help("validation-split pairs for stage 2: ALS never saw their labels, so the projector "
                           "cannot learn to trust factors fitted on its own targets", 8000)
-    holdout_pairs: int = _help("validation-split pairs held out for early stopping", 2000)
+    holdout_pairs: int = _help("validation-split pairs held out for early stopping", 1000)
     cf_train_share: float = _help("share of stage-2 pairs drawn from the training split instead", 0.0)
     text_epochs: int = _help("stage-1 epochs (early stopping on holdout AUC)", 2)
     cf_epochs: int = _help("stage-2 epochs", 2)
@@ -276,7 +276,7 @@ class ModelConfig:
     kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
     template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
                           "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
-    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 72)
+    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
     candidate_max_tokens: int = _help("cap on the candidate text's tokens (reserved in every prompt)", 16)
     tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
     lora_r: int = _help("LoRA rank (tuning: lora)", 8)
