@@ -7,17 +7,20 @@ Qwen2-0.5B / Qwen2-1.5B), bf16, a 128-token history prefix, 32-token candidates,
   packed : one sequence per user, prefix then its 50 candidate parts (128 + 50 x 32 = 1,728 tokens instead
            of 8,000), position ids restarting after the prefix. A dense 1,728^2 mask would block the fastest
            attention kernels and spend most of its work on masked pairs, so attention is split in two exact
-           pieces (a registered HF attention function, PackedAttention below):
+           pieces (a registered HF attention function, packed_attention below):
              prefix    : causal SDPA over the prefix alone (flash);
              candidate : each candidate's 32 queries over [its user's prefix K/V ; its own K/V] with a
                          lower-right causal mask (flash); the prefix K/V are computed once and copied
                          next to each candidate's (cheap: 2 KV heads).
            Every linear layer therefore runs on the packed tokens only and no attention score is wasted.
            No padding: every user has the same layout here (a real day pads candidates to one length).
+  packed+compile : the same, each decoder layer under torch.compile (one graph shared by all layers), which
+           fuses the memory-bound RMSNorm / rotary / SiLU*up kernels that eager mode runs one by one.
 
 FLOP limit = 2 x non-embedding parameters x tokens processed (packed tokens) per second, against a bf16
 matmul this script times itself on the same GPU. Prints pairs/s and the fraction of that limit, checks packed
-scores against naive ones, and writes benchmarks/results/gpu-scoring-<gpu>.json (or --out).
+scores against naive ones, and writes benchmarks/results/gpu-scoring-<gpu>.json (or --out) after every figure,
+so a run cut short still leaves what it measured.
 
   python benchmarks/gpu_scoring.py                 # on a GPU machine: torch + transformers only
   python benchmarks/gpu_scoring.py --smoke         # tiny model on CPU in fp32: packed == naive (tests run it)
@@ -29,6 +32,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -42,19 +46,27 @@ SIZES = {  # Qwen2-0.5B / Qwen2-1.5B shapes (vocab 151,936, tied embeddings)
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128),
 }
-LAYOUT: dict = {}  # (P, N, C) of the batch being scored; read by PackedAttention
+LAYOUT: dict = {"pnc": (0, 0, 0), "gqa": "native"}  # packed layout being scored; read by packed_attention
+
+
+def candidate_attention(q, k, v, scale):
+    """q (M, H, C, D); k, v (M, KVH, P + C, D) -> (M, H, C, D): query i sees keys 0 .. P + i (lower right)."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    M, H, C, _ = q.shape
+    if H != k.shape[1] and LAYOUT["gqa"] == "expand":  # torch without GQA on the lower-right path
+        k, v = (x.repeat_interleave(H // x.shape[1], dim=1) for x in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(C, k.shape[2]), scale=scale,
+                                          enable_gqa=H != k.shape[1])
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """query (B, H, L, D), key/value (B, KVH, L, D), L = P + N*C -> (B, L, H, D), exact for the packed layout."""
-    from torch.nn.attention.bias import causal_lower_right
-
     P, N, C = LAYOUT["pnc"]
     B, H, L, D = query.shape
     KVH = key.shape[1]
-    gqa = H != KVH
     out_p = F.scaled_dot_product_attention(query[:, :, :P], key[:, :, :P], value[:, :, :P], is_causal=True,
-                                           scale=scaling, enable_gqa=gqa)  # (B, H, P, D)
+                                           scale=scaling, enable_gqa=H != KVH)  # (B, H, P, D)
 
     def per_cand(x, heads):  # (B, h, N*C, D) -> (B*N, h, C, D)
         return x[:, :, P:].reshape(B, heads, N, C, D).transpose(1, 2).reshape(B * N, heads, C, D)
@@ -63,10 +75,49 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         pre = x[:, :, :P].unsqueeze(1).expand(B, N, KVH, P, D).reshape(B * N, KVH, P, D)
         return torch.cat([pre, per_cand(x, KVH)], dim=2)
 
-    out_c = F.scaled_dot_product_attention(per_cand(query, H), with_prefix(key), with_prefix(value),
-                                           attn_mask=causal_lower_right(C, P + C), scale=scaling, enable_gqa=gqa)
-    out_c = out_c.reshape(B, N, H, C, D).transpose(1, 2).reshape(B, H, N * C, D)
-    return torch.cat([out_p, out_c], dim=2).transpose(1, 2).contiguous(), None
+    out_c = candidate_attention(per_cand(query, H), with_prefix(key), with_prefix(value), scaling)
+    # (B*N, H, C, D) -> (B, N*C, H, D); the kernels' outputs are (.., L, H, D) in memory, so these are views
+    out_c = out_c.transpose(1, 2).reshape(B, N * C, H, D)
+    return torch.cat([out_p.transpose(1, 2), out_c], dim=1), None
+
+
+def probe_attention(device, dtype) -> dict:
+    """Which kernel the candidate attention gets here, and whether GQA works on the lower-right path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q = torch.randn(6, 4, 8, 64, generator=g).to(device, dtype)
+    k, v = (torch.randn(6, 2, 24, 64, generator=g).to(device, dtype) for _ in range(2))
+    keep = torch.ones(8, 24, dtype=torch.bool).tril(diagonal=16).to(device)  # lower right: P = 16
+    ref = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(2, 1),
+                                         v.float().repeat_interleave(2, 1), attn_mask=keep)
+    found = {}
+    for gqa in ("native", "expand"):
+        LAYOUT["gqa"] = gqa
+        try:
+            out = candidate_attention(q, k, v, None)
+        except Exception as e:  # noqa: BLE001 - a probe: record why and try the next way
+            found[gqa] = f"error: {type(e).__name__}: {str(e)[:200]}"
+            continue
+        err = float((out.float() - ref).abs().max())
+        found[gqa] = f"max abs err {err:.1e}"
+        if err < (1e-4 if dtype == torch.float32 else 3e-2):
+            found["gqa"] = gqa
+            break
+    else:
+        raise RuntimeError(f"no exact candidate attention here: {found}")
+    if device.type == "cuda":
+        for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+            try:
+                with sdpa_kernel([backend]):
+                    candidate_attention(q, k, v, None)
+                found["kernel"] = name
+                break
+            except Exception:  # noqa: BLE001 - not available for these inputs; try the next
+                continue
+        else:
+            found["kernel"] = "math (materialized mask)"
+    return found
 
 
 def build(size: str, device, dtype):
@@ -131,83 +182,132 @@ def matmul_tflops(device, dtype, seconds: float) -> float:
     return 2 * n ** 3 / per / 1e12
 
 
+def rel_err(a, b) -> float:
+    return float((a - b).abs().max() / a.abs().max())  # relative to the scores' scale (some are near 0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["0.5b", "1.5b"], choices=sorted(SIZES))
     ap.add_argument("--history", type=int, default=128, help="prefix tokens")
     ap.add_argument("--cand", type=int, default=32, help="tokens per candidate part")
     ap.add_argument("--n-cand", type=int, default=50, help="candidates per user")
-    ap.add_argument("--users", type=int, nargs="+", default=[16, 64], help="users per packed forward (best wins)")
-    ap.add_argument("--naive-pairs", type=int, default=256, help="pairs per naive forward")
-    ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per figure")
-    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU in fp32; only checks packed == naive")
+    ap.add_argument("--users", type=int, nargs="+", default=[32, 96], help="users per packed forward (best wins)")
+    ap.add_argument("--naive-pairs", type=int, default=400, help="pairs per naive forward")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--deadline", type=float, default=1e9, help="seconds after which no new model is started")
+    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU in fp32: packed == naive, eager and "
+                                                        "compiled")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    t_start = time.perf_counter()
     if args.smoke:
         args.sizes, args.users, args.naive_pairs, args.seconds = ["tiny"], [3], 50, 0.2
         args.history, args.cand, args.n_cand = 24, 8, 7
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
     peak = matmul_tflops(device, dtype, min(args.seconds, 3.0))
+    import transformers
+
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "dtype": str(dtype),
-              "torch": torch.__version__, "matmul_tflops": round(peak, 1),
-              "layout": {"history": args.history, "cand": args.cand, "n_cand": args.n_cand}, "models": {}}
-    print(f"device {report['device']}, bf16 matmul {peak:.0f} TFLOP/s" if device.type == "cuda" else
-          f"device cpu, fp32 matmul {peak:.2f} TFLOP/s")
+              "torch": torch.__version__, "transformers": transformers.__version__, "matmul_tflops": round(peak, 1),
+              "layout": {"history": args.history, "cand": args.cand, "n_cand": args.n_cand},
+              "candidate_attention": probe_attention(device, dtype), "models": {}}
+    LAYOUT["gqa"] = report["candidate_attention"]["gqa"]
+    name = report["device"].replace(" ", "-").lower()
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"gpu-scoring-{name}.json")
+
+    def save():
+        if not args.smoke or args.out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2))
+
+    print(f"device {report['device']}, {dtype} matmul {peak:.1f} TFLOP/s, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, candidate attention {report['candidate_attention']}", flush=True)
+    save()
     for size in args.sizes:
+        if time.perf_counter() - t_start > args.deadline:
+            print(f"{size}: skipped, past the {args.deadline:.0f} s deadline", flush=True)
+            break
         model, total, non_emb = build(size, device, dtype)
         V, P, C, N = model.config.vocab_size, args.history, args.cand, args.n_cand
         g = torch.Generator(device="cpu").manual_seed(1)
         answer_id = 9454 % V
-        # correctness on a few users: packed == naive (fp32: rel < 1e-4; bf16: a bf16-sized tolerance)
-        pre = torch.randint(0, V, (2, P), generator=g).to(device)
-        cand = torch.randint(0, V, (2, N, C), generator=g).to(device)
-        a, b = naive_scores(model, pre, cand, answer_id), packed_scores(model, pre, cand, answer_id)
-        rel = float((a - b).abs().max() / a.abs().max())  # relative to the scores' scale (some are near 0)
-        tol = 1e-4 if dtype == torch.float32 else 3e-2
-        r = {"params": total, "non_embedding_params": non_emb, "max_rel_err_packed_vs_naive": rel}
+        flop_limit_pps = peak * 1e12 / (2 * non_emb * (P + N * C) / N)
+        r = {"params": total, "non_embedding_params": non_emb, "flop_limit_pairs_per_s": round(flop_limit_pps)}
+        report["models"][size] = r
+        data = {u: (torch.randint(0, V, (u, P), generator=g).to(device),
+                    torch.randint(0, V, (u, N, C), generator=g).to(device)) for u in args.users}
+        # correctness on the first users of the largest batch: packed == naive (fp32: rel < 1e-4; bf16: a
+        # bf16-sized tolerance). The compiled check reuses that batch, so compiling sees one shape only.
+        pre, cand = data[max(args.users)]
+        ref = naive_scores(model, pre[:2], cand[:2], answer_id)
+        r["max_rel_err_packed_vs_naive"] = rel = rel_err(ref, packed_scores(model, pre, cand, answer_id)[:2])
         if rel > tol:
             print(f"{size}: packed scores differ from naive ones (max rel err {rel:.2e} > {tol})")
+            save()
             return 1
-        if not args.smoke:
+        print(f"{size}: packed == naive (max rel err {rel:.1e})", flush=True)
+
+        def measure(label, batches):
             by_batch = {}
-            for users in args.users:
-                pre = torch.randint(0, V, (users, P), generator=g).to(device)
-                cand = torch.randint(0, V, (users, N, C), generator=g).to(device)
-                per, _ = timed(lambda: packed_scores(model, pre, cand, answer_id), device, args.seconds)
+            for users in batches:
+                pre_u, cand_u = data[users]
+                per, _ = timed(lambda: packed_scores(model, pre_u, cand_u, answer_id), device, args.seconds)
                 by_batch[users] = users * N / per
-            best = max(by_batch, key=by_batch.get)
-            packed_pps = by_batch[best]
-            tokens_per_s = packed_pps / N * (P + N * C)
-            r["packed_pairs_per_s_by_users_per_batch"] = {k: round(v) for k, v in by_batch.items()}
+            best = max(by_batch.values())
+            r[f"{label}_pairs_per_s_by_users_per_batch"] = {k: round(v) for k, v in by_batch.items()}
+            r[f"{label}_pairs_per_s"] = round(best)
+            r[f"{label}_fraction_of_flop_limit"] = round(best / flop_limit_pps, 3)
+            print(f"{size}: {label} {best:,.0f} pairs/s ({best / flop_limit_pps:.0%} of the FLOP limit, "
+                  f"{flop_limit_pps:,.0f} pairs/s) by users/batch {r[label + '_pairs_per_s_by_users_per_batch']}",
+                  flush=True)
+            return best
+
+        if not args.smoke:
+            packed_pps = measure("packed_eager", args.users)
             up = max(1, args.naive_pairs // N)
-            pre_n, cand_n = pre[:up], cand[:up]
+            pre_n, cand_n = data[args.users[0]][0][:up], data[args.users[0]][1][:up]
             per_n, _ = timed(lambda: naive_scores(model, pre_n, cand_n, answer_id), device, args.seconds)
-            naive_pps = up * N / per_n
-            flop_frac = 2 * non_emb * tokens_per_s / (peak * 1e12)
-            r.update({"packed_pairs_per_s": round(packed_pps), "naive_pairs_per_s": round(naive_pps),
-                      "packed_over_naive": round(packed_pps / naive_pps, 2), "packed_tokens_per_s": round(tokens_per_s),
-                      "fraction_of_flop_limit": round(flop_frac, 3),
-                      "flop_limit_pairs_per_s": round(peak * 1e12 / (2 * non_emb * (P + N * C) / N))})
-            if device.type == "cuda":
-                r["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
-            print(f"{size}: packed {packed_pps:,.0f} pairs/s ({flop_frac:.0%} of the FLOP limit, "
-                  f"{r['flop_limit_pairs_per_s']:,} pairs/s), naive {naive_pps:,.0f} pairs/s, "
-                  f"x{packed_pps / naive_pps:.1f}; max rel err {rel:.1e}")
-        else:
-            print(f"{size}: packed == naive (max rel err {rel:.1e})")
-        report["models"][size] = r
-        del model
+            r["naive_pairs_per_s"] = naive_pps = round(up * N / per_n)
+            print(f"{size}: naive {naive_pps:,} pairs/s; packed eager x{packed_pps / naive_pps:.1f}", flush=True)
+            save()
+        if not args.no_compile:
+            try:
+                t0 = time.perf_counter()
+                for layer in model.model.layers:  # one graph, shared by every layer (same code, same shapes)
+                    layer.compile(dynamic=False)
+                r["max_rel_err_packed_compiled_vs_naive"] = rel = rel_err(
+                    ref, packed_scores(model, pre, cand, answer_id)[:2])
+                if rel > tol:
+                    raise RuntimeError(f"compiled packed scores differ from naive ones (max rel err {rel:.2e})")
+                print(f"{size}: compiled packed == naive (max rel err {rel:.1e})", flush=True)
+                if not args.smoke:
+                    best = measure("packed_compiled", [max(args.users)])
+                    r["packed_compiled_over_naive"] = round(best / r["naive_pairs_per_s"], 2)
+                r["compile_and_measure_s"] = round(time.perf_counter() - t0, 1)
+            except Exception as e:  # noqa: BLE001 - the eager figures stand; say why compile failed
+                r["compile_error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                traceback.print_exc()
+                if args.smoke:
+                    return 1
+        best = max(r.get("packed_eager_pairs_per_s", 0), r.get("packed_compiled_pairs_per_s", 0))
+        if best:
+            r["packed_pairs_per_s"] = best
+            r["fraction_of_flop_limit"] = round(best / flop_limit_pps, 3)
+            r["packed_over_naive"] = round(best / r["naive_pairs_per_s"], 2)
+        if device.type == "cuda":
+            r["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
+        save()
+        del model, data
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+    report["total_s"] = round(time.perf_counter() - t_start, 1)
+    save()
     if not args.smoke or args.out:
-        name = report["device"].replace(" ", "-").lower()
-        out = Path(args.out or Path(__file__).resolve().parent / "results" / f"gpu-scoring-{name}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
     return 0
 
