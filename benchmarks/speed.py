@@ -40,7 +40,8 @@ def columns(pdf, d):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=50, help="users of the 1x step (x50 candidates each)")
+    ap.add_argument("--users", type=int, default=40, help="users of the 1x step (x50 candidates each; ML-100K's "
+                    "day has 171 users with 50 ALS candidates, so 4x must stay <= 171)")
     ap.add_argument("--naive-users", type=int, default=20, help="users for packed vs one-prompt-per-pair")
     args = ap.parse_args()
     from pyspark.sql import functions as F
@@ -75,6 +76,9 @@ def main() -> int:
     cands = tables.read("candidates").where(F.col("ds") == F.lit(DS).cast("date"))
     full = [r["user_id"] for r in cands.groupBy("user_id").count().where(F.col("count") == 50)
             .orderBy("user_id").collect()]
+    if len(full) < 4 * args.users:
+        raise SystemExit(f"bench-speed: only {len(full)} users have 50 candidates on {DS}; "
+                         f"--users {args.users} needs {4 * args.users} for the 4x step")
     scorer = CoLLMScorer(spark, cfg, tables)
     predict_fn = load_predict_fn(scorer.model["path"], "cpu")
 
@@ -129,7 +133,14 @@ def main() -> int:
     base = scaling[0]["wall_s"]
     for s in scaling:
         s["time_ratio_vs_1x"] = round(s["wall_s"] / base, 2)
+    # linear means wall = fixed + per_pair x pairs: fit it, and say how far each step is from the line
+    x = np.array([s["pairs"] for s in scaling], float)
+    y = np.array([s["wall_s"] for s in scaling], float)
+    per_pair, fixed = np.polyfit(x, y, 1)
     out["score_stage_scaling"] = scaling
+    out["score_stage_linear_fit"] = {
+        "fixed_s": round(float(fixed), 1), "per_pair_ms": round(1000 * float(per_pair), 2),
+        "max_rel_residual": round(float(np.max(np.abs(y - (fixed + per_pair * x)) / y)), 3)}
     out["total_s"] = round(time.time() - t0, 1)
     spark.stop()
     res = ROOT / "benchmarks" / "results"
