@@ -8,12 +8,12 @@ DS ?= $(shell date -u +%F)
 # Nothing may download weights at run time.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean browser
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[spark,test]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -21,7 +21,13 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/collm run --conf conf/local.yaml --ds $(DS)
 
-test: venv
+# The report test opens the page in headless Chromium: Debian's package, never a browser download.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)) || \
+	  echo "make: could not install chromium; tests/test_report.py will fail without it" >&2
+
+test: venv browser
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -1,79 +1,170 @@
-"""`collm`: run one pipeline stage, several, or all of them.
+"""`collm`: run one pipeline stage, several, or all of them; write a day's evaluation report.
 
 Examples:
   collm run --conf conf/local.yaml                     # every stage, today's ds
   collm run --conf conf/local.yaml --stage score --ds 2026-11-27
   collm run --conf conf/local.yaml --stage als --stage candidates --root /tmp/wh
+  collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
+  collm report --conf conf/local.yaml --ds 2026-11-27  # HTML report of that day's tables
   collm stages                                         # list the stages in order
 
-The last line of stdout is the run summary as one JSON object.
+`collm run` prints the run summary as one JSON object on the last line of stdout.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+from typing import Callable, Optional, Sequence
 
-from collm_udf.config import ConfigError, load_config
-
+from collm_udf.config import ConfigError, Config, load_config
 from collm_udf.stages import STAGES
+
+# Nothing here imports pyspark at module level: `--help`, `collm stages` and conf errors need no JVM.
+
+RUN_EXAMPLES = """examples:
+  collm run --conf conf/local.yaml                                  # all stages, ds = today (UTC)
+  collm run --conf conf/local.yaml --stage score --stage evaluate --ds 2026-11-27
+  collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
+"""
+REPORT_EXAMPLES = """examples:
+  collm report --conf conf/local.yaml --ds 2026-11-27               # -> <tables.root>/reports/ds=2026-11-27/
+  collm report --conf conf/databricks.yaml --ds 2026-11-27 --out /Volumes/main/recsys/reports/latest
+"""
+STAGES_EXAMPLES = """examples:
+  collm stages                       # ingest prepare idmap als train candidates score evaluate, one a line
+"""
+
+
+def _ds(value: str) -> str:
+    """argparse type of --ds: a YYYY-MM-DD date, checked before any Spark starts."""
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from None
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    """--conf, --ds and the overrides of where the tables live (shared by run, report and jobs/<stage>.py)."""
+    p.add_argument("--conf", required=True, help="YAML conf, e.g. conf/local.yaml")
+    p.add_argument("--ds", type=_ds, help="run date YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--root", help="override tables.root (where path-based Delta tables go)")
+    p.add_argument("--catalog", help="override tables.catalog (Unity Catalog catalog of the tables)")
+    p.add_argument("--schema", help="override tables.schema (schema/database of the tables)")
+    p.add_argument("--models-dir", help="override tables.models_dir (saved models, e.g. /Volumes/main/recsys/models)")
 
 
 def _add_run_args(p: argparse.ArgumentParser, stage_choice: bool) -> None:
-    p.add_argument("--conf", required=True, help="YAML conf, e.g. conf/local.yaml")
+    _add_target_args(p)
     if stage_choice:
         p.add_argument("--stage", action="append", choices=STAGES,
                        help="stage to run (repeatable); default: all, in order")
-    p.add_argument("--ds", help="run date YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--root", help="override tables.root (where path-based Delta tables go)")
     p.add_argument("--run-id", help="run id (default: generated)")
 
 
+def _sub(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, help_: str,
+         epilog: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, description=help_, epilog=epilog, allow_abbrev=False,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="collm", description=__doc__,
+    # allow_abbrev=False: a scheduler's "--cat" must not silently mean --catalog (nor break when options grow).
+    p = argparse.ArgumentParser(prog="collm", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    _add_run_args(sub.add_parser("run", help="run stages of the pipeline", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter), True)
-    sub.add_parser("stages", help="list the stages in order")
+    _add_run_args(_sub(sub, "run", "run stages of the pipeline for one day", RUN_EXAMPLES), True)
+    _add_target_args(_sub(sub, "report", "write the HTML evaluation report of one day and print its path",
+                          REPORT_EXAMPLES))
+    sub.choices["report"].add_argument(
+        "--out", help="output directory (default: <evaluate.report_dir or <tables.root>/reports>/ds=<ds>)")
+    _sub(sub, "stages", "list the stages in order", STAGES_EXAMPLES)
     return p
 
 
-def execute(conf: str, stages, ds, root, run_id) -> int:
-    overrides = {"tables": {"root": root}} if root else None
+def stage_parser(stage: str) -> argparse.ArgumentParser:
+    """The argument parser of jobs/<stage>.py (what a scheduler's task passes must parse here)."""
+    if stage != "all" and stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    what = "every collm stage in order" if stage == "all" else f"collm stage '{stage}'"
+    epilog = (f"examples:\n"
+              f"  python jobs/{stage}.py --conf conf/local.yaml --ds 2026-11-27\n"
+              f"  spark-submit --master yarn jobs/{stage}.py --conf conf/example_warehouse.yaml --ds 2026-11-27\n"
+              f"  (Databricks: spark_python_task jobs/{stage}.py with --conf conf/databricks.yaml --catalog C "
+              f"--schema S --ds {{{{job.parameters.ds}}}}; see databricks.yml)\n")
+    p = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"spark-submit entry point: {what}.",
+                                epilog=epilog, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_args(p, False)
+    return p
+
+
+def conf_overrides(args: argparse.Namespace) -> Optional[dict]:
+    """The tables overrides given on the command line, as load_config takes them (None: none given)."""
+    tables = {k: v for k, v in (("root", args.root), ("catalog", args.catalog), ("schema", args.schema),
+                                ("models_dir", args.models_dir)) if v}
+    return {"tables": tables} if tables else None
+
+
+def _load(args: argparse.Namespace) -> Optional[Config]:
     try:
-        cfg = load_config(conf, overrides)
+        return load_config(args.conf, conf_overrides(args))
     except ConfigError as e:
         print(f"collm: {e}", file=sys.stderr)
+        return None
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def execute(args: argparse.Namespace, stages: Optional[Sequence[str]],
+            progress: Callable[[str], None] = _stderr) -> int:
+    cfg = _load(args)
+    if cfg is None:
         return 2
     # pyspark is imported only now: `collm --help` and conf checks work without a JVM.
     from collm_udf.spark import pipeline
     from collm_udf.spark.session import get_spark
 
     spark = get_spark(cfg, app_name=f"collm-{cfg.name}")
-    summary = pipeline.run(spark, cfg, stages=stages, ds=ds, run_id=run_id,
-                           progress=lambda m: print(m, file=sys.stderr, flush=True))
+    summary = pipeline.run(spark, cfg, stages=list(stages) if stages else None, ds=args.ds, run_id=args.run_id,
+                           progress=progress)
     for name, t in summary.get("tables", {}).items():
         print(f"{name:16s} {t['rows']:>9d} rows  {t['location']}")
     print(json.dumps(summary, default=str, sort_keys=True), flush=True)
     return 0
 
 
-def main(argv=None) -> int:
+def report(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    from collm_udf.spark.report import write_report  # lazily: pyspark and matplotlib only when used
+    from collm_udf.spark.session import get_spark
+    from collm_udf.spark.tables import Tables
+
+    spark = get_spark(cfg, app_name=f"collm-report-{cfg.name}")
+    ds = args.ds or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    print(write_report(spark, cfg, Tables(spark, cfg.tables), ds, args.out), flush=True)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "stages":
         print("\n".join(STAGES))
         return 0
-    return execute(args.conf, args.stage, args.ds, args.root, args.run_id)
+    if args.cmd == "report":
+        return report(args)
+    return execute(args, args.stage)
 
 
-def stage_main(stage: str, argv=None) -> int:
-    """Entry point of one jobs/<stage>.py file (spark-submit)."""
-    p = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"collm stage '{stage}'. "
-                                "Example: spark-submit jobs/%s.py --conf conf/local.yaml --ds 2026-11-27" % stage)
-    _add_run_args(p, False)
-    a = p.parse_args(argv)
-    return execute(a.conf, [stage] if stage != "all" else None, a.ds, a.root, a.run_id)
+def stage_main(stage: str, argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of one jobs/<stage>.py file (spark-submit, a Databricks spark_python_task)."""
+    args = stage_parser(stage).parse_args(argv)
+    return execute(args, None if stage == "all" else [stage])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import yaml
 
+from collm_udf.config_train import DistributedConfig, MlflowConfig
+
 
 class ConfigError(ValueError):
     """A conf file or value is invalid; the message names the key path and the offending value."""
@@ -253,6 +255,9 @@ class TrainingConfig:
     bf16: str = _help("bf16 autocast: auto (GPU or CPUs with native bf16; ~15x slower on AVX2-only CPUs), "
                       "on, off", "auto")
     seed: int = _help("seed of sampling, initialisation and shuffling", 0)
+    distributed: DistributedConfig = _help("several training processes through pyspark's TorchDistributor",
+                                           factory=DistributedConfig)
+    mlflow: MlflowConfig = _help("MLflow tracking of the train stage (off by default)", factory=MlflowConfig)
 
     def __post_init__(self):
         if min(self.cf_pairs, self.holdout_pairs, self.text_epochs, self.cf_epochs, self.batch_size) < 1 \
@@ -313,6 +318,14 @@ class ModelConfig:
 @dataclass
 class EvaluateConfig:
     k: int = _help("cut-off of Recall@k and NDCG@k", 10)
+    report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "
+                                      "folder ds=<ds> per day; a local or mounted path (e.g. /Volumes/...); "
+                                      "default <tables.root>/reports, or <tables.models_dir>/reports", None)
+
+    def __post_init__(self):
+        if self.report_dir is not None and "://" in self.report_dir and not self.report_dir.startswith("file:"):
+            raise ConfigError(f"evaluate.report_dir: {self.report_dir!r} must be a local or mounted path "
+                              "(e.g. /Volumes/...): the report is written with local file APIs")
 
 
 @dataclass

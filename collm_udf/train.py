@@ -1,4 +1,4 @@
-"""Training in CoLLM's stages, on CPU or one GPU. Pure torch; the caller brings pairs as arrays.
+"""Training in CoLLM's stages, on CPU, a GPU or several processes. Pure torch; the caller brings pairs as arrays.
 
 Stage "text": prompts without CF (both slots hold the no-CF vectors); the backbone (full or LoRA) and the head
 learn. This model alone is the text-only baseline.
@@ -7,11 +7,22 @@ slot is dropped to its no-CF vector with probability cf_dropout, so the model al
 factors (most users of a new day have none).
 Early stopping on validation AUC restores the best epoch. After every epoch the trainable tensors and the
 optimizer state go to <state_dir>/<stage>.safetensors (+ .json): a rerun resumes from there.
+
+Several processes (DistributedDataParallel): when the caller has initialised torch.distributed with a world
+size W > 1 (collm_udf/spark/distributed.py does, under pyspark's TorchDistributor), every rank walks the same
+seeded permutation in the same global batches of batch_size pairs and trains on its strided share of each
+(about batch_size / W pairs), with the cf-dropout masks drawn for the whole global batch. Each rank's loss is
+its share's summed loss x W / batch size, and DDP averages gradients over the ranks, so an update equals the
+single-process update on the same global batch (up to float summation order and backbone dropout masks).
+Holdout scores are computed on strided shares and gathered, so every rank gets the same AUC and early stopping
+decides identically; only rank 0 logs and writes the state, which therefore must sit on storage every rank
+reads (a resume is refused when the ranks disagree on it). Without an initialised group nothing changes.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
@@ -100,14 +112,14 @@ def autocast_enabled(device: torch.device, mode: str) -> bool:
         return False
 
 
-def _batch(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool, drop: float = 0.0,
-           rng: Optional[np.random.Generator] = None) -> dict:
+def _batch(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
+           keep: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+    """Rows for pairs idx; keep = (user, item) bool masks (len(idx),) of CF slots that survive cf-dropout."""
     uh, ih = ps.user_has[idx], ps.item_has[idx]
     if not use_cf:
         uh, ih = np.zeros_like(uh), np.zeros_like(ih)
-    elif drop > 0 and rng is not None:
-        uh = uh & (rng.random(len(idx)) >= drop)
-        ih = ih & (rng.random(len(idx)) >= drop)
+    elif keep is not None:
+        uh, ih = uh & keep[0], ih & keep[1]
     b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id)
     return {k: v.to(device) for k, v in b.items()}
 
@@ -165,11 +177,70 @@ def _load_state(path: Path, model: CoLLM, opt: torch.optim.Optimizer) -> tuple[d
     return meta, best
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed group; (0, 1) in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _cf_keep(rng: np.random.Generator, n: int, drop: float) -> tuple[np.ndarray, np.ndarray]:
+    """cf-dropout survivors (user, item) for a global batch of n pairs: (n,) bool each, users drawn first."""
+    return rng.random(n) >= drop, rng.random(n) >= drop
+
+
+def _share(n: int, rank: int, size: int) -> tuple[np.ndarray, float]:
+    """This rank's positions in a global batch of n pairs and its loss scale (sum x size / n; see the module
+    docstring). A last batch with fewer pairs than ranks leaves some rank empty: it runs one pair with scale 0,
+    because every rank must take part in each backward's gradient all-reduce."""
+    mine = np.arange(rank, n, size)
+    return (mine, size / n) if len(mine) else (np.arange(1), 0.0)
+
+
+def _gather_scores(model: CoLLM, valid: PairSet, pad_id: int, use_cf: bool, tc: TrainConfig, rank: int,
+                   size: int) -> np.ndarray:
+    """Holdout scores (N,): each rank scores a strided share and all ranks receive all of them."""
+    if size == 1:
+        return predict(model, valid, pad_id, use_cf, tc.eval_batch_size, tc.bf16)
+    mine = np.arange(rank, len(valid), size)
+    local = predict(model, valid.subset(mine), pad_id, use_cf, tc.eval_batch_size, tc.bf16)
+    parts: list = [None] * size
+    dist.all_gather_object(parts, (mine, local))
+    out = np.empty(len(valid), np.float64)
+    for idx, scores in parts:
+        out[idx] = scores
+    return out
+
+
+def _sum_over_ranks(values: Sequence[float], device: torch.device) -> np.ndarray:
+    """Element-wise sum over the ranks of equally long value lists: (len(values),) on every rank."""
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t)  # SUM; nccl needs the tensor on the rank's GPU, gloo on the CPU
+    return t.cpu().numpy()
+
+
+def _per_rank(value: float, rank: int, size: int, device: torch.device) -> np.ndarray:
+    """Every rank's value, (size,), on every rank."""
+    return _sum_over_ranks(np.eye(size)[rank] * value, device)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: TrainConfig, pad_id: int,
-                state_dir: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
-    """Train one stage with early stopping on valid AUC; returns the epoch history and the best AUC."""
+                state_dir: Optional[str] = None, log: Callable[[str], None] = print,
+                progress: Callable[[str], None] = _stderr) -> dict:
+    """Train one stage with early stopping on valid AUC; returns the epoch history and the best AUC.
+
+    A tqdm bar shows the steps on a terminal; elsewhere (jobs, notebooks' driver logs) `progress` gets a line
+    at every tenth of an epoch instead. Under torch.distributed see the module docstring.
+    """
     from tqdm.auto import tqdm
 
+    rank, size = world()
+    if rank != 0:
+        log = progress = lambda m: None  # noqa: E731 - rank 0 speaks for all
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     device = next(model.parameters()).device
@@ -178,6 +249,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
     params = _trainable(model)
     opt = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay)
     use_cf = stage == "cf"
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
     meta = {"stage": stage, "epoch": -1, "best_auc": -1.0, "best_epoch": -1, "history": [],
             "config": asdict(tc)}
     best: dict = {}
@@ -185,37 +257,64 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
     if state is not None and state.with_suffix(".json").is_file():
         meta, best = _load_state(state, model, opt)
         log(f"[train] resuming stage {stage} after epoch {meta['epoch']}")
+    net: torch.nn.Module = model
+    if size > 1:
+        if len(set(_per_rank(meta["epoch"], rank, size, device))) != 1:
+            raise RuntimeError(f"stage {stage}: the ranks found different saved states under {state_dir}; "
+                               "it must be a directory every rank reads")
+        # In the text stage a fully tuned backbone has trainable weights outside the loss (BERT's pooler).
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=stage == "text")
     for epoch in range(meta["epoch"] + 1, tc.epochs):
         if epoch - meta["best_epoch"] > tc.patience and meta["best_epoch"] >= 0:
             break
-        model.train()
+        net.train()
         order = np.random.default_rng(tc.seed + epoch).permutation(len(train))
-        t0, losses = time.time(), []
-        bar = tqdm(range(0, len(order), tc.batch_size), desc=f"{stage} epoch {epoch}", mininterval=10,
-                   disable=None)
-        for s in bar:
-            idx = order[s:s + tc.batch_size]
-            b = _batch(model, train, idx, device, pad_id, use_cf, tc.cf_dropout, rng)
-            y = torch.as_tensor(train.label[idx], dtype=torch.float32, device=device)
+        t0, losses, seen = time.time(), [], 0
+        steps = range(0, len(order), tc.batch_size)
+        bar = tqdm(steps, desc=f"{stage} epoch {epoch}", mininterval=10, disable=None if rank == 0 else True)
+        every = max(1, len(steps) // 10)
+        for step, s in enumerate(bar):
+            idx = order[s:s + tc.batch_size]  # the global batch: the same on every rank
+            keep = _cf_keep(rng, len(idx), tc.cf_dropout) if use_cf and tc.cf_dropout > 0 else None
+            mine, scale = _share(len(idx), rank, size)
+            seen += len(mine) if scale else 0
+            b = _batch(model, train, idx[mine], device, pad_id, use_cf,
+                       None if keep is None else (keep[0][mine], keep[1][mine]))
+            y = torch.as_tensor(train.label[idx[mine]], dtype=torch.float32, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logit = model(**b)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), y)
+                logit = net(**b)
+            if size == 1:
+                loss = bce(logit.float(), y)
+            else:  # this share's part of the global batch's mean, x size (DDP divides gradients by size)
+                loss = bce(logit.float(), y, reduction="sum") * scale
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-        v_auc = auc(valid.label, predict(model, valid, pad_id, use_cf, tc.eval_batch_size, tc.bf16))
+            if bar.disable and ((step + 1) % every == 0 or step + 1 == len(steps)):
+                progress(f"[train] {stage} epoch {epoch}: step {step + 1}/{len(steps)} loss "
+                         f"{np.mean(losses[-every:]):.4f} ({time.time() - t0:.0f}s)")
+        extra = {}
+        if size > 1:
+            # Rank shares add up to the global batch's mean loss; identical record on every rank.
+            losses = list(_sum_over_ranks(losses, device) / size)
+            extra = {"world_size": size,
+                     "shard_pairs": [int(n) for n in _per_rank(seen, rank, size, device)]}
+        v_auc = auc(valid.label, _gather_scores(model, valid, pad_id, use_cf, tc, rank, size))
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), "valid_auc": v_auc,
-               "train_s": round(time.time() - t0, 1)}
+               "train_s": round(time.time() - t0, 1), **extra}
         meta["history"].append(rec)
         log(f"[train] {stage} epoch {epoch}: loss {rec['loss']:.4f} valid AUC {v_auc:.4f} ({rec['train_s']}s)")
         if v_auc > meta["best_auc"]:
             meta["best_auc"], meta["best_epoch"] = v_auc, epoch
             best = {n: p.detach().cpu().clone() for n, p in params.items()}
         meta["epoch"] = epoch
-        if state is not None:
+        if state is not None and rank == 0:
             state.parent.mkdir(parents=True, exist_ok=True)
             _save_state(state, model, opt, meta, best)
+    del net  # DDP's gradient hooks go with it; the next stage wraps its own trainable set
     if best:
         with torch.no_grad():
             for n, p in params.items():
@@ -241,13 +340,18 @@ def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
 
 
 def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run_id: Optional[str],
-        state_dir: Optional[str] = None, log: Callable[[str], None] = print):
+        state_dir: Optional[str] = None, log: Callable[[str], None] = print,
+        device: Optional[torch.device] = None):
     """Build the model of a conf and train both stages on sets {text, cf, hold}; (model, tokenizer, report).
 
     Stage 1 (text) is skipped when the text set is empty; with tuning none it trains the head only.
+    The model trains where it is built (the CPU) unless a device is given. Under torch.distributed every rank
+    calls this with the same sets and seed, so all ranks build the same initial model.
     """
     torch.manual_seed(mc.train.seed)
     model, tok = build(spec_from_conf(mc, factor_dim, als_run_id))
+    if device is not None:
+        model.to(device)
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
     for ps in sets.values():
         ps.encode(pb)

@@ -1,4 +1,4 @@
-"""spark-submit entry point: collm stage 'als'. Run with --help for options."""
+"""spark-submit entry point: collm stage 'train'. Run with --help for options."""
 import sys
 
 from collm_udf.cli import stage_main

@@ -29,7 +29,7 @@ def new_run_id(ds: str) -> str:
 
 
 def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
-              dq: DataQuality | None = None) -> dict:
+              dq: DataQuality | None = None, progress=None) -> dict:
     if stage == "ingest":
         return ingest.run(spark, cfg, tables, dq)
     if stage == "prepare":
@@ -43,7 +43,7 @@ def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: 
     if stage == "candidates":
         return candidates.run(spark, cfg, tables, ds)
     if stage == "score":
-        return score.run(spark, cfg, tables, ds)
+        return score.run(spark, cfg, tables, ds, progress=progress)  # progress lines of long scoring
     if stage == "evaluate":
         return evaluate.run(spark, cfg, tables, ds, run_id)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -80,7 +80,7 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
             t = time.time()
             if progress:
                 progress(f"[collm] {s} ...")
-            result = run_stage(s, spark, cfg, tables, ds, run_id, dq)
+            result = run_stage(s, spark, cfg, tables, ds, run_id, dq, progress)
             result["wall_s"] = round(time.time() - t, 1)
             summary["stages"][s] = result
             if progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from typing import Callable, Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -20,6 +21,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import als, idmap
+from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.tables import Tables
 
 
@@ -85,7 +87,10 @@ def rank(scored: DataFrame, top_n: int) -> DataFrame:
     return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Scorer | None = None) -> dict:
+def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Scorer | None = None,
+        progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Score the day's candidates and replace the day's partition of recommendations. `progress` (the
+    pipeline's callback) gets a line every ~15 s while the scoring runs long (collm_udf/spark/progress.py)."""
     scorer = scorer or make_scorer(cfg, tables)
     cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
     if cands.limit(1).count() == 0:
@@ -101,7 +106,8 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Score
         "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "als_score",
         "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
-    with arrow_batch_rows(spark, cfg.score.arrow_batch_rows):
+    with arrow_batch_rows(spark, cfg.score.arrow_batch_rows), \
+            spark_progress(spark, f"score ds={ds}", progress, rows=cands.count, unit="pairs"):
         # Scored once: the guard counts and the write read the same persisted rows.
         out = out.persist(StorageLevel.MEMORY_AND_DISK)
         try:

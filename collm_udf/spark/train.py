@@ -5,8 +5,10 @@ collm_models: model_version, ds, als_run_id, path, spec (JSON), train (JSON), ho
 
 Spark samples the pairs deterministically (a hash of the pair and the seed orders them, so a rerun picks the
 same rows) and collects only those rows, the titles they mention and their factors; the torch core
-(collm_udf.train.fit) trains on the driver (on its GPU if it has one). The model version is derived from the
-model conf, the ALS run and the sample, so a rerun of the same inputs replaces its own checkpoint and row.
+(collm_udf.train.fit) trains on the driver, or, with model.train.distributed.num_processes > 1, in that many
+DistributedDataParallel processes started by pyspark's TorchDistributor (collm_udf/spark/distributed.py). The
+model version is derived from the model conf, the ALS run and the sample, so a rerun of the same inputs replaces
+its own checkpoint and row. With model.train.mlflow.enabled the run is logged to MLflow (collm_udf/tracking.py).
 Without a `model` section in the conf the stage does nothing.
 """
 from __future__ import annotations
@@ -93,7 +95,10 @@ def model_version(cfg: Config, run_id: str, ds: str, frames: dict) -> str:
     for k in sorted(frames):
         sample.update(k.encode())
         sample.update(frames[k][["user_id", "item_id", "label"]].to_csv(index=False).encode())
-    conf = json.dumps(dataclasses.asdict(cfg.model), sort_keys=True)
+    model = dataclasses.asdict(cfg.model)
+    # Where the model trains and whether it is tracked do not make another model (and versions stay as before).
+    model["train"] = {k: v for k, v in model["train"].items() if k not in ("distributed", "mlflow")}
+    conf = json.dumps(model, sort_keys=True)
     digest = hashlib.sha1(f"{conf}|{run_id}|{sample.hexdigest()}".encode()).hexdigest()[:10]
     return f"collm_{ds.replace('-', '')}_{digest}"
 
@@ -103,6 +108,11 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
 
     if cfg.model is None:
         return {"skipped": "no model section in the conf"}
+    tracked = cfg.model.train.mlflow
+    if tracked.enabled:
+        from collm_udf import tracking
+
+        tracking.require_mlflow(tracked)  # fail before training, not after it
     run = als.latest_run(tables)
     run_id = run["als_run_id"]
     d = json.loads(run["params"])["rank"]
@@ -111,23 +121,58 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
     sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d)
             for k, df in frames.items()}
     version = model_version(cfg, run_id, ds, frames)
-    with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
-        model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
-    return register(spark, cfg, tables, model, version, ds, report)
+    if cfg.model.train.distributed.num_processes > 1:
+        from collm_udf.spark import distributed
+
+        # Shared by every process, and named by the version: it is kept after a failure, so a rerun of the same
+        # inputs resumes from the last finished epoch's state; removed after success.
+        work = os.path.join(_collm_dir(cfg), f"{version}.train")
+        ckpt, report = distributed.fit_distributed(spark, cfg, sets, d, run_id, work, log=log)
+        out = register_checkpoint(spark, cfg, tables, ckpt, version, ds, report)
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
+            model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
+        out = register(spark, cfg, tables, model, version, ds, report)
+    if tracked.enabled:
+        out["mlflow"] = tracking.log_training(
+            tracked, model_conf=dataclasses.asdict(cfg.model), als_run_id=run_id, model_version=version, ds=ds,
+            report=report, checkpoint_dir=out["path"])
+        log(f"[train] MLflow run {out['mlflow']['run_id']}: {out['mlflow']['model_uri']}")
+    return out
+
+
+def _collm_dir(cfg: Config) -> str:
+    root = als.models_dir(cfg)
+    if "://" in root and not root.startswith("file:"):
+        raise ValueError(f"tables.models_dir: {root!r} is not a local or mounted path (e.g. /Volumes/...); "
+                         "torch checkpoints are written with local file APIs")
+    return os.path.join(root.removeprefix("file:"), "collm")
 
 
 def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: str, ds: str, report: dict) -> dict:
     """Write the checkpoint under <models_dir>/collm/<version> and its row in collm_models."""
     from collm_udf import checkpoint
 
-    root = als.models_dir(cfg)
-    if "://" in root and not root.startswith("file:"):
-        raise ValueError(f"tables.models_dir: {root!r} is not a local or mounted path (e.g. /Volumes/...); "
-                         "torch checkpoints are written with local file APIs")
-    final = os.path.join(root.removeprefix("file:"), "collm", version)
+    return _publish(spark, cfg, tables, lambda staging: checkpoint.save(model, staging), model.spec, version, ds,
+                    report)
+
+
+def register_checkpoint(spark: SparkSession, cfg: Config, tables: Tables, path: str, version: str, ds: str,
+                        report: dict) -> dict:
+    """register() for a checkpoint directory already written (by rank 0 of a distributed training): moved."""
+    from collm_udf import checkpoint
+
+    return _publish(spark, cfg, tables, lambda staging: shutil.move(path, staging), checkpoint.read_spec(path),
+                    version, ds, report)
+
+
+def _publish(spark: SparkSession, cfg: Config, tables: Tables, write, spec, version: str, ds: str,
+             report: dict) -> dict:
+    final = os.path.join(_collm_dir(cfg), version)
     staging = final + ".tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.save(model, staging)
+    write(staging)
     # Swap in the finished checkpoint: a crash above never leaves a half-written model under `final`.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -135,12 +180,12 @@ def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: s
     best = {s: report[s]["best_auc"] if s in report else None for s in ("text", "cf")}
     conf = json.dumps(dataclasses.asdict(cfg.model)) if cfg.model is not None else "{}"
     row = spark.createDataFrame(
-        [(version, ds, model.spec.als_run_id, final, json.dumps(model.spec.to_dict()), conf, best["text"],
+        [(version, ds, spec.als_run_id, final, json.dumps(spec.to_dict()), conf, best["text"],
           best["cf"], json.dumps(report.get("pairs", {})))],
         "model_version string, ds string, als_run_id string, path string, spec string, train string, "
         "holdout_auc_text double, holdout_auc_cf double, pairs string").withColumn("trained_at", F.current_timestamp())
     tables.replace_partition(row, "collm_models", "model_version", version)
-    return {"model_version": version, "als_run_id": model.spec.als_run_id, "holdout_auc_text": best["text"],
+    return {"model_version": version, "als_run_id": spec.als_run_id, "holdout_auc_text": best["text"],
             "holdout_auc_cf": best["cf"], "pairs": report.get("pairs", {}), "path": final}
 
 
