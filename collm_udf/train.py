@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import roc_auc_score
 
 from collm_udf.batching import collate
 from collm_udf.model import CoLLM, ModelSpec, build
@@ -141,6 +140,8 @@ def predict(model: CoLLM, ps: PairSet, pad_id: int, use_cf: bool, batch_size: in
 
 
 def auc(labels, scores) -> float:
+    from sklearn.metrics import roc_auc_score  # here, not at import: scoring machines need no sklearn
+
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
 
 
