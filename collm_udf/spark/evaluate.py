@@ -15,6 +15,8 @@ metrics: run_id, ds DATE, als_run_id, model_version, scorer, metric, segment, va
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
@@ -28,6 +30,7 @@ from collm_udf.spark import idmap
 from collm_udf.spark.score import Scorer, make_scorer
 from collm_udf.spark.tables import Tables
 
+log = logging.getLogger(__name__)
 
 
 def segment_filter(segment: str):
@@ -161,4 +164,20 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
                                "n_users long")
     df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
     tables.append(df, "metrics")
+    summary.update(report(spark, cfg, tables, ds))
     return summary
+
+
+def report(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
+    """{'report': path of the day's HTML report}, or {'report_error': why} when it could not be written.
+
+    The metrics are the stage's product and are committed by now; the report is a view of them, so a report
+    that fails (an unwritable directory, say) is logged and named in the summary instead of failing the
+    stage, whose rerun would append the same metrics again."""
+    from collm_udf.spark.report import write_report
+
+    try:
+        return {"report": write_report(spark, cfg, tables, ds)}
+    except Exception as e:  # noqa: BLE001
+        log.warning("evaluate: the report for ds=%s was not written: %s", ds, e, exc_info=True)
+        return {"report_error": f"{type(e).__name__}: {e}"}
