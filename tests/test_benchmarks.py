@@ -1,6 +1,7 @@
 """The benchmark scripts that tests can afford: the GPU script's packed path on a tiny CPU model."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,3 +13,11 @@ def test_gpu_scoring_script_packed_equals_naive_on_cpu():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tiny: packed == naive" in r.stdout
+
+
+def test_gpu_core_script_runs_the_production_scorer_on_cpu():
+    """benchmarks/gpu_core.py waits for a GPU machine; its smoke run keeps it working meanwhile."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_core.py"), "--smoke"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert '"packed_equals_per_pair_fp32": true' in r.stdout
