@@ -103,18 +103,22 @@ def _tokenizer_files(dst: Path) -> None:
         shutil.copy(f"{src}/{f}", dst / f)
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer."""
+def save_tiny_bert(d: Path, **config) -> str:
+    """A 2-layer, 32-wide random BERT (seed 0) with MiniLM's tokenizer in `d`; `config` overrides BertConfig."""
     import torch
     from transformers import BertConfig, BertModel
 
-    d = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(d)
+    BertModel(BertConfig(**{**dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=128), **config})).save_pretrained(d)
     _tokenizer_files(d)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

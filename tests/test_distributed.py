@@ -18,7 +18,7 @@ import pytest
 from collm_udf import checkpoint
 from collm_udf.config import config_from_dict
 from collm_udf.train import PairSet, fit, predict
-from conftest import _tokenizer_files, load_ml100k, slice_conf
+from conftest import load_ml100k, save_tiny_bert, slice_conf
 
 D = 4  # factor dim
 LOSS_TOL = 1e-5  # per-epoch mean BCE (measured here: 5e-8); float32 all-reduce order only
@@ -28,16 +28,8 @@ SIZES = {"text": 97, "cf": 99, "hold": 64}  # last batches of 1 and 3 pairs: une
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> str:
     """tests/conftest.py's tiny random BERT, with dropout off (every rank would draw its own dropout masks)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    d = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                         attention_probs_dropout_prob=0.0)).save_pretrained(d)
-    _tokenizer_files(d)
-    return str(d)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
 
 
 def slice_sets(ml100k: Path) -> dict[str, PairSet]:
