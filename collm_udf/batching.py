@@ -7,8 +7,9 @@ Row format (the model's keyword arguments; R rows of T tokens, K CF slots, J sco
   slot_row, slot_pos, slot_kind (K,)  where each CF token goes; kind 0 = user, 1 = item
   slot_f (K, d), slot_has (K,)        its factors, and whether they exist (else the no-CF vector)
   out_row, out_seg, out_last (J,)     each candidate's row, segment and last token
-Attention (model.segment_mask): a token sees the prefix and its own segment only, so a packed candidate sees
-exactly what it would see in its own prompt; that is why packed and one-prompt-per-pair scores are equal.
+Attention (model.segment_mask; collm_udf/attention.py computes the same without a dense mask): a token sees
+the prefix and its own segment only, so a packed candidate sees exactly what it would see in its own prompt;
+that is why packed and one-prompt-per-pair scores are equal.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Pairs that share a prefix (same history titles and same user factors: in a daily run, all of a user's
 candidates) form a group; batching.pack puts a group's prefix once per row followed by as many candidate parts
-as fit, and the segment mask makes every candidate see exactly its own prompt. So packed scores equal
+as fit, and block attention makes every candidate see exactly its own prompt (on a GPU without a dense mask:
+collm_udf/attention.py). So packed scores equal
 one-prompt-per-pair scores (tests/test_model.py checks it on an encoder and a causal LM) at a fraction of the
 tokens: with a 40-token prefix and 50 candidates of 20 tokens, 1,040 tokens instead of 3,000.
 

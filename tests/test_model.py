@@ -11,20 +11,11 @@ import torch
 
 from collm_udf import checkpoint
 from collm_udf.batching import collate
-from collm_udf.model import ModelError, ModelSpec, build
-from collm_udf.prompt import COMPACT_TEMPLATE, PromptBuilder, PromptError
+from collm_udf.model import ModelError, ModelSpec
+from collm_udf.prompt import PromptBuilder, PromptError
 from collm_udf.scoring import group_pairs, predict_packed
 from collm_udf.train import PairSet, TrainConfig, predict, train_stage
-
-D = 4  # factor dim
-
-
-def make(path, kind="encoder", tuning="none"):
-    spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,
-                     max_tokens=48, candidate_max_tokens=12, als_run_id="als_test")
-    model, tok = build(spec)
-    return model, tok, PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
-
+from conftest import D, make
 
 def batch(tok, pb, n=3, user_has=True, item_has=True, seed=0):
     rng = np.random.default_rng(seed)
