@@ -49,3 +49,10 @@ bench-ranking: venv
 .PHONY: bench-speed
 bench-speed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py
+
+# A GPU machine has torch + transformers but no collm wheel: this copies MiniLM's tokenizer files (no weights) to
+# benchmarks/.work/tok; carry that folder to the GPU machine and run
+#   python benchmarks/gpu_core.py --tokenizer benchmarks/.work/tok --out benchmarks/results/gpu-core.json
+.PHONY: gpu-prep
+gpu-prep: venv
+	$(BIN)/python benchmarks/gpu_core.py --save-tokenizer benchmarks/.work/tok

