@@ -133,6 +133,12 @@ def block_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         mask = segment_mask(lay.segment, lay.causal, query.dtype)
         return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
                                       is_causal=False, **kwargs)
+    if not query.dtype == key.dtype == value.dtype:
+        # Under autocast, models that apply rotary embeddings in fp32 hand over fp32 q/k beside a bf16 v; plain
+        # SDPA would cast them to the autocast dtype, but its lower-right-causal dispatch checks dtypes first.
+        dev = query.device.type
+        dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else value.dtype
+        query, key, value = query.to(dt), key.to(dt), value.to(dt)
     B, H, L, D = query.shape
     P = lay.pmax
     out = query.new_zeros(B, L, H, D)

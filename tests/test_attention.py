@@ -124,3 +124,16 @@ def test_unsupported_features_fall_back_to_the_dense_mask():
     torch.testing.assert_close(got, ref)
     real = (seg >= 0)[0]
     torch.testing.assert_close(split[:, real], ref[:, real], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "causal"])
+def test_split_under_bf16_autocast(kind, tiny_encoder, tiny_causal):
+    """GPUs score under bf16 autocast; Qwen2's rotary hands fp32 q/k beside a bf16 v to the attention function."""
+    model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind)
+    model.eval()
+    for histories in (HISTORIES, HISTORIES[1:2] * 2):  # masked and mask-free (lower-right causal) paths
+        rows = rows_for(pb, tok.pad_token_id, histories)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            dense, split = scores(model, rows, "dense"), scores(model, rows, "split")
+        assert split.dtype == torch.float32 and torch.isfinite(split).all()
+        torch.testing.assert_close(split, dense, rtol=3e-2, atol=3e-2 * float(dense.abs().max()))
