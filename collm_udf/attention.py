@@ -18,10 +18,14 @@ The function is registered as a transformers attention implementation ("collm_bl
 around one forward pass (`use_block_attention`), so every model class that routes attention through
 ALL_ATTENTION_FUNCTIONS (`_supports_attention_backend`: Llama, Qwen2, Mistral, BERT, ...) gets it unchanged.
 What it does not implement (logit softcapping, sliding windows shorter than the row, attention sinks, position
-bias) falls back to SDPA with the dense mask. Nothing here imports pyspark.
+bias) falls back, layer by layer, to the model's own attention function (its SDPA, else its eager one) with the
+dense mask. One forward pass at a time per model object (the implementation is switched on its config): the
+scorer holds one model per Python worker process; a second concurrent pass is refused. Nothing here imports
+pyspark.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 IMPL = "collm_block"
-_active = threading.local()  # the Layout of the forward pass in progress (one per thread)
+_active = threading.local()  # .layout, .original: the forward pass in progress on this thread
 
 
 @dataclass
@@ -51,7 +55,7 @@ class Layout:
     @classmethod
     def of(cls, segment: torch.Tensor, causal: bool) -> "Layout":
         seg = segment.detach().cpu().numpy()
-        R, _ = seg.shape
+        R, T = seg.shape
         plen = (seg == 0).sum(1)  # (R,) the prefix is a row's first tokens
         rr, pp = np.nonzero(seg > 0)  # real candidate tokens, in row-major order: each part is contiguous
         ss = seg[rr, pp]
@@ -60,6 +64,11 @@ class Layout:
         first = np.ones(len(rr), bool)
         first[1:] = (rr[1:] != rr[:-1]) | (ss[1:] != ss[:-1])
         start = np.flatnonzero(first)
+        # The row format (collm_udf/batching.py) this relies on: prefix first, each part one contiguous run.
+        if ((seg == 0) != (np.arange(T)[None, :] < plen[:, None])).any():
+            raise ValueError("block attention: a row whose prefix (segment 0) is not its first tokens")
+        if len(start) != len(np.unique(rr[start] * (int(seg.max()) + 1) + ss[start])):
+            raise ValueError("block attention: a candidate part that is not one contiguous run of tokens")
         length = np.diff(np.append(start, len(rr)))  # (N,)
         cmax, pmax = int(length.max()), int(plen.max())
         c = np.arange(cmax)
@@ -98,13 +107,29 @@ def use_block_attention(hf_model, layout: Layout):
     _register()
     config = hf_model.config
     before = config._attn_implementation
-    _active.layout = layout
+    if before == IMPL:  # another thread's pass is running on this model: its config is not ours to switch
+        raise RuntimeError("block attention: one forward pass at a time per model (another is in progress)")
+    _active.layout, _active.original = layout, before
     config._attn_implementation = IMPL
     try:
         yield
     finally:
         config._attn_implementation = before
-        _active.layout = None
+        _active.layout = _active.original = None
+
+
+def _original_attention(module, name: str):
+    """The attention function the model had before the switch: its SDPA, else its modeling file's eager one
+    (which implements everything the model needs: softcapping, sinks; flash kernels take no dense mask)."""
+    if name == "sdpa":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        raise RuntimeError(f"block attention: {type(module).__name__} needs a feature the split path lacks and "
+                           f"has no eager_attention_forward to fall back to; use block_kernel='dense'")
+    return eager
 
 
 def _sdpa(q, k, v, mask, causal, dropout, scale):
@@ -122,17 +147,18 @@ def _sdpa(q, k, v, mask, causal, dropout, scale):
 
 def block_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """query (B, H, L, D), key/value (B, KVH, L, D) -> ((B, L, H, D), None), exact for the active Layout."""
-    lay: Layout = _active.layout
+    lay: Optional[Layout] = getattr(_active, "layout", None)
+    if lay is None:
+        raise RuntimeError("block attention called outside use_block_attention (or from another thread)")
     window = kwargs.get("sliding_window")
     if (kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or kwargs.get("position_bias")
             is not None or (window is not None and window < query.shape[2])):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
         from collm_udf.model import segment_mask
 
         mask = segment_mask(lay.segment, lay.causal, query.dtype)
-        return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
-                                      is_causal=False, **kwargs)
+        kwargs.pop("is_causal", None)
+        return _original_attention(module, _active.original)(module, query, key, value, mask, dropout=dropout,
+                                                              scaling=scaling, is_causal=False, **kwargs)
     if not query.dtype == key.dtype == value.dtype:
         # Under autocast, models that apply rotary embeddings in fp32 hand over fp32 q/k beside a bf16 v; plain
         # SDPA would cast them to the autocast dtype, but its lower-right-causal dispatch checks dtypes first.

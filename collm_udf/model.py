@@ -181,7 +181,9 @@ class CoLLM(nn.Module):
             # A causal LM never lets the prefix see the candidate anyway: the plain padding mask keeps the
             # fastest attention kernels.
             h = net(inputs_embeds=emb, attention_mask=(segment >= 0).long(), position_ids=position_ids)
-        elif self._block_kernel(emb.device) == "split" and attention.supported(hf):
+        elif (self._block_kernel(emb.device) == "split" and attention.supported(hf)
+              and not (self.training and any(getattr(m, "gradient_checkpointing", False) for m in hf.modules()))):
+            # (gradient checkpointing recomputes attention in backward, outside this pass's switch: dense there)
             with attention.use_block_attention(hf, attention.Layout.of(segment, causal)):
                 h = net(inputs_embeds=emb, attention_mask=None, position_ids=position_ids)
         else:  # the reference: one dense (R, 1, T, T) mask

@@ -113,12 +113,14 @@ def test_unsupported_features_fall_back_to_the_dense_mask():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 8, 4, generator=g) for _ in range(3))
     module = torch.nn.Module()
-    attention._active.layout = lay
+    attention._active.layout, attention._active.original = lay, "sdpa"
     try:
         got, _ = attention.block_attention(module, q, k, v, None, sliding_window=4)
         split, _ = attention.block_attention(module, q, k, v, None)
     finally:
-        attention._active.layout = None
+        attention._active.layout = attention._active.original = None
+    with pytest.raises(RuntimeError, match="outside use_block_attention"):
+        attention.block_attention(module, q, k, v, None)
     ref, _ = sdpa_attention_forward(module, q, k, v, segment_mask(seg, True, q.dtype), is_causal=False,
                                     sliding_window=4)
     torch.testing.assert_close(got, ref)
@@ -137,3 +139,71 @@ def test_split_under_bf16_autocast(kind, tiny_encoder, tiny_causal):
             dense, split = scores(model, rows, "dense"), scores(model, rows, "split")
         assert split.dtype == torch.float32 and torch.isfinite(split).all()
         torch.testing.assert_close(split, dense, rtol=3e-2, atol=3e-2 * float(dense.abs().max()))
+
+
+def _save_tiny(d, name):
+    """Causal LMs whose attention needs what the split path lacks: Gemma2 (logit softcapping, eager attention)
+    and GPT-OSS (attention sinks, non-trivial here)."""
+    import transformers as T
+
+    from conftest import _tokenizer_files
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=8)
+    if name == "gemma2":
+        m = T.Gemma2ForCausalLM(T.Gemma2Config(**common, intermediate_size=64))
+    else:
+        m = T.GptOssForCausalLM(T.GptOssConfig(**common, intermediate_size=32, num_local_experts=2,
+                                               num_experts_per_tok=1, layer_types=["full_attention"] * 2))
+        with torch.no_grad():
+            for layer in m.model.layers:
+                layer.self_attn.sinks.normal_(0, 2.0)
+    m.save_pretrained(d)
+    _tokenizer_files(d)
+    return str(d)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gpt_oss"])
+def test_models_with_softcap_or_sinks_fall_back_to_their_own_attention(name, tmp_path):
+    """The fallback calls the model's own (eager) attention with the dense mask: softcaps and sinks are kept."""
+    model, tok, pb = make(_save_tiny(tmp_path, name), "causal")
+    model.eval()
+    rows = rows_for(pb, tok.pad_token_id, HISTORIES)
+    with torch.no_grad():
+        dense, split = scores(model, rows, "dense"), scores(model, rows, "split")
+    torch.testing.assert_close(split, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_checkpointing_trains_on_the_dense_mask(tiny_encoder):
+    """Checkpointing recomputes attention in backward, after the split pass has switched back: the model must
+    not take the split path then, or its gradients would come from attention without any block mask."""
+    model, tok, pb = make(tiny_encoder, "encoder", tuning="full")
+    model.set_stage("text")
+    model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    for m in model.modules():  # training mode for checkpointing, but no dropout: two passes must agree
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    rows = rows_for(pb, tok.pad_token_id, HISTORIES)
+    grads = {}
+    for kernel in ("dense", "split"):
+        model.zero_grad()
+        scores(model, rows, kernel).square().sum().backward()
+        grads[kernel] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(grads["split"], grads["dense"], rtol=1e-4, atol=1e-6)
+
+
+def test_one_pass_at_a_time_and_the_row_format_is_checked(tiny_causal):
+    model, tok, pb = make(tiny_causal, "causal")
+    hf = model.backbone
+    lay = attention.Layout.of(torch.tensor([[0, 0, 1, 1, 2, -1]]), causal=True)
+    with attention.use_block_attention(hf, lay):
+        with pytest.raises(RuntimeError, match="one forward pass at a time"):
+            with attention.use_block_attention(hf, lay):
+                pass
+    assert hf.config._attn_implementation != attention.IMPL
+    with pytest.raises(ValueError, match="prefix"):
+        attention.Layout.of(torch.tensor([[0, 1, 0, 2, -1]]), causal=True)
+    with pytest.raises(ValueError, match="contiguous"):
+        attention.Layout.of(torch.tensor([[0, 1, 2, 1, -1]]), causal=True)
