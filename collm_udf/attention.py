@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -51,6 +51,15 @@ class Layout:
     cand_pos: torch.Tensor  # (N, Cmax) its token positions in the row; padding repeats the last one
     cand_valid: torch.Tensor  # (N, Cmax) bool, False on padding
     cand_mask: Optional[torch.Tensor]  # (N, 1, Cmax, Pmax+Cmax) bool, None when lower-right causal is exact
+    _dense: dict = field(default_factory=dict, repr=False)  # dtype -> the fallback's dense mask, built once
+
+    def dense_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The reference (R, 1, T, T) mask, for layers that fall back: built once per pass, not per layer."""
+        if dtype not in self._dense:
+            from collm_udf.model import segment_mask
+
+            self._dense[dtype] = segment_mask(self.segment, self.causal, dtype)
+        return self._dense[dtype]
 
     @classmethod
     def of(cls, segment: torch.Tensor, causal: bool) -> "Layout":
@@ -153,12 +162,10 @@ def block_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     window = kwargs.get("sliding_window")
     if (kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or kwargs.get("position_bias")
             is not None or (window is not None and window < query.shape[2])):
-        from collm_udf.model import segment_mask
-
-        mask = segment_mask(lay.segment, lay.causal, query.dtype)
         kwargs.pop("is_causal", None)
-        return _original_attention(module, _active.original)(module, query, key, value, mask, dropout=dropout,
-                                                              scaling=scaling, is_causal=False, **kwargs)
+        return _original_attention(module, _active.original)(module, query, key, value, lay.dense_mask(query.dtype),
+                                                              dropout=dropout, scaling=scaling, is_causal=False,
+                                                              **kwargs)
     if not query.dtype == key.dtype == value.dtype:
         # Under autocast, models that apply rotary embeddings in fp32 hand over fp32 q/k beside a bf16 v; plain
         # SDPA would cast them to the autocast dtype, but its lower-right-causal dispatch checks dtypes first.

@@ -34,6 +34,13 @@ def scores(model, rows, kernel):
         model.block_kernel = "auto"
 
 
+def gradients(model, rows, kernel):
+    """All parameter gradients of one backward pass through the given block kernel, flattened."""
+    model.zero_grad()
+    scores(model, rows, kernel).square().sum().backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
 @pytest.mark.parametrize("kind", ["encoder", "causal"])
 @pytest.mark.parametrize("same_prefix", [False, True])
 def test_split_equals_dense_mask_and_runs_without_dense_mask(kind, same_prefix, tiny_encoder, tiny_causal,
@@ -76,11 +83,7 @@ def test_split_gradients_equal_dense_mask(kind, tiny_encoder, tiny_causal):
     model.eval()  # no dropout: the two passes must be comparable
     model.set_stage("text")
     rows = rows_for(pb, tok.pad_token_id, HISTORIES)
-    grads = {}
-    for kernel in ("dense", "split"):
-        model.zero_grad()
-        scores(model, rows, kernel).square().sum().backward()
-        grads[kernel] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    grads = {kernel: gradients(model, rows, kernel) for kernel in ("dense", "split")}
     assert grads["split"].abs().sum() > 0
     torch.testing.assert_close(grads["split"], grads["dense"], rtol=1e-4, atol=1e-6)
 
@@ -186,11 +189,7 @@ def test_gradient_checkpointing_trains_on_the_dense_mask(tiny_encoder):
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     rows = rows_for(pb, tok.pad_token_id, HISTORIES)
-    grads = {}
-    for kernel in ("dense", "split"):
-        model.zero_grad()
-        scores(model, rows, kernel).square().sum().backward()
-        grads[kernel] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    grads = {kernel: gradients(model, rows, kernel) for kernel in ("dense", "split")}
     torch.testing.assert_close(grads["split"], grads["dense"], rtol=1e-4, atol=1e-6)
 
 
