@@ -64,6 +64,7 @@ def main() -> int:
     from collm_udf.model import build
     from collm_udf.scoring import load_predict_fn
     from collm_udf.spark import als, pipeline, score, train
+    from collm_udf.spark.asof import AsOf
     from collm_udf.spark.score_lm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
@@ -73,7 +74,8 @@ def main() -> int:
     torch.set_num_threads(threads)
     work = ROOT / "benchmarks" / ".work" / "speed"
     cfg = load_config(ROOT / "conf" / "local.yaml", {
-        "tables": {"root": str(work / "warehouse")}, "candidates": {"top_k": 50, "max_cold_items": 0},
+        "tables": {"root": str(work / "warehouse")}, "asof": {"mode": "split"},
+        "candidates": {"top_k": 50, "max_cold_items": 0, "popular_k": 0},
         "score": {"partitions": threads}})
     spark = get_spark(cfg, "collm-bench-speed")
     out: dict = {"machine": {"cpus": threads, "cpu": platform.processor() or platform.machine(),
@@ -81,11 +83,12 @@ def main() -> int:
     t0 = time.time()
     pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "candidates"], ds=DS)
     tables = Tables(spark, cfg.tables)
-    run = als.latest_run(tables)
+    asof = AsOf.of(cfg, DS)
+    run = als.run_as_of(tables, asof)
     d = json.loads(run["params"])["rank"]
     torch.manual_seed(0)
     model, _ = build(spec_from_conf(cfg.model, d, run["als_run_id"]))
-    train.register(spark, cfg, tables, model, "collm_speed_untrained", DS, {})
+    train.register(spark, cfg, tables, model, "collm_speed_untrained", asof, {})
     out["setup_s"] = round(time.time() - t0, 1)
 
     cands = tables.read("candidates").where(F.col("ds") == F.lit(DS).cast("date"))
@@ -94,7 +97,7 @@ def main() -> int:
     if len(full) < 4 * args.users:
         raise SystemExit(f"bench-speed: only {len(full)} users have 50 candidates on {DS}; "
                          f"--users {args.users} needs {4 * args.users} for the 4x step")
-    scorer = CoLLMScorer(spark, cfg, tables)
+    scorer = CoLLMScorer(spark, cfg, tables, asof)
     predict_fn = load_predict_fn(scorer.model["path"], "cpu")
 
     # 1. bare vs Spark on the same pairs (2x users). Each side runs once untimed (Python workers start, the model

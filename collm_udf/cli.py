@@ -5,10 +5,11 @@ Examples:
   collm run --conf conf/local.yaml --stage score --ds 2026-11-27
   collm run --conf conf/local.yaml --stage als --stage candidates --root /tmp/wh
   collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
+  collm replay --conf conf/local.yaml --days 4 --every 7   # the daily job over past days, with backtests
   collm report --conf conf/local.yaml --ds 2026-11-27  # HTML report of that day's tables
   collm stages                                         # list the stages in order
 
-`collm run` prints the run summary as one JSON object on the last line of stdout.
+`collm run` and `collm replay` print the summary as one JSON object on the last line of stdout.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ RUN_EXAMPLES = """examples:
   collm run --conf conf/local.yaml --stage score --stage evaluate --ds 2026-11-27
   collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
 """
+REPLAY_EXAMPLES = """examples:
+  collm replay --conf conf/local.yaml --days 4 --every 7        # 4 days a week apart, ending at the newest day
+                                                                # whose backtest horizon the data covers
+  collm replay --conf conf/example_warehouse.yaml --start 2026-11-01 --end 2026-11-20 --every 1
+"""
 REPORT_EXAMPLES = """examples:
   collm report --conf conf/local.yaml --ds 2026-11-27               # -> <tables.root>/reports/ds=2026-11-27/
   collm report --conf conf/databricks.yaml --ds 2026-11-27 --out /Volumes/main/recsys/reports/latest
@@ -45,10 +51,12 @@ def _ds(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from None
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
+def _add_target_args(p: argparse.ArgumentParser, ds: bool = True) -> None:
     """--conf, --ds and the overrides of where the tables live (shared by run, report and jobs/<stage>.py)."""
     p.add_argument("--conf", required=True, help="YAML conf, e.g. conf/local.yaml")
-    p.add_argument("--ds", type=_ds, help="run date YYYY-MM-DD (default: today, UTC)")
+    if ds:
+        p.add_argument("--ds", type=_ds, help="run date YYYY-MM-DD (default: today, UTC); the run uses only the "
+                       "interactions before its cutoff (asof.mode: daily)")
     p.add_argument("--root", help="override tables.root (where path-based Delta tables go)")
     p.add_argument("--catalog", help="override tables.catalog (Unity Catalog catalog of the tables)")
     p.add_argument("--schema", help="override tables.schema (schema/database of the tables)")
@@ -75,6 +83,15 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_run_args(_sub(sub, "run", "run stages of the pipeline for one day", RUN_EXAMPLES), True)
+    rp = _sub(sub, "replay", "run the daily job for a range of days, oldest first, each as of its own ds, and print "
+              "each day's backtest and the mean", REPLAY_EXAMPLES)
+    _add_target_args(rp, ds=False)
+    rp.add_argument("--start", type=_ds, help="first day (default: --days before --end)")
+    rp.add_argument("--end", type=_ds, help="last day (default: the newest day whose backtest horizon the "
+                    "interactions cover)")
+    rp.add_argument("--days", type=int, help="number of days ending at --end (instead of --start)")
+    rp.add_argument("--every", type=int, default=7, help="days between replayed days (default 7)")
+    rp.add_argument("--skip-ingest", action="store_true", help="reuse the interactions and pairs tables as they are")
     _add_target_args(_sub(sub, "report", "write the HTML evaluation report of one day and print its path",
                           REPORT_EXAMPLES))
     sub.choices["report"].add_argument(
@@ -151,6 +168,25 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay(args: argparse.Namespace, progress: Callable[[str], None] = _stderr) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    from collm_udf.spark import replay as replay_
+    from collm_udf.spark.session import get_spark
+
+    spark = get_spark(cfg, app_name=f"collm-replay-{cfg.name}")
+    try:
+        summary = replay_.run(spark, cfg, start=args.start, end=args.end, days=args.days, every=args.every,
+                              skip_ingest=args.skip_ingest, progress=progress,
+                              out=lambda line: print(line, flush=True))
+    except replay_.ReplayError as e:
+        print(f"collm: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, default=str, sort_keys=True), flush=True)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.cmd == "stages":
@@ -158,6 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.cmd == "report":
         return report(args)
+    if args.cmd == "replay":
+        return replay(args)
     return execute(args, args.stage)
 
 

@@ -15,46 +15,14 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from collm_udf.config_train import DistributedConfig, MlflowConfig
-
-
-class ConfigError(ValueError):
-    """A conf file or value is invalid; the message names the key path and the offending value."""
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def check_identifier(value: str, what: str) -> str:
-    """A catalog/schema/table name part: letters, digits and underscores only (never quoted into SQL)."""
-    if not isinstance(value, str) or not _IDENT.match(value):
-        raise ConfigError(f"{what}: {value!r} is not a valid identifier (letters, digits, underscore)")
-    return value
-
-
-def check_table_name(value: str, what: str) -> str:
-    """A table reference of one to three identifier parts: name, schema.name or catalog.schema.name."""
-    parts = value.split(".") if isinstance(value, str) else [value]
-    if not 1 <= len(parts) <= 3:
-        raise ConfigError(f"{what}: {value!r} must be name, schema.name or catalog.schema.name")
-    for p in parts:
-        check_identifier(p, what)
-    return value
-
-
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
-    kw: dict = {"metadata": {"help": text}}
-    if default is not dataclasses.MISSING:
-        kw["default"] = default
-    if factory is not dataclasses.MISSING:
-        kw["default_factory"] = factory
-    return field(**kw)
+from collm_udf.config_base import ConfigError, check_identifier, check_table_name, help_field as _help  # noqa: F401
+from collm_udf.config_train import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -160,6 +128,26 @@ class PrepareConfig:
 
 
 @dataclass
+class AsOfConfig:
+    """What a run for day ds may see: the daily mode (production) or the paper's fixed split (benchmark)."""
+
+    mode: str = _help("daily: every stage uses only interactions before ds's cutoff, and the evaluate stage "
+                      "backtests the day against the interactions of [cutoff, cutoff + evaluate.horizon_days); "
+                      "split: the paper's offline protocol, one fixed train/valid/test split (prepare.split or "
+                      "a given split column) whatever ds is", "daily")
+    cutoff_shift_hours: int = _help("cutoff = ds 00:00 UTC shifted by this many hours (e.g. -2: data up to "
+                                    "22:00 of the day before)", 0)
+    label_window_days: int = _help("daily: the CoLLM CF stage learns from the labels of [cutoff - this, cutoff), "
+                                   "with factors of an ALS fit that ends where the window starts", 28)
+
+    def __post_init__(self):
+        if self.mode not in ("daily", "split"):
+            raise ConfigError(f"asof.mode: {self.mode!r} is not daily or split")
+        if self.label_window_days < 1 or abs(self.cutoff_shift_hours) > 24 * 7:
+            raise ConfigError("asof: label_window_days must be >= 1 and |cutoff_shift_hours| <= 168")
+
+
+@dataclass
 class ALSConfig:
     implicit: bool = _help("implicit-feedback ALS (models 'interacted'); explicit fits the target", False)
     target: str = _help("explicit target: label (0/1 like) or rating", "label")
@@ -170,8 +158,13 @@ class ALSConfig:
     nonnegative: bool = _help("non-negative factors", False)
     seed: int = _help("random seed (with deterministic input, a rerun gives the same factors)", 42)
     checkpoint_interval: int = _help("checkpoint every N iterations (cuts long lineage)", 5)
+    retrain_every_days: int = _help("daily mode: the als stage refits when its newest fit with these params is "
+                                    "this many days older than the cutoff (1: every day); in between, the "
+                                    "candidates and the scorer use that fit", 1)
 
     def __post_init__(self):
+        if self.retrain_every_days < 1:
+            raise ConfigError("als.retrain_every_days must be >= 1")
         if self.target not in ("label", "rating"):
             raise ConfigError(f"als.target: {self.target!r} is not label or rating")
         if self.rank < 1 or self.max_iter < 1 or self.reg < 0 or self.alpha < 0:
@@ -189,10 +182,16 @@ class CandidatesConfig:
         "ratings extreme scores, and they would fill every top-K (ML-100K: Recall@10 0.000 without it)", 10)
 
     active_within_days: Optional[int] = _help(
-        "only users with a training interaction in the last N days of the training data get candidates "
-        "(the day's active users); unset = every user with ALS factors", None)
+        "the day's audience: users with an interaction in the last N days before the cutoff (split mode: before "
+        "the test part); each gets score.top_n rows. Unset = every user with an interaction before it", None)
+    popular_k: int = _help("recent-popularity candidates per user: the most interacted items of the last "
+                           "recent_days that the user has not interacted with (they also fill users without "
+                           "ALS factors)", 30)
+    recent_days: int = _help("window of recent popularity (candidates and the recent-popularity baseline)", 30)
 
     def __post_init__(self):
+        if self.popular_k < 0 or self.recent_days < 1:
+            raise ConfigError("candidates: popular_k must be >= 0 and recent_days >= 1")
         if self.active_within_days is not None and self.active_within_days < 1:
             raise ConfigError("candidates.active_within_days must be >= 1 (or unset)")
         if self.top_k < 1 or self.max_cold_items < 0 or self.seen_buffer < 0 or self.min_item_interactions < 0:
@@ -214,8 +213,10 @@ class ScoreConfig:
                             "spark.sql.shuffle.partitions); use at least the number of task slots", 0)
     align: bool = _help("collm: when the latest ALS run is not the model's, rotate its factors into the "
                         "model's run (orthogonal Procrustes on shared items) instead of refusing", True)
-    max_alignment_residual: float = _help("collm: refuse when the rotation leaves more than this relative "
-                                          "residual on the shared items' factors", 0.25)
+    max_alignment_residual: float = _help(
+        "collm: refuse when the rotation leaves more than this relative residual on the shared items' factors "
+        "(ML-100K: two explicit ALS fits of the same data with other seeds differ by 0.35, a fit 28 days older "
+        "by 0.40, at no measured AUC cost; see README)", 0.5)
     min_rows_fraction: float = _help("output guard: fail before writing when the day's rows fall below this "
                                      "fraction of the latest earlier day's (0 = off; an empty output always fails)", 0.5)
     min_users_fraction: float = _help("output guard: the same for the number of users covered", 0.5)
@@ -236,93 +237,20 @@ class ScoreConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """How the CoLLM scorer is trained (stage 1 text-only, stage 2 projector only; see collm_udf/train.py)."""
-
-    text_pairs: int = _help("training-split pairs sampled for stage 1 (text-only tuning; 0 skips stage 1)", 5000)
-    cf_pairs: int = _help("validation-split pairs for stage 2: ALS never saw their labels, so the projector "
-                          "cannot learn to trust factors fitted on its own targets", 8000)
-    holdout_pairs: int = _help("validation-split pairs held out for early stopping", 1000)
-    cf_train_share: float = _help("share of stage-2 pairs drawn from the training split instead", 0.0)
-    text_epochs: int = _help("stage-1 epochs (early stopping on holdout AUC)", 2)
-    cf_epochs: int = _help("stage-2 epochs", 2)
-    text_lr: float = _help("stage-1 learning rate (AdamW)", 5e-5)
-    cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
-    batch_size: int = _help("training batch size", 32)
-    cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
-                              "users of a new day have no factors)", 0.2)
-    patience: int = _help("epochs without holdout improvement before stopping", 1)
-    bf16: str = _help("bf16 autocast: auto (GPU or CPUs with native bf16; ~15x slower on AVX2-only CPUs), "
-                      "on, off", "auto")
-    seed: int = _help("seed of sampling, initialisation and shuffling", 0)
-    distributed: DistributedConfig = _help("several training processes through pyspark's TorchDistributor",
-                                           factory=DistributedConfig)
-    mlflow: MlflowConfig = _help("MLflow tracking of the train stage (off by default)", factory=MlflowConfig)
-
-    def __post_init__(self):
-        if min(self.cf_pairs, self.holdout_pairs, self.text_epochs, self.cf_epochs, self.batch_size) < 1 \
-                or self.text_pairs < 0 or self.patience < 0:
-            raise ConfigError("train: cf_pairs, holdout_pairs, epochs and batch_size must be >= 1, "
-                              "text_pairs and patience >= 0")
-        if not 0.0 <= self.cf_train_share <= 1.0 or not 0.0 <= self.cf_dropout < 1.0:
-            raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
-        if self.text_lr <= 0 or self.cf_lr <= 0:
-            raise ConfigError("train: learning rates must be > 0")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
-
-
-@dataclass
-class ModelConfig:
-    """The CoLLM scorer: backbone, prompt, projector, and how it is trained."""
-
-    backbone: str = _help("'minilm' (the embedded all-MiniLM-L6-v2) or a local Hugging Face model directory; "
-                          "nothing is downloaded", "minilm")
-    kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
-    template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
-                          "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
-    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
-    candidate_max_tokens: int = _help("cap on the candidate text's tokens (reserved in every prompt)", 16)
-    tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
-    lora_r: int = _help("LoRA rank (tuning: lora)", 8)
-    lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
-    answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
-    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
-    attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
-                           "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
-    train: TrainingConfig = _help("training", factory=TrainingConfig)
-
-    def __post_init__(self):
-        if self.kind not in ("encoder", "causal"):
-            raise ConfigError(f"model.kind: {self.kind!r} is not encoder or causal")
-        if self.tuning not in ("full", "lora", "none"):
-            raise ConfigError(f"model.tuning: {self.tuning!r} is not full, lora or none")
-        if self.attention not in ("block", "full"):
-            raise ConfigError(f"model.attention: {self.attention!r} is not block or full")
-        if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
-            raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
-        if self.projector_mult < 1 or self.lora_r < 1:
-            raise ConfigError("model: projector_mult and lora_r must be >= 1")
-        from collm_udf.prompt import TEMPLATES, PromptError, parse_template
-
-        if self.template not in TEMPLATES:
-            try:
-                parse_template(self.template)
-            except PromptError as e:
-                raise ConfigError(f"model.template: {e} (or name one of: {', '.join(TEMPLATES)})") from None
-        if self.backbone != "minilm" and "://" in self.backbone:
-            raise ConfigError(f"model.backbone: {self.backbone!r} must be a local directory (nothing is "
-                              "downloaded at run time)")
-
-
-@dataclass
 class EvaluateConfig:
     k: int = _help("cut-off of Recall@k and NDCG@k", 10)
+    horizon_days: int = _help("daily mode: the day's table is judged by the interactions of [cutoff, cutoff + "
+                              "horizon_days), once the interactions table reaches the end of that window", 7)
+    catch_up_days: int = _help("daily mode: the evaluate stage also backtests the earlier days of the last N "
+                               "days whose horizon has completed since and that have no backtest yet (0: off)",
+                               14)
     report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "
                                       "folder ds=<ds> per day; a local or mounted path (e.g. /Volumes/...); "
                                       "default <tables.root>/reports, or <tables.models_dir>/reports", None)
 
     def __post_init__(self):
+        if self.k < 1 or self.horizon_days < 1 or self.catch_up_days < 0:
+            raise ConfigError("evaluate: k and horizon_days must be >= 1, catch_up_days >= 0")
         if self.report_dir is not None and "://" in self.report_dir and not self.report_dir.startswith("file:"):
             raise ConfigError(f"evaluate.report_dir: {self.report_dir!r} must be a local or mounted path "
                               "(e.g. /Volumes/...): the report is written with local file APIs")
@@ -365,7 +293,9 @@ class Config:
     interactions: InteractionsConfig = _help("interaction source")
     items: ItemsConfig = _help("item catalog source")
     spark: SparkConfig = _help("session settings for local runs", factory=SparkConfig)
-    prepare: PrepareConfig = _help("labels, split, warm/cold, history", factory=PrepareConfig)
+    asof: AsOfConfig = _help("daily mode (as of each ds) or the fixed split (benchmark mode)",
+                             factory=AsOfConfig)
+    prepare: PrepareConfig = _help("labels, split (split mode), warm/cold, history", factory=PrepareConfig)
     als: ALSConfig = _help("MLlib ALS", factory=ALSConfig)
     candidates: CandidatesConfig = _help("candidate generation", factory=CandidatesConfig)
     model: Optional[ModelConfig] = _help("the CoLLM scorer; without it the train stage is skipped", None)
@@ -376,6 +306,9 @@ class Config:
     def __post_init__(self):
         if not self.als.implicit and self.als.target == "rating" and self.interactions.columns.rating is None:
             raise ConfigError("als.target: 'rating' needs interactions.columns.rating (or use target: label)")
+        if self.asof.mode == "daily" and self.interactions.columns.split is not None:
+            raise ConfigError("interactions.columns.split: a given split column is the benchmark mode's (set "
+                              "asof.mode: split); the daily mode splits by each day's cutoff")
         if self.score.scorer == "collm" and self.model is None:
             raise ConfigError("score.scorer: 'collm' needs a model section (the scorer to train)")
 

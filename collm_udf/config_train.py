@@ -1,22 +1,15 @@
-"""Conf sections model.train.distributed and model.train.mlflow (kept here so collm_udf/config.py stays small).
+"""Conf section `model`: the CoLLM scorer, how it is trained (model.train), in how many processes
+(model.train.distributed) and whether runs are tracked (model.train.mlflow).
 
 Same conventions as collm_udf/config.py: every field carries help text, __post_init__ validates, and the loader
 there rejects unknown keys and wrong types with the key's dotted path.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
-
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
-def _error(msg: str) -> Exception:
-    from collm_udf.config import ConfigError  # imported late: collm_udf.config imports this module
-
-    return ConfigError(msg)
+from collm_udf.config_base import ConfigError, help_field as _help
 
 
 @dataclass
@@ -34,7 +27,7 @@ class DistributedConfig:
 
     def __post_init__(self):
         if self.num_processes < 0:
-            raise _error("num_processes must be >= 0 (0 or 1: one process)")
+            raise ConfigError("num_processes must be >= 0 (0 or 1: one process)")
 
 
 @dataclass
@@ -52,4 +45,91 @@ class MlflowConfig:
 
     def __post_init__(self):
         if self.experiment is not None and not self.experiment.strip():
-            raise _error("experiment: empty name (leave it unset for the active experiment)")
+            raise ConfigError("experiment: empty name (leave it unset for the active experiment)")
+
+
+@dataclass
+class TrainingConfig:
+    """How the CoLLM scorer is trained (stage 1 text-only, stage 2 projector only; see collm_udf/train.py)."""
+
+    text_pairs: int = _help("pairs sampled for stage 1 (text-only tuning; 0 skips stage 1): split mode, the "
+                            "training split; daily mode, the interactions before the label window", 5000)
+    cf_pairs: int = _help("pairs for stage 2 whose labels the ALS fit behind their factors never saw (split mode: "
+                          "the validation split; daily mode: the label window, asof.label_window_days), so the "
+                          "projector cannot learn to trust factors fitted on its own targets", 8000)
+    holdout_pairs: int = _help("pairs of the same part held out for early stopping", 1000)
+    cf_train_share: float = _help("share of stage-2 pairs drawn from the stage-1 part instead", 0.0)
+    text_epochs: int = _help("stage-1 epochs (early stopping on holdout AUC)", 2)
+    cf_epochs: int = _help("stage-2 epochs", 2)
+    text_lr: float = _help("stage-1 learning rate (AdamW)", 5e-5)
+    cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
+    batch_size: int = _help("training batch size", 32)
+    cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
+                              "users of a new day have no factors)", 0.2)
+    patience: int = _help("epochs without holdout improvement before stopping", 1)
+    bf16: str = _help("bf16 autocast: auto (GPU or CPUs with native bf16; ~15x slower on AVX2-only CPUs), "
+                      "on, off", "auto")
+    seed: int = _help("seed of sampling, initialisation and shuffling", 0)
+    retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
+                                    "model conf is this many days older than the cutoff; in between, days are "
+                                    "scored by it with the newest ALS fit's factors aligned into its space", 7)
+    distributed: DistributedConfig = _help("several training processes through pyspark's TorchDistributor",
+                                           factory=DistributedConfig)
+    mlflow: MlflowConfig = _help("MLflow tracking of the train stage (off by default)", factory=MlflowConfig)
+
+    def __post_init__(self):
+        if min(self.cf_pairs, self.holdout_pairs, self.text_epochs, self.cf_epochs, self.batch_size) < 1 \
+                or self.text_pairs < 0 or self.patience < 0:
+            raise ConfigError("train: cf_pairs, holdout_pairs, epochs and batch_size must be >= 1, "
+                              "text_pairs and patience >= 0")
+        if not 0.0 <= self.cf_train_share <= 1.0 or not 0.0 <= self.cf_dropout < 1.0:
+            raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
+        if self.text_lr <= 0 or self.cf_lr <= 0:
+            raise ConfigError("train: learning rates must be > 0")
+        if self.retrain_every_days < 1:
+            raise ConfigError("train.retrain_every_days must be >= 1")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
+
+
+@dataclass
+class ModelConfig:
+    """The CoLLM scorer: backbone, prompt, projector, and how it is trained."""
+
+    backbone: str = _help("'minilm' (the embedded all-MiniLM-L6-v2) or a local Hugging Face model directory; "
+                          "nothing is downloaded", "minilm")
+    kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
+    template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
+                          "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
+    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
+    candidate_max_tokens: int = _help("cap on the candidate text's tokens (reserved in every prompt)", 16)
+    tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
+    lora_r: int = _help("LoRA rank (tuning: lora)", 8)
+    lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
+    answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
+    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
+    attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
+                           "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
+    train: TrainingConfig = _help("training", factory=TrainingConfig)
+
+    def __post_init__(self):
+        if self.kind not in ("encoder", "causal"):
+            raise ConfigError(f"model.kind: {self.kind!r} is not encoder or causal")
+        if self.tuning not in ("full", "lora", "none"):
+            raise ConfigError(f"model.tuning: {self.tuning!r} is not full, lora or none")
+        if self.attention not in ("block", "full"):
+            raise ConfigError(f"model.attention: {self.attention!r} is not block or full")
+        if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
+            raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
+        if self.projector_mult < 1 or self.lora_r < 1:
+            raise ConfigError("model: projector_mult and lora_r must be >= 1")
+        from collm_udf.prompt import TEMPLATES, PromptError, parse_template
+
+        if self.template not in TEMPLATES:
+            try:
+                parse_template(self.template)
+            except PromptError as e:
+                raise ConfigError(f"model.template: {e} (or name one of: {', '.join(TEMPLATES)})") from None
+        if self.backbone != "minilm" and "://" in self.backbone:
+            raise ConfigError(f"model.backbone: {self.backbone!r} must be a local directory (nothing is "
+                              "downloaded at run time)")

@@ -55,10 +55,20 @@ def load_conf(conf: Optional[str] = None, root: Optional[str] = None, overrides:
     return load_config(path, extra)
 
 
-def run_date(ds: Optional[str] = None) -> str:
+def run_date(ds: Optional[str] = None, spark=None, cfg: Optional[Config] = None) -> Optional[str]:
+    """The day to show: `ds` when given; else (with spark and cfg) the newest evaluated day in `metrics`; else
+    None, which run_pipeline turns into the newest day whose backtest the interactions already cover."""
     from collm_udf.spark.tables import check_ds
 
-    return check_ds(ds or dt.datetime.now(dt.timezone.utc).date().isoformat())
+    if ds:
+        return check_ds(ds)
+    if spark is not None and cfg is not None:
+        t = tables(spark, cfg)
+        if t.exists("metrics"):
+            last = t.read("metrics").agg({"ds": "max"}).first()[0]
+            if last is not None:
+                return str(last)
+    return None
 
 
 def session(cfg: Config, existing=None):
@@ -77,22 +87,59 @@ def tables(spark, cfg: Config):
     return Tables(spark, cfg.tables)
 
 
-def run_pipeline(spark, cfg: Config, ds: str, stages: Optional[list[str]] = None) -> dict:
-    """Run the stages (default: all) for day `ds`, printing progress; returns the run summary."""
-    from collm_udf.spark import pipeline
+def run_pipeline(spark, cfg: Config, ds: Optional[str] = None, stages: Optional[list[str]] = None) -> dict:
+    """Run the stages (default: all) for day `ds`, printing progress; returns the run summary (its "ds" is the
+    day). Without a ds (daily mode): ingest and prepare first, then the newest day whose backtest horizon the
+    interactions cover, so that the evaluation has a truth to show."""
+    from collm_udf.spark import pipeline, replay
 
-    return pipeline.run(spark, cfg, stages=stages, ds=ds, progress=print)
+    if ds is None and cfg.asof.mode == "daily" and stages is None:
+        first = pipeline.run(spark, cfg, stages=list(replay.ONCE), ds=dt.date.today().isoformat(), progress=print)
+        ds = replay.last_backtest_day(cfg, tables(spark, cfg))
+        summary = pipeline.run(spark, cfg, stages=list(replay.DAILY), ds=ds, progress=print)
+        summary["stages"] = {**first["stages"], **summary["stages"]}
+        return summary
+    return pipeline.run(spark, cfg, stages=stages, ds=ds or dt.date.today().isoformat(), progress=print)
 
 
-def ensure_pipeline(spark, cfg: Config, ds: str) -> Optional[dict]:
-    """Run the whole pipeline only when day `ds` has no evaluation yet (a notebook opened after a run only
-    reads); returns the summary of the run it made, else None."""
+def ensure_pipeline(spark, cfg: Config, ds: Optional[str]) -> str:
+    """The day to show: `ds` when it has an evaluation, else after running the pipeline for it (a notebook
+    opened after a run only reads). Without a ds: the newest evaluated day, or the day run_pipeline picks."""
     from pyspark.sql import functions as F
 
     t = tables(spark, cfg)
-    if t.exists("metrics") and t.read("metrics").where(F.col("ds") == F.lit(ds).cast("date")).limit(1).count():
-        return None
-    return run_pipeline(spark, cfg, ds)
+    if ds is None:
+        ds = run_date(None, spark, cfg)
+    if ds is not None and t.exists("metrics") and \
+            t.read("metrics").where(F.col("ds") == F.lit(ds).cast("date")).limit(1).count():
+        return ds
+    return run_pipeline(spark, cfg, ds)["ds"]
+
+
+def backtests(spark, cfg: Config) -> pd.DataFrame:
+    """Every evaluated day's ranking backtest (its latest evaluation): ds, ranker, NDCG@k and Recall@k over the
+    truth users, coverage of the truth users; and a mean row per ranker."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    t = tables(spark, cfg)
+    cols = ["ds", "ranker", "ndcg", "recall", "coverage_truth"]
+    if not t.exists("metrics"):
+        return pd.DataFrame(columns=cols)
+    m = t.read("metrics")
+    last = F.max("evaluated_at").over(Window.partitionBy("ds"))
+    m = m.withColumn("_last", last).where(F.col("evaluated_at") == F.col("_last"))
+    rows = (m.where(((F.col("metric").isin("ndcg_at_k", "recall_at_k")) & (F.col("segment") == "all"))
+                    | ((F.col("metric") == "coverage") & (F.col("segment") == "truth")))
+            .select("ds", "scorer", "metric", "value").toPandas())
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    wide = rows.pivot_table(index=["ds", "scorer"], columns="metric", values="value").reset_index()
+    wide = wide.rename(columns={"scorer": "ranker", "ndcg_at_k": "ndcg", "recall_at_k": "recall",
+                                "coverage": "coverage_truth"})
+    wide["ds"] = wide["ds"].astype(str)
+    mean = wide.groupby("ranker", as_index=False)[[c for c in cols[2:] if c in wide]].mean().assign(ds="mean")
+    return pd.concat([wide, mean], ignore_index=True).reindex(columns=cols)
 
 
 def stage_times(summary: dict) -> pd.DataFrame:

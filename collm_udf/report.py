@@ -20,12 +20,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 # Display names of metrics-table scorers (an unknown scorer is shown as it is stored).
-SCORER_NAMES = {"als": "ALS", "collm": "CoLLM", "text": "text-only"}
-SEGMENT_ORDER = ("all", "warm", "cold", "cold_item")
-METRIC_NAMES = {"auc": "AUC", "uauc": "UAUC", "recall_at_k": "Recall@k", "ndcg_at_k": "NDCG@k"}
+SCORER_NAMES = {"als": "ALS", "collm": "CoLLM", "text": "text-only", "popularity": "popularity",
+                "recent_popularity": "recent popularity"}
+SEGMENT_ORDER = ("all", "served", "warm", "cold", "cold_item", "active", "truth")
+METRIC_NAMES = {"auc": "AUC", "uauc": "UAUC", "recall_at_k": "Recall@k", "ndcg_at_k": "NDCG@k",
+                "coverage": "coverage"}
 # Training-popularity buckets: number of training interactions of an item, [lo, next lo).
 POPULARITY_EDGES = (0, 1, 3, 10, 30, 100, 300)
-COLORS = {"ALS": "#4C72B0", "CoLLM": "#DD8452", "text-only": "#55A868"}
+COLORS = {"ALS": "#4C72B0", "CoLLM": "#DD8452", "text-only": "#55A868", "popularity": "#8C8C8C",
+          "recent popularity": "#B5B5B5"}
 
 
 def popularity_bucket_labels(edges: tuple[int, ...] = POPULARITY_EDGES) -> list[str]:
@@ -44,7 +47,8 @@ def popularity_bucket_labels(edges: tuple[int, ...] = POPULARITY_EDGES) -> list[
 class ReportData:
     """Everything the report shows; each frame is an aggregate (no per-pair or per-recommendation rows).
 
-    metrics:    scorer, model_version, metric (auc/uauc/recall_at_k/ndcg_at_k), segment, value, n_pairs, n_users
+    metrics:    scorer, model_version, metric (auc/uauc/recall_at_k/ndcg_at_k/coverage), segment, k, value,
+                n_pairs, n_users (scorer: the configured one, als, popularity, recent_popularity)
     hists:      panel, series, lo, hi, count  (histogram bins; series of one panel share their bins)
     popularity: bucket, catalog, recommended  (item counts / recommendation rows per popularity bucket)
     coverage:   catalog_items, candidate_items, recommended_items, users, rows, items_<source>, ...
@@ -64,6 +68,7 @@ class ReportData:
     holdout: dict = field(default_factory=dict)
     examples: Optional[pd.DataFrame] = None
     top_items: Optional[pd.DataFrame] = None
+    backtest: str = ""  # what judged the day, or why it is not judged yet
 
 
 def _fmt(v) -> str:
@@ -137,18 +142,19 @@ def metrics_figure(metrics: pd.DataFrame, holdout: dict | None = None) -> Figure
     panels = 4 if holdout else 3
     fig = _new_figure(4.2 * panels, 3.6)
     axes = fig.subplots(1, panels)
-    _grouped_bars(axes[0], metric_table(metrics, "auc"), "AUC on test pairs", "AUC", (0, 1.08))
-    _grouped_bars(axes[1], metric_table(metrics, "uauc"), "UAUC on test pairs", "mean per-user AUC", (0, 1.08))
-    rank = metrics[metrics["metric"].isin(["recall_at_k", "ndcg_at_k"])]
+    _grouped_bars(axes[0], metric_table(metrics, "auc"), "AUC on the day's truth pairs", "AUC", (0, 1.08))
+    _grouped_bars(axes[1], metric_table(metrics, "uauc"), "UAUC on the day's truth pairs", "mean per-user AUC",
+                  (0, 1.08))
+    rank = metrics[metrics["metric"].isin(["recall_at_k", "ndcg_at_k"]) & (metrics["segment"] == "all")]
     if rank.empty:
         _empty(axes[2], "no ranking metrics")
     else:
-        k = str(rank["segment"].iloc[0]).removeprefix("k=")
+        k = rank["k"].dropna().astype(int).iloc[0] if rank["k"].notna().any() else "k"
         t = _by_scorer(rank, ["metric"])
         t = t.reindex([m for m in ("recall_at_k", "ndcg_at_k") if m in t.index])
         t.index = [f"{'Recall' if i == 'recall_at_k' else 'NDCG'}@{k}" for i in t.index]
         top = float(np.nanmax(t.to_numpy(float))) if t.notna().any().any() else 1.0
-        _grouped_bars(axes[2], t, f"Ranking of the day's table (k={k})", "mean over test users",
+        _grouped_bars(axes[2], t, f"The day's table vs baselines (k={k})", "mean over truth users",
                       (0, max(top * 1.25, 0.01)))
     if holdout:
         t = pd.DataFrame({"validation holdout": holdout}).T
@@ -227,13 +233,14 @@ def figure_png(fig: Figure) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ HTML
 def metrics_summary(metrics: pd.DataFrame) -> pd.DataFrame:
-    """metric, segment, one column per scorer, test pairs and users: the numbers behind the metrics figure."""
+    """metric, segment, one column per scorer, truth pairs and users: the numbers behind the metrics figure."""
     if metrics.empty:
         return pd.DataFrame()
     t = _by_scorer(metrics, ["metric", "segment"])
     counts = metrics.groupby(["metric", "segment"])[["n_pairs", "n_users"]].max()
+    t = t[[c for c in t.columns if t[c].notna().any()]]
     # counts as text: integers where known, a dash where the metric has none (ranking rows count no pairs)
-    for col, name in (("n_pairs", "test pairs"), ("n_users", "users")):
+    for col, name in (("n_pairs", "truth pairs"), ("n_users", "users")):
         t[name] = counts[col].reindex(t.index).map(lambda v: "–" if pd.isna(v) else str(int(v)))
     order = {m: i for i, m in enumerate(METRIC_NAMES)}
     seg = {s: i for i, s in enumerate(SEGMENT_ORDER)}
@@ -289,13 +296,14 @@ def render_html(data: ReportData, out_dir: str) -> str:
     figures = {
         "metrics.png": (metrics_figure(data.metrics, data.holdout),
                         "Bar charts of AUC and UAUC per segment and scorer, and ranking metrics",
-                        "AUC and UAUC on the test split per segment (warm: user and item seen often enough in "
-                        "training; cold: not warm; cold_item: item never in training), Recall/NDCG@k of the "
-                        "day's table" + ("; holdout AUC of the model after stage 1 (text-only) and stage 2 "
-                                         "(CoLLM)" if data.holdout else "") + "."),
+                        "AUC and UAUC on the day's truth pairs per segment (warm: user and item seen often "
+                        "enough by the day's ALS fit; cold: not warm; cold_item: item never seen), Recall/NDCG@k "
+                        "of the day's table and of the baselines over the truth users"
+                        + ("; holdout AUC of the model after stage 1 (text-only) and stage 2 (CoLLM)"
+                           if data.holdout else "") + "."),
         "scores.png": (score_figure(data.hists), "Histograms of LM and ALS scores",
                        "Score distributions: the day's recommendations (LM and ALS scores) and the ALS score "
-                       "of labelled test pairs by label."),
+                       "of the labelled truth pairs by label."),
         "coverage.png": (coverage_figure(data.coverage, data.popularity),
                          "Catalog coverage bars and popularity distribution of recommended items",
                          "Share of the catalog among the day's candidates and recommendations, and the training "
@@ -315,9 +323,12 @@ def render_html(data: ReportData, out_dir: str) -> str:
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="note">{meta}{'; ' if meta else ''}generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p>
-<h2>Pair metrics</h2>
+<h2>Backtest</h2>
+<p class="note">{html.escape(data.backtest or "")}</p>
 {img['metrics.png']}
-{_table(metrics_summary(data.metrics), "AUC/UAUC per segment and Recall/NDCG@k, by scorer")}
+{_table(metrics_summary(data.metrics), "AUC/UAUC per segment, Recall/NDCG@k over all truth users (all) and the "
+        "served ones (served), and coverage: users with a list over the day's active users (active) and over the "
+        "truth users (truth), by scorer and baseline")}
 {_table(holdout, "Validation holdout AUC of the trained model") if data.holdout else ""}
 <h2>Score distributions</h2>
 {img['scores.png']}

@@ -72,8 +72,9 @@ def slice_conf(slice_dir: Path, root: Path, **sections) -> dict:
         },
         "items": {"source": {"path": str(slice_dir / "catalog.parquet"), "format": "parquet"},
                   "columns": {"item": "sku", "text": ["name", "kind"]}},
+        "asof": {"mode": "split"},  # the benchmark mode's fixed split (tests/test_daily.py: the daily mode)
         "als": {"rank": 8, "max_iter": 8, "target": "rating"},
-        "candidates": {"top_k": 20, "max_cold_items": 30, "min_item_interactions": 3},
+        "candidates": {"top_k": 20, "max_cold_items": 30, "min_item_interactions": 3, "popular_k": 0},
         "score": {"top_n": 10},
     }
     conf.update(sections)

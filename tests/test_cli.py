@@ -35,7 +35,8 @@ print("HEAVY_MODULES=" + ",".join(heavy))
 sys.exit(code)
 """ % (HEAVY,)
 
-HELP_CASES = [("collm", []), ("collm", ["run"]), ("collm", ["report"]), ("collm", ["stages"])] + \
+HELP_CASES = [("collm", []), ("collm", ["run"]), ("collm", ["replay"]), ("collm", ["report"]),
+              ("collm", ["stages"])] + \
     [(f"jobs/{s}.py", []) for s in (*STAGES, "all")]
 
 

@@ -18,7 +18,7 @@ def base() -> dict:
     }
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "example_warehouse.yaml"])
+@pytest.mark.parametrize("name", ["local.yaml", "example_warehouse.yaml", "databricks.yaml"])
 def test_shipped_confs_load(name):
     cfg = load_config(ROOT / "conf" / name)
     assert cfg.name
@@ -28,6 +28,8 @@ def test_defaults_and_types():
     cfg = config_from_dict(base())
     assert cfg.prepare.like_threshold == 4.0 and cfg.prepare.split.test == 0.1
     assert cfg.als.implicit is False and cfg.candidates.top_k == 50
+    # the production default: every run as of its day, judged by the week after it
+    assert cfg.asof.mode == "daily" and cfg.evaluate.horizon_days == 7 and cfg.asof.label_window_days == 28
 
 
 @pytest.mark.parametrize("patch, message", [
@@ -49,12 +51,27 @@ def test_defaults_and_types():
     ({"model": {"template": "{history} {candidate}"}}, "model.template: .*exactly once"),
     ({"model": {"backbone": "https://huggingface.co/x"}}, "must be a local directory"),
     ({"model": {"train": {"text_lr": "fast"}}}, "model.train.text_lr: expected a number"),
+    ({"asof": {"mode": "weekly"}}, "asof.mode: 'weekly' is not daily or split"),
+    ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
+    ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
+    ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),
+    ({"evaluate": {"horizon_days": 0}}, "horizon_days must be >= 1"),
+    ({"candidates": {"popular_k": -1}}, "popular_k must be >= 0"),
 ])
 def test_bad_values_name_the_key(patch, message):
     d = base()
     d.update(patch)
     with pytest.raises(ConfigError, match=message):
         config_from_dict(d)
+
+
+def test_a_given_split_column_belongs_to_the_benchmark_mode():
+    d = base()
+    d["interactions"]["columns"]["split"] = "s"
+    with pytest.raises(ConfigError, match="columns.split: a given split column is the benchmark mode's"):
+        config_from_dict(d)
+    d["asof"] = {"mode": "split"}
+    assert config_from_dict(d).interactions.columns.split == "s"
 
 
 def test_rating_target_needs_rating_column():

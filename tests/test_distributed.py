@@ -17,6 +17,7 @@ import pytest
 
 from collm_udf import checkpoint
 from collm_udf.config import config_from_dict
+from collm_udf.spark.asof import AsOf
 from collm_udf.train import PairSet, fit, predict
 from conftest import load_ml100k, save_tiny_bert, slice_conf
 
@@ -123,7 +124,7 @@ def test_train_stage_uses_the_distributor_and_logs_to_mlflow(spark, pipeline_run
     finally:
         mlflow.set_tracking_uri(previous)  # the stage set the process's tracking URI from the conf
 
-    row = train.latest_model(Tables(spark, cfg.tables))
+    row = train.model_as_of(Tables(spark, cfg.tables), AsOf.of(cfg, "2026-02-02"))
     assert row["model_version"] == out["model_version"] and row["path"] == out["path"]
     model, _ = checkpoint.load(out["path"], expect_als_run_id=row["als_run_id"])
     assert not Path(out["path"] + ".train").exists()  # the work directory is gone after success

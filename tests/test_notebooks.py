@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT, slice_conf
 
 pytestmark = pytest.mark.slow
-NB_DS = "2026-03-01"
+NB_DS = "1998-04-08"  # daily mode: the slice's week after this day is the backtest
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -27,7 +27,9 @@ def tiny_overrides(backbone: str) -> dict:
                   "train": {"text_pairs": 128, "cf_pairs": 128, "holdout_pairs": 64, "text_epochs": 1,
                             "cf_epochs": 1}},
         "score": {"top_n": 10, "scorer": "collm", "partitions": 2, "arrow_batch_rows": 500},
-        "candidates": {"top_k": 20, "max_cold_items": 20, "min_item_interactions": 3, "active_within_days": 30},
+        "asof": {"mode": "daily"},
+        "candidates": {"top_k": 20, "max_cold_items": 20, "min_item_interactions": 3, "active_within_days": 30,
+                       "popular_k": 10},
         "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"}},
     }
 
@@ -108,6 +110,8 @@ def test_quickstart_runs_the_pipeline_and_shows_tables_and_metrics(executed):
     for table in ("interactions", "pairs", "recommendations", "metrics", "collm_models"):
         assert f"<td>{table}</td>" in html, table
     assert "lm_score" in html and "UAUC" in html and "CoLLM" in html and "ALS" in html
+    assert "recent popularity" in html and "served" in html  # the baselines beside the table, same users
+    assert "judged by the interactions of [1998-04-08 00:00, 1998-04-15 00:00) UTC" in text
     assert len(png_sizes(nb)) == 1 and png_sizes(nb)[0][0] > 300
     report = [o for o in outputs(nb, "text/plain") if "index.html" in o]
     assert report and Path(report[-1].strip("'\"")).is_file()
@@ -122,6 +126,7 @@ def test_evaluation_notebook_reads_the_run_and_plots(executed):
     html = "\n".join(outputs(nb, "text/html"))
     assert "training interactions" in html and "recommendations" in html
     assert "history" in html and "lm_score" in html  # the example recommendations with history titles
+    assert f"<td>{NB_DS}</td>" in html and "<td>mean</td>" in html  # the backtest across days
     written = [o for o in outputs(nb, "text/plain") if "index.html" in o]
     page = Path(written[-1].strip("'\""))
     assert page.is_file() and (page.parent / "scores.png").is_file()

@@ -43,16 +43,21 @@ def test_split_is_exact_and_by_global_time(frames):
     assert p.loc[p.split == "train", "ts"].max() <= p.loc[p.split == "test", "ts"].min()
 
 
-def test_labels_and_warm_cold_flags_match_pandas(frames):
+def test_labels_and_warm_cold_flags_match_pandas(frames, pipeline_run):
+    from collm_udf.spark.asof import AsOf, segments
+
+    cfg, tables, _ = pipeline_run
     p = frames["pairs"]
     assert (p["label"] == (p["rating"] >= 4).astype(int)).all()
+    pairs, asof = tables.read("pairs"), AsOf.of(cfg, TEST_DS)
+    got = segments(pairs, asof.fit(pairs), 3).toPandas().sort_values(["user_id", "item_id", "ts"])
     train = p[p.split == "train"]
     uc, ic = train.groupby("user_id").size(), train.groupby("item_id").size()
-    u = p["user_id"].map(uc).fillna(0)
-    i = p["item_id"].map(ic).fillna(0)
-    assert (p["warm"] == ((u >= 3) & (i >= 3))).all()
-    assert (p["cold_item"] == (i == 0)).all()
-    assert p["warm"].any() and (~p["warm"]).any() and p["cold_item"].any()
+    u = got["user_id"].map(uc).fillna(0)
+    i = got["item_id"].map(ic).fillna(0)
+    assert (got["warm"] == ((u >= 3) & (i >= 3))).all()
+    assert (got["cold_item"] == (i == 0)).all() and (got["cold_user"] == (u == 0)).all()
+    assert got["warm"].any() and (~got["warm"]).any() and got["cold_item"].any()
 
 
 def test_history_is_last_ten_earlier_positives(frames):
@@ -91,14 +96,14 @@ def test_factors_carry_run_id_and_cover_training(frames, pipeline_run):
 
 def test_candidates_are_unseen_top_k_plus_cold_items(frames):
     c, p = frames["candidates"], frames["pairs"]
-    train = p[p.split == "train"]
+    known = p[p.split != "test"]  # split mode: a day knows the training and validation parts
     als_c = c[c.source == "als"]
-    seen = set(zip(train.user_id, train.item_id))
-    assert not any((u, i) in seen for u, i in zip(als_c.user_id, als_c.item_id))
+    seen = set(zip(known.user_id, known.item_id))
+    assert not any((u, i) in seen for u, i in zip(c.user_id, c.item_id))
     assert als_c.groupby("user_id").size().max() == 20
-    counts = train.groupby("item_id").size()
+    counts = known.groupby("item_id").size()
     assert (als_c["item_id"].map(counts) >= 3).all()
-    cold = sorted(set(frames["items"]["item_id"]) - set(train["item_id"]))[:30]
+    cold = sorted(set(frames["items"]["item_id"]) - set(known["item_id"]))[:30]
     cold_c = c[c.source == "cold"]
     assert set(cold_c["item_id"]) == set(cold)
     assert cold_c.groupby("user_id").size().eq(len(cold)).all()
@@ -127,8 +132,13 @@ def _als_scores(frames, test):
 
 def test_auc_and_uauc_match_sklearn(frames, pipeline_run):
     _, _, summary = pipeline_run
-    test = frames["pairs"][frames["pairs"].split == "test"].copy()
+    p = frames["pairs"]
+    test = p[p.split == "test"].copy()
     test["score"] = _als_scores(frames, test)
+    train = p[p.split == "train"]  # warm/cold count what the ALS fit saw
+    uc, ic = train.groupby("user_id").size(), train.groupby("item_id").size()
+    test["warm"] = (test.user_id.map(uc).fillna(0) >= 3) & (test.item_id.map(ic).fillna(0) >= 3)
+    test["cold_item"] = test.item_id.map(ic).fillna(0) == 0
     segs = {"all": test, "warm": test[test.warm], "cold": test[~test.warm], "cold_item": test[test.cold_item]}
     for seg, part in segs.items():
         want = roc_auc_score(part.label, part.score)
@@ -242,23 +252,26 @@ def test_active_within_days_limits_candidates_to_recent_users(spark, pipeline_ru
     recent = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, active_within_days=7))
     candidates.run(spark, recent, tables, ds)
     got = set(tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).toPandas()["user_id"])
-    train = frames["pairs"][frames["pairs"].split == "train"]
-    want = set(train.loc[train.ts > train.ts.max() - pd.Timedelta(days=7), "user_id"])
-    want &= set(frames["user_factors"]["user_id"])
-    assert got == want and 0 < len(got) < train.user_id.nunique()
+    known = frames["pairs"][frames["pairs"].split != "test"]
+    want = set(known.loc[known.ts > known.ts.max() - pd.Timedelta(days=7), "user_id"])
+    assert got == want and 0 < len(got) < known.user_id.nunique()
 
 
 def test_als_checkpoints_and_reruns_identically(spark, pipeline_run):
     """MLlib ALS's failure modes: lineage is cut at the conf'd interval into a checkpoint dir, and the input
-    is deterministic (persisted from Delta), so a rerun gives the same run id and bit-identical factors."""
+    is deterministic (persisted from Delta), so a refit gives the same run id and bit-identical factors (and
+    the stage reuses a fit of the same input instead of repeating it)."""
     from collm_udf.spark import als
+    from collm_udf.spark.asof import AsOf
 
     cfg, tables, summary = pipeline_run
     assert als.estimator(cfg).getCheckpointInterval() == cfg.als.checkpoint_interval > 0
     assert spark.sparkContext.getCheckpointDir() is not None
     first = tables.read("item_factors").where(F.col("als_run_id") == summary["als_run_id"]).toPandas()
-    again = als.run(spark, cfg, tables, TEST_DS)
-    assert again["als_run_id"] == summary["als_run_id"]
+    assert als.run(spark, cfg, tables, TEST_DS)["reused"]
+    asof = AsOf.of(cfg, TEST_DS)
+    again = als.fit_run(spark, cfg, tables, TEST_DS, asof.fit(tables.read("pairs")), "split", None, refit=True)
+    assert again["als_run_id"] == summary["als_run_id"] and not again["reused"]
     second = tables.read("item_factors").where(F.col("als_run_id") == again["als_run_id"]).toPandas()
     a, b = (x.sort_values("item_id").reset_index(drop=True) for x in (first, second))
     assert len(b) == len(a) and a["item_id"].tolist() == b["item_id"].tolist()

@@ -17,7 +17,7 @@ from conftest import TEST_DS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("metrics.png", "scores.png", "coverage.png")
-HEADINGS = ["Pair metrics", "Score distributions", "Coverage and popularity", "Example recommendations"]
+HEADINGS = ["Backtest", "Score distributions", "Coverage and popularity", "Example recommendations"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -31,13 +31,16 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def synthetic() -> ReportData:
     rows = []
-    for scorer, base in (("als", 0.70), ("collm", 0.60)):
-        for i, seg in enumerate(("all", "warm", "cold", "cold_item")):
-            rows.append((scorer, f"{scorer}:v1", "auc", seg, base + 0.0123 + i / 100, 1000 - i, 90))
-            rows.append((scorer, f"{scorer}:v1", "uauc", seg, base - 0.0456 + i / 100, 1000 - i, 40))
-        rows += [(scorer, f"{scorer}:v1", "recall_at_k", "k=10", base / 10, None, 80),
-                 (scorer, f"{scorer}:v1", "ndcg_at_k", "k=10", base / 20, None, 80)]
-    metrics = pd.DataFrame(rows, columns=["scorer", "model_version", "metric", "segment", "value", "n_pairs",
+    for scorer, base in (("als", 0.70), ("collm", 0.60), ("recent_popularity", 0.50)):
+        if scorer != "recent_popularity":  # a baseline ranks; it scores no pairs
+            for i, seg in enumerate(("all", "warm", "cold", "cold_item")):
+                rows.append((scorer, f"{scorer}:v1", "auc", seg, None, base + 0.0123 + i / 100, 1000 - i, 90))
+                rows.append((scorer, f"{scorer}:v1", "uauc", seg, None, base - 0.0456 + i / 100, 1000 - i, 40))
+        for seg, f in (("all", 1.0), ("served", 2.0)):
+            rows += [(scorer, f"{scorer}:v1", "recall_at_k", seg, 10, f * base / 10, None, 80),
+                     (scorer, f"{scorer}:v1", "ndcg_at_k", seg, 10, f * base / 20, None, 80)]
+        rows += [(scorer, f"{scorer}:v1", "coverage", "truth", None, 0.4567, None, 80)]
+    metrics = pd.DataFrame(rows, columns=["scorer", "model_version", "metric", "segment", "k", "value", "n_pairs",
                                           "n_users"])
     rng = np.random.default_rng(0)
     hists = []
@@ -57,7 +60,7 @@ def synthetic() -> ReportData:
                       coverage={"catalog_items": 100, "candidate_items": 60, "recommended_items": 25,
                                 "items_als": 20, "items_cold": 5, "users": 9, "rows": 100},
                       run_id="run_x", model_version="collm:v1", holdout={"text-only": 0.6111, "CoLLM": 0.6789},
-                      examples=examples)
+                      examples=examples, backtest="ds=2026-01-15, judged by the interactions of [a, b) UTC")
 
 
 def test_render_html_writes_figures_and_their_numbers(tmp_path):
@@ -72,9 +75,11 @@ def test_render_html_writes_figures_and_their_numbers(tmp_path):
     for heading in HEADINGS:
         assert f"<h2>{heading}</h2>" in page
     # the numbers behind the figures: AUC/UAUC per segment and scorer, ranking, holdout, coverage, popularity
-    for value in ("0.712", "0.722", "0.654", "0.612", "0.554", "0.070", "0.030", "0.611", "0.679"):
+    for value in ("0.712", "0.722", "0.654", "0.612", "0.554", "0.070", "0.030", "0.611", "0.679", "0.457",
+                  "0.100", "0.050"):
         assert value in page, value
-    assert "ALS" in page and "CoLLM" in page and "cold_item" in page
+    assert "ALS" in page and "CoLLM" in page and "cold_item" in page and "recent popularity" in page
+    assert "judged by the interactions of [a, b) UTC" in page
     assert "<td>25</td>" in page and "<td>100</td>" in page
     assert "0.300" in page  # 30 of 100 recommendations in the "0" popularity bucket
     # titles are escaped, never pasted as markup

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.align import AlignmentError
 from collm_udf.config import config_from_dict
+from collm_udf.spark.asof import AsOf
 from conftest import slice_conf
 
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ def test_spark_scores_equal_the_bare_core(spark, lm_run):
     from collm_udf.spark.score_lm import CoLLMScorer
 
     cfg, tables, _ = lm_run
-    scorer = CoLLMScorer(spark, cfg, tables)
+    scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
     users = [r["user_id"] for r in tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date"))
              .select("user_id").distinct().orderBy("user_id").limit(4).collect()]
     pairs = tables.read("candidates").where((F.col("ds") == F.lit(LM_DS).cast("date")) & F.col("user_id").isin(users))
@@ -102,7 +103,7 @@ def test_model_is_loaded_once_per_worker(spark, lm_run):
     from collm_udf.spark.score_lm import DROP, CoLLMScorer, _score_fn
 
     cfg, tables, _ = lm_run
-    scorer = CoLLMScorer(spark, cfg, tables)
+    scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
     pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).select("user_id", "item_id")
     inp = scorer.inputs(pairs).repartition(8, "user_id").select("user_id", "item_id", *DROP)
     inner = _score_fn(scorer.model["path"], "cpu", 8, scorer.model["als_run_id"], np.eye(8).tolist(),
@@ -151,11 +152,11 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
     from collm_udf.spark.score_lm import CoLLMScorer
 
     cfg, tables, _ = lm_run
-    base = CoLLMScorer(spark, cfg, tables)
+    base = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
     run0 = base.run["als_run_id"]
     Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))
     rotated = _fake_run(spark, tables, run0, "als_test_rotated", lambda f: f @ Q.T)
-    aligned = CoLLMScorer(spark, cfg, tables, run=rotated)
+    aligned = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
     assert aligned.alignment.residual < 1e-4 and aligned.alignment.shared_items > 20
     pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).limit(60)
     a = base.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
@@ -166,11 +167,11 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
                           lambda f: np.random.default_rng(int(abs(f[0]) * 1e6)).normal(size=f.shape))
     with pytest.raises(AlignmentError, match=f"trained on ALS run {run0} cannot score factors of ALS run "
                                              "als_test_unrelated.*residual"):
-        CoLLMScorer(spark, cfg, tables, run=unrelated)
+        CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=unrelated)
     cfg.score.align = False
     try:
         with pytest.raises(AlignmentError, match=f"trained on ALS run {run0}, the latest ALS run is als_test_rotated"):
-            CoLLMScorer(spark, cfg, tables, run=rotated)
+            CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
     finally:
         cfg.score.align = True
 
@@ -182,7 +183,8 @@ def test_a_task_that_fails_once_is_retried_and_the_table_is_unchanged(spark, lm_
     cfg, tables, _ = lm_run
     before = day(tables)
     marker = tmp_path / "failed-once"
-    score.run(spark, cfg, tables, LM_DS, scorer=CoLLMScorer(spark, cfg, tables, fail_once=str(marker)))
+    scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), fail_once=str(marker))
+    score.run(spark, cfg, tables, LM_DS, scorer=scorer)
     assert marker.exists()  # the failure happened, Spark retried the task, the job went on
     after = day(tables)
     key = ["user_id", "rank"]

@@ -1,7 +1,16 @@
-"""Stage 7, evaluate: pair-wise AUC/UAUC on the test split and Recall/NDCG@k of the day's ranked table.
+"""Stage 8, evaluate: the day's backtest. Pair AUC/UAUC (the paper's metrics) and Recall/NDCG@k of the day's
+table beside the baselines a team would ship without it, all on the same truth.
 
-metrics: run_id, ds DATE, als_run_id, model_version, scorer, metric, segment, value DOUBLE, n_pairs LONG,
-         n_users LONG, evaluated_at TIMESTAMP   (appended; one row per metric x segment)
+metrics: run_id, ds DATE, mode, horizon_days INT, als_run_id, model_version, scorer, metric, segment, k INT,
+         value DOUBLE, n_pairs LONG, n_users LONG, evaluated_at TIMESTAMP   (appended; one row per metric x
+         segment x scorer, the baselines' rows with scorer popularity / recent_popularity / als)
+
+The truth (collm_udf/spark/asof.py): daily mode, the interactions of [cutoff, cutoff + evaluate.horizon_days),
+available once the interactions table reaches the end of that window; until then the stage says so in its result
+and writes no metric row (no fake zero). Each later run's evaluate stage catches up: it also backtests the
+earlier days of the last evaluate.catch_up_days whose horizon has completed since and that have no backtest yet.
+Split mode: the test split. Test pairs are scored as of the cutoff (daily: the users' histories before it; split:
+each pair's own history, the paper's protocol); warm/cold count interactions in the part the day's ALS fit saw.
 
 - AUC: MLlib BinaryClassificationEvaluator without binning (numBins=0), i.e. the exact ROC area with tied
   scores handled as sklearn's roc_auc_score does.
@@ -10,24 +19,25 @@ metrics: run_id, ds DATE, als_run_id, model_version, scorer, metric, segment, va
 - Segments: all; warm (user and item each >= warm_min_interactions training interactions); cold (not warm);
   cold_item (item never in training). Pairs the scorer cannot score (ALS: no factors) get its fallback score,
   the uninformed prior, so a scorer is never credited for pairs it skips.
-- Recall@k / NDCG@k: MLlib RankingEvaluator over the users with at least one positive test pair; a user with
-  no recommendations counts with an empty list (zero), so coverage gaps show in the figure.
+- Recall@k / NDCG@k and coverage of the table and the baselines: collm_udf/spark/backtest.py.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from collm_udf.config import Config
 from collm_udf.metrics import SEGMENTS, segment_masks
-from collm_udf.spark import idmap
-from collm_udf.spark.score import Scorer, make_scorer
+from collm_udf.spark import als, backtest
+from collm_udf.spark.asof import AsOf, backtest_status, segments
+from collm_udf.spark.score import ALSScorer, Scorer, make_scorer, rank
 from collm_udf.spark.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -68,47 +78,24 @@ def uauc(scored: DataFrame) -> dict[str, tuple[float | None, int]]:
     return {seg: got.get(seg, (None, 0)) for seg in SEGMENTS}
 
 
-def score_test_pairs(tables: Tables, scorer: Scorer) -> DataFrame:
-    # history rides along: a text scorer reads each test pair's own history (earlier positives), as in training
-    test = tables.read("pairs").where(F.col("split") == "test").select(
-        "user_id", "item_id", "label", "warm", "cold_item", "history")
-    scored = scorer.score_pairs(test)
+def truth_pairs(cfg: Config, tables: Tables, asof: AsOf) -> DataFrame:
+    """The day's labelled truth pairs with their warm/cold segments (counted in what the ALS fit saw)."""
+    pairs = tables.read("pairs")
+    truth = asof.truth(pairs).select("user_id", "item_id", "label", "history")
+    if asof.daily:  # scored as of the cutoff: the user's history before it, not the pair's own
+        truth = truth.drop("history")
+    return segments(truth, asof.fit(pairs), cfg.prepare.warm_min_interactions)
+
+
+def score_test_pairs(truth: DataFrame, scorer: Scorer) -> DataFrame:
+    cols = [c for c in ("user_id", "item_id", "label", "warm", "cold_item", "history") if c in truth.columns]
+    scored = scorer.score_pairs(truth.select(*cols))
     return scored.withColumn("score", F.coalesce(F.col("score"), F.lit(scorer.fallback_score())))
 
 
-def ranking_frame(tables: Tables, ds: str, k: int, by_als: bool = False) -> DataFrame:
-    """Per test user with a positive: pred = recommended item_idx by rank (top k), truth = positive item_idx.
-
-    by_als: rank the day's candidates by ALS instead (als_rank; cold items have none), i.e. the table ALS alone
-    would have written, to compare with the table the configured scorer wrote."""
-    items = idmap.indices(tables, "item", "item")
-    truth = (tables.read("pairs").where((F.col("split") == "test") & (F.col("label") == 1))
-             .join(items, "item_id").groupBy("user_id")
-             .agg(F.collect_set(F.col("item_idx").cast("double")).alias("truth")))
-    if by_als:
-        ranked = (tables.read("candidates").where((F.col("ds") == F.lit(ds).cast("date")) & (F.col("als_rank") <= k))
-                  .withColumnRenamed("als_rank", "rank"))
-    else:
-        ranked = tables.read("recommendations").where((F.col("ds") == F.lit(ds).cast("date")) & (F.col("rank") <= k))
-    recs = (ranked.join(items, "item_id").groupBy("user_id")
-            .agg(F.array_sort(F.collect_list(F.struct("rank", F.col("item_idx").cast("double").alias("i"))))
-                 .alias("r"))
-            .select("user_id", F.col("r.i").alias("pred")))
-    return (truth.join(recs, "user_id", "left")
-            .withColumn("pred", F.coalesce("pred", F.array().cast("array<double>"))))
-
-
-def ranking_metrics(frame: DataFrame, k: int) -> dict:
-    out = {}
-    for name, metric in (("recall", "recallAtK"), ("ndcg", "ndcgAtK")):
-        ev = RankingEvaluator(predictionCol="pred", labelCol="truth", metricName=metric, k=k)
-        out[f"{name}@{k}"] = float(ev.evaluate(frame))
-    return out
-
-
-def pair_metrics(tables: Tables, scorer: Scorer) -> tuple[dict, list]:
-    """AUC and UAUC per segment on the test pairs: (summary, metric rows)."""
-    scored = score_test_pairs(tables, scorer).cache()
+def pair_metrics(truth: DataFrame, scorer: Scorer) -> tuple[dict, list]:
+    """AUC and UAUC per segment on the truth pairs: (summary, metric rows)."""
+    scored = score_test_pairs(truth, scorer).cache()
     if scored.limit(1).count() == 0:
         scored.unpersist()
         return {}, []
@@ -120,50 +107,92 @@ def pair_metrics(tables: Tables, scorer: Scorer) -> tuple[dict, list]:
         a = auc(part) if counts["n"] else None
         u, n_users = per_user[seg]
         summary["auc"][seg], summary["uauc"][seg], summary["pairs"][seg] = a, u, counts["n"]
-        rows += [("auc", seg, a, counts["n"], counts["u"]), ("uauc", seg, u, counts["n"], n_users)]
+        rows += [("auc", seg, a, counts["n"], counts["u"], None), ("uauc", seg, u, counts["n"], n_users, None)]
     scored.unpersist()
     return summary, rows
 
 
-def ranking(tables: Tables, ds: str, k: int, by_als: bool = False) -> tuple[dict, list]:
-    frame = ranking_frame(tables, ds, k, by_als).cache()
-    n_users = frame.count()
-    ranked = ranking_metrics(frame, k) if n_users else {f"recall@{k}": None, f"ndcg@{k}": None}
-    summary = dict(ranked, ranking_users=n_users, ranking_users_with_recs=frame.where(F.size("pred") > 0).count())
-    frame.unpersist()
-    return summary, [(name.split("@")[0] + "_at_k", f"k={k}", v, None, n_users) for name, v in ranked.items()]
+def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
+                 scorer: Scorer | None = None) -> dict:
+    """The backtest of one day: its summary, and its metric rows appended to `metrics` (none when not ready)."""
+    asof = AsOf.of(cfg, ds)
+    ready, why = backtest_status(tables, asof)
+    info = dict(asof.describe(), truth=why)
+    if not ready:
+        return {"backtest": dict(info, status="waiting")}
+    scorer = scorer or make_scorer(cfg, tables, asof)
+    k = cfg.evaluate.k
+    truth = truth_pairs(cfg, tables, asof).cache()
+    summary, rows = pair_metrics(truth, scorer)
+    day = F.col("ds") == F.lit(ds).cast("date")
+    lists = {scorer.name: tables.read("recommendations").where(day).select("user_id", "item_id", "rank")}
+    written = {scorer.name: scorer}
+    b_summary, b_rows = None, []
+    if not isinstance(scorer, ALSScorer):
+        base = ALSScorer(tables, als.run_as_of(tables, asof))
+        b_summary, b_rows = pair_metrics(truth, base)
+        cands = tables.read("candidates").where(day)
+        als_ranked = rank(base.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k)
+        lists["als"] = als_ranked.select("user_id", "item_id", "rank")
+        written["als"] = base
+    n_truth = truth.agg(F.count(F.lit(1)).alias("n")).first()["n"]
+    truth.unpersist()
+    bt = backtest.prepare(cfg, tables, asof)
+    try:
+        lists.update(backtest.baseline_lists(cfg, bt, asof, k))
+        ranked = backtest.evaluate_lists(bt, lists, k)
+    finally:
+        bt.close()
+    main = ranked[scorer.name]
+    summary.update({f"recall@{k}": main[f"recall@{k}"], f"ndcg@{k}": main[f"ndcg@{k}"],
+                    "ranking_users": main["truth_users"], "ranking_users_with_recs": main["truth_users_with_list"]})
+    if b_summary is not None:
+        summary["als"] = dict(b_summary, **{x: ranked["als"][x] for x in (f"recall@{k}", f"ndcg@{k}")})
+    summary["rankers"] = ranked
+    summary["backtest"] = dict(info, status="done", truth_pairs=n_truth, truth_users=main["truth_users"],
+                               served_users=main["served_users"], served_truth_users=main["served_truth_users"])
+
+    out = []
+    for name, r in ranked.items():
+        sc = written.get(name)
+        version = sc.model_version if sc is not None else f"{name}:{ds}"
+        als_run = getattr(sc, "run", {}).get("als_run_id") if sc is not None else None
+        pair_rows = rows if name == scorer.name else (b_rows if name == "als" else [])  # baselines rank only
+        for m, seg, v, n, u, kk in pair_rows + backtest.metric_rows(name, r, k):
+            out.append((run_id, ds, asof.mode, asof.horizon_days, als_run, version, name, m, seg, kk, v, n, u))
+    df = spark.createDataFrame(out, "run_id string, ds string, mode string, horizon_days int, als_run_id string, "
+                               "model_version string, scorer string, metric string, segment string, k int, "
+                               "value double, n_pairs long, n_users long")
+    df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
+    tables.append(df, "metrics")
+    return summary
+
+
+def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
+    """Earlier days of the last evaluate.catch_up_days with a table, no backtest yet, and a completed horizon."""
+    n = cfg.evaluate.catch_up_days
+    if cfg.asof.mode != "daily" or n == 0 or not tables.exists("recommendations"):
+        return []
+    start = (dt.date.fromisoformat(ds) - dt.timedelta(days=n)).isoformat()
+    days = {str(r["ds"]) for r in tables.read("recommendations")
+            .where((F.col("ds") >= F.lit(start).cast("date")) & (F.col("ds") < F.lit(ds).cast("date")))
+            .select("ds").distinct().collect()}
+    if tables.exists("metrics"):
+        days -= {str(r["ds"]) for r in tables.read("metrics").where(F.col("ds") >= F.lit(start).cast("date"))
+                 .select("ds").distinct().collect()}
+    return sorted(d for d in days if backtest_status(tables, AsOf.of(cfg, d))[0])
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
         scorer: Scorer | None = None) -> dict:
-    """Metrics of the configured scorer; when it is not ALS, ALS's figures on the same day too (scorer 'als')."""
-    from collm_udf.spark import als
-    from collm_udf.spark.score import ALSScorer
-
-    scorer = scorer or make_scorer(cfg, tables)
-    k = cfg.evaluate.k
-    summary, rows = pair_metrics(tables, scorer)
-    if not summary:
-        return {"skipped": "no test pairs (split has no test part)"}
-    ranked, more = ranking(tables, ds, k)
-    summary.update(ranked)
-    written = [(scorer, rows + more)]
-    if not isinstance(scorer, ALSScorer):
-        base = ALSScorer(tables, als.latest_run(tables))
-        b_summary, b_rows = pair_metrics(tables, base)
-        b_ranked, b_more = ranking(tables, ds, k, by_als=True)
-        summary["als"] = dict(b_summary, **b_ranked)
-        written.append((base, b_rows + b_more))
-
-    out = []
-    for sc, rs in written:
-        als_run_id = getattr(sc, "run", {}).get("als_run_id")
-        out += [(run_id, ds, als_run_id, sc.model_version, sc.name, m, s, v, n, u) for m, s, v, n, u in rs]
-    df = spark.createDataFrame(out, "run_id string, ds string, als_run_id string, model_version string, "
-                               "scorer string, metric string, segment string, value double, n_pairs long, "
-                               "n_users long")
-    df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
-    tables.append(df, "metrics")
+    """The day's backtest (see the module docstring), the catch-up of earlier days, and the day's report."""
+    summary = evaluate_day(spark, cfg, tables, ds, run_id, scorer)
+    caught_up = {}
+    for d in pending_days(cfg, tables, ds):
+        r = evaluate_day(spark, cfg, tables, d, run_id)
+        caught_up[d] = {x: r.get(x) for x in (f"recall@{cfg.evaluate.k}", f"ndcg@{cfg.evaluate.k}")}
+    if caught_up:
+        summary["caught_up"] = caught_up
     summary.update(report(spark, cfg, tables, ds))
     return summary
 

@@ -3,7 +3,9 @@
 id_map: entity ('user' | 'item'), id STRING, idx INT, added_at TIMESTAMP
 
 Stable across runs: an id keeps its index forever; ids seen for the first time get the next free indices, in
-id order so that a rerun on the same input assigns the same ones. The table is only ever appended to.
+id order so that a rerun on the same input assigns the same ones. The table is only ever appended to. A day maps
+the ids it may know (its interactions before the cutoff, and the item catalog), so interactions after the cutoff
+cannot shift the indices, and with them the ALS fit, of that day.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
+from collm_udf.spark.asof import AsOf
 from collm_udf.spark.tables import Tables
 
 INT_MAX = 2**31 - 1  # ALS stores ids as Int
@@ -53,8 +56,10 @@ def indices(tables: Tables, entity: str, prefix: str) -> DataFrame:
     return m.select(F.col("id").alias(f"{prefix}_id"), F.col("idx").alias(f"{prefix}_idx"))
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables) -> dict:
-    pairs = tables.read("pairs")
+def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
+    asof = AsOf.of(cfg, ds)
+    # split mode maps every pair (its test part is scored with the same map); a daily run what it may know
+    pairs = asof.known(tables.read("pairs")) if asof.daily else tables.read("pairs")
     users = pairs.select(F.col("user_id").alias("id"))
     items = pairs.select(F.col("item_id").alias("id")).unionByName(
         tables.read("items").select(F.col("item_id").alias("id")))

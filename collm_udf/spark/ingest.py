@@ -17,6 +17,7 @@ from pyspark.sql import types as T
 
 from collm_udf.config import Config, SourceConfig
 from collm_udf.datasets import resolve_uri
+from collm_udf.spark.asof import AsOf, ts_from
 from collm_udf.spark.data_quality import DataQuality, DataQualityError
 from collm_udf.spark.tables import Tables
 
@@ -117,7 +118,11 @@ def interaction_checks(df: DataFrame, cfg: Config) -> dict:
     return checks
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None = None) -> dict:
+def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None = None,
+        ds: str | None = None) -> dict:
+    """Copy the sources into `interactions` and `items`. The whole history is kept, also what lies after the
+    cutoff of `ds` (a backfilled day's backtest needs it); daily mode counts those rows in data_quality, and no
+    other stage of that day reads them (collm_udf/spark/asof.py)."""
     dq = dq if dq is not None else DataQuality()
     src = source_name(cfg.interactions.source)
     raw = normalise_interactions(read_source(spark, cfg.interactions.source), cfg)
@@ -140,6 +145,12 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None
         raise DataQualityError(f"source {src}: {n_raw - n_inter} of {n_raw} interaction rows are unusable (more "
                                f"than interactions.max_bad_fraction = {cfg.interactions.max_bad_fraction}); "
                                "nothing written. " + "; ".join(f.describe() for f in dq.findings))
+
+    if ds is not None and cfg.asof.mode == "daily":
+        late = inter.where(ts_from(AsOf.of(cfg, ds).cutoff)).agg(
+            F.count(F.lit(1)).alias("n"), F.min("ts").cast("string").alias("e")).first()
+        dq.add("ingest", f"interactions ({src})", cfg.interactions.columns.timestamp, f"at or after the cutoff of "
+               f"ds={ds} (kept for backtests; the day's stages do not read them)", late["n"], "kept", late["e"])
 
     isrc = source_name(cfg.items.source)
     items = normalise_items(read_source(spark, cfg.items.source), cfg)

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import als, candidates, evaluate, idmap, ingest, prepare, score, train
+from collm_udf.spark.asof import AsOf
 from collm_udf.spark.data_quality import DataQuality
 from collm_udf.spark.tables import TABLES, Tables, check_ds
 
@@ -31,11 +32,11 @@ def new_run_id(ds: str) -> str:
 def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
               dq: DataQuality | None = None, progress=None) -> dict:
     if stage == "ingest":
-        return ingest.run(spark, cfg, tables, dq)
+        return ingest.run(spark, cfg, tables, dq, ds=ds)
     if stage == "prepare":
         return prepare.run(spark, cfg, tables, dq)
     if stage == "idmap":
-        return idmap.run(spark, cfg, tables)
+        return idmap.run(spark, cfg, tables, ds)
     if stage == "als":
         return als.run(spark, cfg, tables, ds)
     if stage == "train":
@@ -88,8 +89,10 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
     finally:  # what a failed run found is kept too: it says why the run failed
         dq.write(spark, tables, run_id, ds)
     summary["data_quality"] = dq.summary()
-    if tables.exists("als_runs"):
-        summary["als_run_id"] = als.latest_run(tables)["als_run_id"]
+    summary["asof"] = AsOf.of(cfg, ds).describe()
+    fit = als.run_as_of(tables, AsOf.of(cfg, ds), required=False)
+    if fit is not None:
+        summary["als_run_id"] = fit["als_run_id"]
     if "score" in summary["stages"]:
         summary["model_version"] = summary["stages"]["score"]["model_version"]
     if "evaluate" in summary["stages"]:

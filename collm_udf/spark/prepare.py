@@ -1,15 +1,16 @@
-"""Stage 2, prepare: labels, the time-ordered split, warm/cold flags and each pair's history.
+"""Stage 2, prepare: labels, the split (split mode) and each pair's history.
 
-pairs: user_id, item_id, ts, rating, label (0/1), split (train/valid/test), user_train_count,
-       item_train_count, warm, cold_user, cold_item, history (array<string>: up to history_len most recent
-       positive item ids strictly before ts, oldest first)
+pairs: user_id, item_id, ts, rating, label (0/1), split (train/valid/test in split mode; null in daily mode),
+       history (array<string>: up to history_len most recent positive item ids strictly before ts, oldest first)
 
+Every column of a row depends only on that row and earlier events, so the table holds the whole warehouse
+history and each day's stages take what they may see through collm_udf/spark/asof.py (warm/cold flags are
+counted there too, against the part a day's ALS fit saw).
 - label: the given label column, else rating >= like_threshold (CoLLM: >= 4 on MovieLens).
-- split: a given split column, else by global time: rows ordered by (ts, user_id, item_id) - a total order, so
-  reruns give the same split - and cut at exactly train / train+valid of the row count. The cut needs one global
-  row number (a single-partition sort of three narrow columns); a table too large for that should bring its own
-  split column.
-- warm: user and item each have >= warm_min_interactions training interactions; cold_item: the item has none.
+- split (split mode only): a given split column, else by global time: rows ordered by (ts, user_id, item_id) - a
+  total order, so reruns give the same split - and cut at exactly train / train+valid of the row count. The cut
+  needs one global row number (a single-partition sort of three narrow columns); a table too large for that
+  should bring its own split column.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def add_labels(df: DataFrame, cfg: Config) -> DataFrame:
 
 
 def add_split(df: DataFrame, cfg: Config) -> DataFrame:
+    if cfg.asof.mode == "daily":
+        return df.withColumn("split", F.lit(None).cast("string"))
     if cfg.interactions.columns.split is not None:
         bad = df.where(F.col("split").isNull() | ~F.col("split").isin(*SPLITS)).limit(1).collect()
         if bad:
@@ -55,18 +58,6 @@ def add_split(df: DataFrame, cfg: Config) -> DataFrame:
     rn = F.row_number().over(order)
     split = (F.when(rn <= n_train, "train").when(rn <= n_train + n_valid, "valid").otherwise("test"))
     return df.withColumn("split", split)
-
-
-def add_warm_cold(df: DataFrame, min_count: int) -> DataFrame:
-    train = df.where(F.col("split") == "train")
-    users = train.groupBy("user_id").agg(F.count("*").alias("user_train_count"))
-    items = train.groupBy("item_id").agg(F.count("*").alias("item_train_count"))
-    out = (df.join(users, "user_id", "left").join(items, "item_id", "left")
-           .fillna(0, ["user_train_count", "item_train_count"]))
-    return (out
-            .withColumn("warm", (F.col("user_train_count") >= min_count) & (F.col("item_train_count") >= min_count))
-            .withColumn("cold_user", F.col("user_train_count") == 0)
-            .withColumn("cold_item", F.col("item_train_count") == 0))
 
 
 def add_history(df: DataFrame, length: int) -> DataFrame:
@@ -99,17 +90,17 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, dq=None) -> dict:
     df = deduplicate(inter)
     df = add_labels(df, cfg)
     df = add_split(df, cfg)
-    df = add_warm_cold(df, cfg.prepare.warm_min_interactions)
     df = add_history(df, cfg.prepare.history_len)
-    cols = ["user_id", "item_id", "ts", "rating", "label", "split", "user_train_count", "item_train_count",
-            "warm", "cold_user", "cold_item", "history"]
+    cols = ["user_id", "item_id", "ts", "rating", "label", "split", "history"]
     tables.overwrite(df.select(*cols), "pairs")
     pairs = tables.read("pairs")
     counts = {r["split"]: r["count"] for r in pairs.groupBy("split").count().collect()}
-    if not counts.get("train"):
+    if cfg.asof.mode == "split" and not counts.get("train"):
         raise PrepareError("table interactions: the split left no training rows")
     if dq is not None:
         dq.add("prepare", "interactions", "user_id, item_id, ts", "duplicate events (same user, item and time; "
                "the highest rating/label kept)", n_in - sum(counts.values()), "merged")
-    return {"pairs": sum(counts.values()), "duplicates_merged": n_in - sum(counts.values()),
-            **{f"{k}_pairs": counts.get(k, 0) for k in SPLITS}}
+    out = {"pairs": sum(counts.values()), "duplicates_merged": n_in - sum(counts.values())}
+    if cfg.asof.mode == "split":
+        out.update({f"{k}_pairs": counts.get(k, 0) for k in SPLITS})
+    return out

@@ -16,6 +16,9 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.report import POPULARITY_EDGES, ReportData, popularity_bucket_labels, render_html
+from collm_udf.spark import als
+from collm_udf.spark.asof import AsOf, backtest_status, history_as_of
+from collm_udf.spark.score import ALSScorer
 from collm_udf.spark.tables import Tables, check_ds
 
 log = logging.getLogger(__name__)
@@ -41,10 +44,12 @@ def _day(tables: Tables, name: str, ds: str) -> DataFrame:
 
 def metrics_frame(tables: Tables, ds: str) -> tuple[pd.DataFrame, str | None]:
     """The metric rows of the day's latest evaluation run (a day evaluated twice shows its last run)."""
-    cols = ["scorer", "model_version", "metric", "segment", "value", "n_pairs", "n_users"]
+    cols = ["scorer", "model_version", "metric", "segment", "k", "value", "n_pairs", "n_users"]
     if not tables.exists("metrics"):
         return pd.DataFrame(columns=cols), None
     day = _day(tables, "metrics", ds)
+    if "k" not in day.columns:  # metrics written before k had its own column
+        day = day.withColumn("k", F.regexp_extract("segment", r"^k=(\d+)$", 1).cast("int"))
     last = day.orderBy(F.col("evaluated_at").desc(), F.col("run_id").desc()).select("run_id").first()
     if last is None:
         return pd.DataFrame(columns=cols), None
@@ -71,37 +76,30 @@ def histogram(df: DataFrame, value: str, series: Column, panel: str, bins: int =
     return out[["panel", "series", "lo", "hi", "count"]]
 
 
-def _als_run(tables: Tables, recs: DataFrame) -> dict | None:
-    """The ALS run behind the day's table (its als_run_id), else the latest run."""
-    from collm_udf.spark import als
-
-    if not tables.exists("als_runs"):
-        return None
+def _als_run(tables: Tables, recs: DataFrame, asof: AsOf) -> dict | None:
+    """The ALS run behind the day's table (its als_run_id), else the day's fit."""
     row = recs.where(F.col("als_run_id").isNotNull()).select("als_run_id").first()
-    if row is not None:
-        found = tables.read("als_runs").where(F.col("als_run_id") == row["als_run_id"]).first()
-        if found is not None:
-            return found.asDict()
-    return als.latest_run(tables)
+    found = als.find_run(tables, row["als_run_id"]) if row is not None else None
+    return found or als.run_as_of(tables, asof, required=False)
 
 
-def score_histograms(tables: Tables, recs: DataFrame, bins: int = HIST_BINS) -> pd.DataFrame:
-    """LM and ALS scores of the day's recommendations (by source), and the ALS score of labelled test pairs.
+def score_histograms(tables: Tables, recs: DataFrame, asof: AsOf, bins: int = HIST_BINS) -> pd.DataFrame:
+    """LM and ALS scores of the day's recommendations (by source), and the ALS score of the labelled truth
+    pairs (when the day's truth exists).
 
-    The LM's test-pair scores are not redone here: scoring them again would cost as much as the evaluate
+    The LM's truth-pair scores are not redone here: scoring them again would cost as much as the evaluate
     stage's own scoring pass."""
-    from collm_udf.spark.score import ALSScorer
-
     source = (F.when(F.col("source") == "als", F.lit("ALS candidates"))
+              .when(F.col("source") == "popular", F.lit("recently popular"))
               .when(F.col("source") == "cold", F.lit("cold items")).otherwise(F.col("source")))
     parts = [histogram(recs, "lm_score", source, "LM score of the day's recommendations", bins),
              histogram(recs, "als_score", source, "ALS score of the day's recommendations", bins)]
-    run = _als_run(tables, recs)
+    run = _als_run(tables, recs, asof)
     if run is not None and tables.exists("pairs"):
-        test = tables.read("pairs").where(F.col("split") == "test").select("user_id", "item_id", "label")
+        test = asof.truth(tables.read("pairs")).select("user_id", "item_id", "label")
         scored = ALSScorer(tables, run).score_pairs(test)
         label = F.when(F.col("label") == 1, F.lit("liked (label 1)")).otherwise(F.lit("not liked (label 0)"))
-        parts.append(histogram(scored, "score", label, "ALS score of test pairs by label", bins))
+        parts.append(histogram(scored, "score", label, "ALS score of the day's truth pairs by label", bins))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["panel", "series", "lo", "hi", "count"])
@@ -115,11 +113,12 @@ def _bucket(count: Column) -> Column:
     return expr
 
 
-def coverage(tables: Tables, ds: str, recs: DataFrame, top: int = 10) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """(coverage counts, popularity buckets, most recommended items) of the day."""
+def coverage(tables: Tables, ds: str, recs: DataFrame, asof: AsOf, top: int = 10) \
+        -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(coverage counts, popularity buckets, most recommended items) of the day; popularity = interactions in
+    what the day's ALS fit saw."""
     items = tables.read("items").select("item_id", "text").dropDuplicates(["item_id"])
-    train = tables.read("pairs").where(F.col("split") == "train").groupBy("item_id") \
-        .agg(F.count(F.lit(1)).alias("train_count"))
+    train = asof.fit(tables.read("pairs")).groupBy("item_id").agg(F.count(F.lit(1)).alias("train_count"))
     catalog = items.join(train, "item_id", "left").fillna(0, ["train_count"])
     cov: dict = {"catalog_items": catalog.count()}
     if tables.exists("candidates"):
@@ -149,17 +148,16 @@ def coverage(tables: Tables, ds: str, recs: DataFrame, top: int = 10) -> tuple[d
 
 
 def example_recommendations(cfg: Config, tables: Tables, ds: str, users: int = 3, per_user: int = 5) -> pd.DataFrame:
-    """The first `users` users (by id) of the day: history titles (their latest training positives, as the
-    scorer saw them) and top `per_user` recommendations with titles and scores."""
-    from collm_udf.spark.score_lm import current_history
-
+    """The first `users` users (by id) of the day: history titles (their latest positives before the cutoff, as
+    the scorer saw them) and top `per_user` recommendations with titles and scores."""
     recs = _day(tables, "recommendations", ds)
     who = [r["user_id"] for r in recs.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
     cols = ["user_id", "history", "rank", "item", "score", "lm_score", "als_score", "source"]
     if not who:
         return pd.DataFrame(columns=cols)
     items = tables.read("items").select("item_id", "text")
-    hist = (current_history(cfg, tables).where(F.col("user_id").isin(who))
+    known = AsOf.of(cfg, ds).known(tables.read("pairs"))
+    hist = (history_as_of(known.where(F.col("user_id").isin(who)), cfg.prepare.history_len)
             .select("user_id", F.posexplode("history").alias("pos", "item_id")).join(items, "item_id", "left")
             .toPandas())
     titles = {u: "; ".join(g.sort_values("pos")["text"].fillna("?")) for u, g in hist.groupby("user_id")}
@@ -196,13 +194,18 @@ def collect(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> Report
     try:
         version = recs.select("model_version").first()
         version = version["model_version"] if version is not None else None
-        cov, pop, top_items = coverage(tables, ds, recs)
-        hists = score_histograms(tables, recs)
+        asof = AsOf.of(cfg, ds)
+        cov, pop, top_items = coverage(tables, ds, recs, asof)
+        hists = score_histograms(tables, recs, asof)
     finally:
         recs.unpersist()
+    ready, why = backtest_status(tables, asof) if tables.exists("pairs") else (False, "no pairs table yet")
+    note = f"ds={ds}, judged by {why}" if ready else why.replace("; nothing written", "")
+    if ready and metrics.empty:
+        note += " (not evaluated yet: run the evaluate stage for this day)"
     return ReportData(name=cfg.name, ds=ds, metrics=metrics, hists=hists, popularity=pop, coverage=cov,
                       run_id=run_id, model_version=version, holdout=holdout(tables, version),
-                      examples=example_recommendations(cfg, tables, ds), top_items=top_items)
+                      examples=example_recommendations(cfg, tables, ds), top_items=top_items, backtest=note)
 
 
 def write_report(spark: SparkSession, cfg: Config, tables: Tables, ds: str, out_dir: str | None = None) -> str:

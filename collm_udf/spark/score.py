@@ -1,13 +1,15 @@
 """Stage 6, score and write: rank each user's candidates with a Scorer and write the daily table.
 
 recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (what ranked), lm_score DOUBLE
-                 (the CoLLM score; null when ALS ranks), als_score DOUBLE, source ('als' | 'cold'),
+                 (the CoLLM score; null when ALS ranks), als_score DOUBLE, source ('als' | 'popular' | 'cold'),
                  als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
 A Scorer maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score` column; it is all this
 stage knows of a model. The ALS scorer is the first; the language-model scorer implements the same interface.
-Ties are broken by item_id so that a rerun ranks identically.
+Both are the day's as of its cutoff (the newest ALS fit and model not after it). Pairs a scorer cannot score
+(ALS: a user or item without factors) rank after the scored ones in recent-popularity order, so a user without
+factors still gets top_n rows; remaining ties are broken by item_id so that a rerun ranks identically.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import als, idmap
+from collm_udf.spark.asof import AsOf
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.tables import Tables
 
@@ -71,19 +74,23 @@ class ALSScorer(Scorer):
         return float(self.run.get("target_mean") or 0.0)
 
 
-def make_scorer(cfg: Config, tables: Tables) -> Scorer:
+def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:
     if cfg.score.scorer == "als":
-        return ALSScorer(tables, als.latest_run(tables))
+        return ALSScorer(tables, als.run_as_of(tables, asof))
     if cfg.score.scorer == "collm":
         from collm_udf.spark.score_lm import CoLLMScorer
 
-        return CoLLMScorer(tables.spark, cfg, tables)
+        return CoLLMScorer(tables.spark, cfg, tables, asof)
     raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")
 
 
 def rank(scored: DataFrame, top_n: int) -> DataFrame:
-    """Keep each user's top_n by score (nulls last, ties by item_id) with rank 1..n."""
-    w = Window.partitionBy("user_id").orderBy(F.col("score").desc_nulls_last(), F.col("item_id"))
+    """Keep each user's top_n by score, then (unscored pairs) by pop_rank when the frame has it, then item_id,
+    with rank 1..n."""
+    order = [F.col("score").desc_nulls_last()]
+    if "pop_rank" in scored.columns:
+        order.append(F.col("pop_rank").asc_nulls_last())
+    w = Window.partitionBy("user_id").orderBy(*order, F.col("item_id"))
     return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
 
 
@@ -91,12 +98,15 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Score
         progress: Optional[Callable[[str], None]] = None) -> dict:
     """Score the day's candidates and replace the day's partition of recommendations. `progress` (the
     pipeline's callback) gets a line every ~15 s while the scoring runs long (collm_udf/spark/progress.py)."""
-    scorer = scorer or make_scorer(cfg, tables)
+    asof = AsOf.of(cfg, ds)
+    scorer = scorer or make_scorer(cfg, tables, asof)
     cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
     if cands.limit(1).count() == 0:
         raise ValueError(f"table candidates: no rows for ds={ds}; run the candidates stage for that day")
+    if "pop_rank" not in cands.columns:  # candidates written before the popular source existed
+        cands = cands.withColumn("pop_rank", F.lit(None).cast("int"))
     # The ALS score rides along in the daily table whatever ranks it; when ALS ranks, it is computed once.
-    als_scorer = scorer if isinstance(scorer, ALSScorer) else ALSScorer(tables, als.latest_run(tables))
+    als_scorer = scorer if isinstance(scorer, ALSScorer) else ALSScorer(tables, als.run_as_of(tables, asof))
     with_als = als_scorer.score_pairs(cands).withColumnRenamed("score", "als_score")
     if scorer is als_scorer:
         scored = with_als.withColumn("score", F.col("als_score")).withColumn("lm_score", F.lit(None).cast("double"))

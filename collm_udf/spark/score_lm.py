@@ -1,8 +1,9 @@
 """The CoLLM scorer on Spark: a pandas UDF (mapInPandas) scoring each user's candidates in one packed pass.
 
-Per pair the UDF gets the user's history titles (the pair's own `history` when the frame has one, as test
-pairs do; else the user's latest history_len training positives), the candidate's text, and the ALS factors of
-the latest run, rotated into the model's reference run when they differ (collm_udf/align.py). Rows are
+Per pair the UDF gets the user's history titles (the pair's own `history` when the frame has one, as the split
+mode's test pairs do; else the user's latest history_len positives before the day's cutoff), the candidate's
+text, and the ALS factors of the day's fit, rotated into the model's reference run when they differ
+(collm_udf/align.py). Model and fit are the newest ones not after the day's cutoff (collm_udf/spark/asof.py). Rows are
 repartitioned by user and sorted, so a user's candidates arrive together and share one prefix.
 
 On the executor: the checkpoint is loaded once per Python worker (collm_udf/spark/model_cache.py) on the
@@ -15,28 +16,18 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from collm_udf.align import Alignment, AlignmentError, align
 from collm_udf.config import Config
 from collm_udf.spark import als, train
+from collm_udf.spark.asof import AsOf, history_as_of
 from collm_udf.spark.score import Scorer
 from collm_udf.spark.tables import Tables
 
 DROP = ("_history_text", "_candidate", "_user_f", "_item_f")
-
-
-def current_history(cfg: Config, tables: Tables) -> DataFrame:
-    """user_id, history: the user's latest history_len training positives (item ids, oldest first): the state
-    the ALS run saw, so that evaluating on the later splits never puts a test positive into a prompt."""
-    w = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_id").desc())
-    pos = (tables.read("pairs").where((F.col("split") == "train") & (F.col("label") == 1))
-           .withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= cfg.prepare.history_len))
-    return pos.groupBy("user_id").agg(F.array_sort(F.collect_list(F.struct("ts", "item_id"))).alias("_h")) \
-        .select("user_id", F.col("_h.item_id").alias("history"))
 
 
 def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
@@ -90,16 +81,16 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
 
 
 class CoLLMScorer(Scorer):
-    """Scores pairs with the newest trained CoLLM model (collm_models) on the latest ALS run's factors."""
+    """Scores pairs with the day's CoLLM model (collm_models) on the day's ALS factors (both as of its cutoff)."""
 
     name = "collm"
 
-    def __init__(self, spark: SparkSession, cfg: Config, tables: Tables, model: dict | None = None,
+    def __init__(self, spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf, model: dict | None = None,
                  run: dict | None = None, fail_once: str | None = None):
-        self.spark, self.cfg, self.tables = spark, cfg, tables
+        self.spark, self.cfg, self.tables, self.asof = spark, cfg, tables, asof
         self.fail_once = fail_once  # tests: a marker path; the first scoring task raises once
-        self.model = model or train.latest_model(tables)
-        self.run = run or als.latest_run(tables)
+        self.model = model or train.model_as_of(tables, asof)
+        self.run = run or als.run_as_of(tables, asof)
         self.alignment = self._align()
 
     @property
@@ -131,7 +122,7 @@ class CoLLMScorer(Scorer):
             hist = p.select("_hkey", "history").dropDuplicates(["_hkey"])
             p = p.join(_titles(hist, "_hkey", items), "_hkey", "left").drop("_hkey")
         else:
-            hist = current_history(self.cfg, self.tables)
+            hist = history_as_of(self.asof.known(self.tables.read("pairs")), self.cfg.prepare.history_len)
             p = pairs.join(_titles(hist, "user_id", items), "user_id", "left")
         uf = self.tables.read("user_factors").where(F.col("als_run_id") == run_id) \
             .select("user_id", F.col("features").alias("_user_f"))

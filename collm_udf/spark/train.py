@@ -1,7 +1,14 @@
-"""Stage 5, train: the CoLLM scorer on sampled pairs and the latest ALS run's factors; a checkpoint per version.
+"""Stage 5, train: the CoLLM scorer on sampled pairs and their ALS factors; a checkpoint per version.
 
-collm_models: model_version, ds, als_run_id, path, spec (JSON), train (JSON), holdout_auc_text,
-              holdout_auc_cf, pairs (JSON), trained_at        (partitioned by model_version)
+collm_models: model_version, ds, mode, cutoff, als_run_id, path, spec (JSON), train (JSON: the model conf),
+              holdout_auc_text, holdout_auc_cf, pairs (JSON), trained_at        (partitioned by model_version)
+
+Which pairs (collm_udf/spark/asof.py): stage 1 (text) samples the part before the label window, stage 2 (CF) and
+the early-stopping holdout sample the label window, with the factors of an ALS fit that ends where the window
+starts (daily mode: fitted here when it does not exist yet; split mode: the training split's fit). The labels of
+stage 2 are thus never among the ALS fit's own targets. Daily mode trains when the newest model of the same model
+conf is model.train.retrain_every_days older than the cutoff; a day uses the newest model whose cutoff is not after
+its own (model_as_of), its factors rotated into the model's ALS space by the scorer.
 
 Spark samples the pairs deterministically (a hash of the pair and the seed orders them, so a rerun picks the
 same rows) and collects only those rows, the titles they mention and their factors; the torch core
@@ -14,11 +21,13 @@ Without a `model` section in the conf the stage does nothing.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -27,15 +36,15 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import als
+from collm_udf.spark.asof import AsOf, micros, newest_as_of
 from collm_udf.spark.tables import Tables
 
-PAIR_COLUMNS = ("user_id", "item_id", "label", "split", "warm", "cold_item", "history")
+PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
 
 
-def _take(pairs: DataFrame, split: str, n: int, seed: int, skip: int = 0) -> DataFrame:
-    """Rows skip..skip+n of a split in one seeded hash order (deterministic, and samples taken with different
-    skips never overlap). Only a fraction of the split, the lowest hash buckets, is sorted."""
-    part = pairs.where(F.col("split") == split)
+def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
+    """Rows skip..skip+n of `part` in one seeded hash order (deterministic, and samples taken with different
+    skips never overlap). Only a fraction of the part, the lowest hash buckets, is sorted."""
     total = part.count()
     if n <= 0 or total <= skip:
         return part.limit(0).withColumn("_k", F.lit(0).cast("long"))
@@ -51,23 +60,26 @@ def _take(pairs: DataFrame, split: str, n: int, seed: int, skip: int = 0) -> Dat
         .drop("_r", "_b")
 
 
-def training_frames(cfg: Config, tables: Tables) -> dict:
-    """{text, cf, hold} pandas frames of sampled pairs (validation split for cf and hold; see TrainingConfig)."""
+def training_frames(cfg: Config, tables: Tables, asof: AsOf) -> dict:
+    """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig)."""
     t = cfg.model.train
-    pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts")
+    pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
+    labels, before = asof.labels(pairs), asof.label_fit(pairs)
     n_cf_train = int(round(t.cf_pairs * t.cf_train_share))
     parts = {
-        "hold": _take(pairs, "valid", t.holdout_pairs, t.seed),
-        "cf_valid": _take(pairs, "valid", t.cf_pairs - n_cf_train, t.seed, skip=t.holdout_pairs),
-        "text": _take(pairs, "train", t.text_pairs, t.seed),
-        "cf_train": _take(pairs, "train", n_cf_train, t.seed, skip=t.text_pairs),
+        "hold": _take(labels, t.holdout_pairs, t.seed),
+        "cf_valid": _take(labels, t.cf_pairs - n_cf_train, t.seed, skip=t.holdout_pairs),
+        "text": _take(before, t.text_pairs, t.seed),
+        "cf_train": _take(before, n_cf_train, t.seed, skip=t.text_pairs),
     }
     frames = {k: v.orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id").select(*PAIR_COLUMNS)
               .toPandas() for k, v in parts.items()}
     frames["cf"] = pd.concat([frames.pop("cf_valid"), frames.pop("cf_train")], ignore_index=True)
     if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
-        raise ValueError(f"table pairs: the validation split has {len(frames['hold'])} holdout and "
-                         f"{len(frames['cf'])} stage-2 rows; the train stage needs both (check prepare.split)")
+        where = (f"the label window [{asof.label_start:%Y-%m-%d %H:%M}, {asof.cutoff:%Y-%m-%d %H:%M}) UTC"
+                 if asof.daily else "the validation split")
+        raise ValueError(f"table pairs: {where} has {len(frames['hold'])} holdout and {len(frames['cf'])} stage-2 "
+                         "rows; the train stage needs both (check asof.label_window_days or prepare.split)")
     return frames
 
 
@@ -90,17 +102,30 @@ def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> t
     return text, U, V
 
 
+def model_conf_json(cfg: Config) -> str:
+    """The model conf that makes a model: where it trains, whether it is tracked and how often it is retrained
+    do not make another one (and versions stay as before)."""
+    model = dataclasses.asdict(cfg.model)
+    model["train"] = {k: v for k, v in model["train"].items()
+                      if k not in ("distributed", "mlflow", "retrain_every_days")}
+    return json.dumps(model, sort_keys=True)
+
+
 def model_version(cfg: Config, run_id: str, ds: str, frames: dict) -> str:
     sample = hashlib.sha1()
     for k in sorted(frames):
         sample.update(k.encode())
         sample.update(frames[k][["user_id", "item_id", "label"]].to_csv(index=False).encode())
-    model = dataclasses.asdict(cfg.model)
-    # Where the model trains and whether it is tracked do not make another model (and versions stay as before).
-    model["train"] = {k: v for k, v in model["train"].items() if k not in ("distributed", "mlflow")}
-    conf = json.dumps(model, sort_keys=True)
-    digest = hashlib.sha1(f"{conf}|{run_id}|{sample.hexdigest()}".encode()).hexdigest()[:10]
+    digest = hashlib.sha1(f"{model_conf_json(cfg)}|{run_id}|{sample.hexdigest()}".encode()).hexdigest()[:10]
     return f"collm_{ds.replace('-', '')}_{digest}"
+
+
+def label_run(spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf) -> dict:
+    """The ALS fit behind stage 2's factors: daily, the fit of the interactions before the label window (fitted
+    now unless it exists); split, the training split's fit."""
+    if not asof.daily:
+        return als.run_as_of(tables, asof)
+    return als.fit_run(spark, cfg, tables, asof.ds, asof.label_fit(tables.read("pairs")), "daily", asof.label_start)
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) -> dict:
@@ -108,15 +133,23 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
 
     if cfg.model is None:
         return {"skipped": "no model section in the conf"}
+    asof = AsOf.of(cfg, ds)
+    if asof.daily:
+        prev = model_as_of(tables, asof, conf=model_conf_json(cfg), required=False)
+        every = cfg.model.train.retrain_every_days
+        if prev is not None and asof.cutoff - prev["cutoff"] < dt.timedelta(days=every):
+            return {"model_version": prev["model_version"], "als_run_id": prev["als_run_id"],
+                    "reused": f"model of {prev['ds']} (cutoff {prev['cutoff']:%Y-%m-%d %H:%M} UTC; "
+                              f"model.train.retrain_every_days = {every})"}
     tracked = cfg.model.train.mlflow
     if tracked.enabled:
         from collm_udf import tracking
 
         tracking.require_mlflow(tracked)  # fail before training, not after it
-    run = als.latest_run(tables)
+    run = label_run(spark, cfg, tables, asof)
     run_id = run["als_run_id"]
     d = json.loads(run["params"])["rank"]
-    frames = training_frames(cfg, tables)
+    frames = training_frames(cfg, tables, asof)
     text, U, V = lookups(spark, tables, frames, run_id)
     sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d)
             for k, df in frames.items()}
@@ -128,12 +161,12 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
         # inputs resumes from the last finished epoch's state; removed after success.
         work = os.path.join(_collm_dir(cfg), f"{version}.train")
         ckpt, report = distributed.fit_distributed(spark, cfg, sets, d, run_id, work, log=log)
-        out = register_checkpoint(spark, cfg, tables, ckpt, version, ds, report)
+        out = register_checkpoint(spark, cfg, tables, ckpt, version, asof, report)
         shutil.rmtree(work, ignore_errors=True)
     else:
         with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
             model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
-        out = register(spark, cfg, tables, model, version, ds, report)
+        out = register(spark, cfg, tables, model, version, asof, report)
     if tracked.enabled:
         out["mlflow"] = tracking.log_training(
             tracked, model_conf=dataclasses.asdict(cfg.model), als_run_id=run_id, model_version=version, ds=ds,
@@ -150,24 +183,25 @@ def _collm_dir(cfg: Config) -> str:
     return os.path.join(root.removeprefix("file:"), "collm")
 
 
-def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: str, ds: str, report: dict) -> dict:
+def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: str, asof: AsOf,
+             report: dict) -> dict:
     """Write the checkpoint under <models_dir>/collm/<version> and its row in collm_models."""
     from collm_udf import checkpoint
 
-    return _publish(spark, cfg, tables, lambda staging: checkpoint.save(model, staging), model.spec, version, ds,
+    return _publish(spark, cfg, tables, lambda staging: checkpoint.save(model, staging), model.spec, version, asof,
                     report)
 
 
-def register_checkpoint(spark: SparkSession, cfg: Config, tables: Tables, path: str, version: str, ds: str,
+def register_checkpoint(spark: SparkSession, cfg: Config, tables: Tables, path: str, version: str, asof: AsOf,
                         report: dict) -> dict:
     """register() for a checkpoint directory already written (by rank 0 of a distributed training): moved."""
     from collm_udf import checkpoint
 
     return _publish(spark, cfg, tables, lambda staging: shutil.move(path, staging), checkpoint.read_spec(path),
-                    version, ds, report)
+                    version, asof, report)
 
 
-def _publish(spark: SparkSession, cfg: Config, tables: Tables, write, spec, version: str, ds: str,
+def _publish(spark: SparkSession, cfg: Config, tables: Tables, write, spec, version: str, asof: AsOf,
              report: dict) -> dict:
     final = os.path.join(_collm_dir(cfg), version)
     staging = final + ".tmp"
@@ -178,20 +212,27 @@ def _publish(spark: SparkSession, cfg: Config, tables: Tables, write, spec, vers
     os.replace(staging, final)
 
     best = {s: report[s]["best_auc"] if s in report else None for s in ("text", "cf")}
-    conf = json.dumps(dataclasses.asdict(cfg.model)) if cfg.model is not None else "{}"
+    conf = model_conf_json(cfg) if cfg.model is not None else "{}"
+    cutoff_us = None if asof.cutoff is None else micros(asof.cutoff)
     row = spark.createDataFrame(
-        [(version, ds, spec.als_run_id, final, json.dumps(spec.to_dict()), conf, best["text"],
-          best["cf"], json.dumps(report.get("pairs", {})))],
-        "model_version string, ds string, als_run_id string, path string, spec string, train string, "
-        "holdout_auc_text double, holdout_auc_cf double, pairs string").withColumn("trained_at", F.current_timestamp())
+        [(version, asof.ds, asof.mode, cutoff_us, spec.als_run_id, final, json.dumps(spec.to_dict()), conf,
+          best["text"], best["cf"], json.dumps(report.get("pairs", {})))],
+        "model_version string, ds string, mode string, cutoff_us long, als_run_id string, path string, "
+        "spec string, train string, holdout_auc_text double, holdout_auc_cf double, pairs string")
+    row = (row.withColumn("cutoff", F.timestamp_micros("cutoff_us")).drop("cutoff_us")
+           .withColumn("trained_at", F.current_timestamp()))
     tables.replace_partition(row, "collm_models", "model_version", version)
     return {"model_version": version, "als_run_id": spec.als_run_id, "holdout_auc_text": best["text"],
             "holdout_auc_cf": best["cf"], "pairs": report.get("pairs", {}), "path": final}
 
 
-def latest_model(tables: Tables) -> dict:
-    """The most recently trained CoLLM model (a row of collm_models as a dict)."""
-    if not tables.exists("collm_models"):
-        raise FileNotFoundError("no CoLLM model yet: run the train stage first (it needs a model section)")
-    return tables.read("collm_models").orderBy(F.col("trained_at").desc(), F.col("model_version").desc()) \
-        .first().asDict()
+def model_as_of(tables: Tables, asof: AsOf, conf: Optional[str] = None, required: bool = True) -> Optional[dict]:
+    """The CoLLM model a day uses: daily mode, the newest model whose cutoff is not after the day's; split mode,
+    the newest split-mode model. `conf`: only models of this model conf (model_conf_json)."""
+    found = newest_as_of(tables, "collm_models", asof, "model_version",
+                         None if conf is None else F.col("train") == conf)
+    if found is None and required:
+        when = f"as of ds={asof.ds} (cutoff {asof.cutoff:%Y-%m-%d %H:%M} UTC)" if asof.daily else "in split mode"
+        raise FileNotFoundError(f"table collm_models: no CoLLM model {when}: run the train stage first (it needs "
+                                "a model section)")
+    return found

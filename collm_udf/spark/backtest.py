@@ -1,0 +1,118 @@
+"""The day's table and the baselines a team would ship without it, ranked against the same truth.
+
+truth:  per user, the items liked in the day's truth part (daily: [cutoff, cutoff + horizon); split: the test
+        split) that the user had no interaction with before the cutoff (a table never recommends those).
+served: the day's audience (asof.served_users: the users active in the last candidates.active_within_days).
+rankers, each a top-k list per served user, all as of the cutoff:
+  <scorer>           the day's recommendations table (what the configured scorer ranked)
+  als                the day's candidates ranked by ALS (u . v; pairs without factors in recent-popularity order),
+                     i.e. the table `score.scorer: als` writes (left out when ALS is the scorer)
+  popularity         the most interacted items before the cutoff that the user has not seen
+  recent_popularity  the same over the last candidates.recent_days
+Recall@k and NDCG@k come from MLlib's RankingEvaluator, over every truth user (segment "all": a user without a
+list counts zero, so coverage gaps show) and over the served truth users (segment "served"). Coverage: users with
+a list over the served users ("active") and over the truth users ("truth").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.ml.evaluation import RankingEvaluator
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from collm_udf.config import Config
+from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, served_users
+from collm_udf.spark.tables import Tables
+
+BASELINES = ("als", "popularity", "recent_popularity")
+
+
+@dataclass
+class Backtest:
+    """The frames every ranker is judged on (all cached by `prepare`; call `close` when done)."""
+
+    truth: DataFrame  # user_id, truth array<string>
+    served: DataFrame  # user_id
+    known: DataFrame  # the pairs before the cutoff
+
+    def close(self) -> None:
+        for df in (self.truth, self.served, self.known):
+            df.unpersist()
+
+
+def prepare(cfg: Config, tables: Tables, asof: AsOf) -> Backtest:
+    pairs = tables.read("pairs")
+    known = asof.known(pairs).select("user_id", "item_id", "ts").cache()
+    seen = known.select("user_id", "item_id").distinct()
+    truth = (asof.truth(pairs).where(F.col("label") == 1).select("user_id", "item_id").distinct()
+             .join(seen, ["user_id", "item_id"], "left_anti")
+             .groupBy("user_id").agg(F.array_sort(F.collect_set("item_id")).alias("truth"))).cache()
+    return Backtest(truth, served_users(cfg, asof, known).cache(), known)
+
+
+def baseline_lists(cfg: Config, bt: Backtest, asof: AsOf, k: int) -> dict[str, DataFrame]:
+    """{popularity, recent_popularity}: user_id, item_id, rank for every served user."""
+    out = {}
+    for name, days in (("popularity", None), ("recent_popularity", cfg.candidates.recent_days)):
+        order = popularity_order(bt.known, asof, days)
+        out[name] = popular_unseen(bt.served, bt.known, order, k, cfg.candidates.seen_buffer) \
+            .withColumnRenamed("pop_rank", "rank")
+    return out
+
+
+def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[str, dict]:
+    """Per ranker: recall/ndcg over all and served truth users, coverage, and the counts behind them."""
+    spark = bt.truth.sparkSession
+    ranked = None
+    for name, df in lists.items():
+        part = df.where(F.col("rank") <= k).select(F.lit(name).alias("ranker"), "user_id", "item_id", "rank")
+        ranked = part if ranked is None else ranked.unionByName(part)
+    ranked = ranked.cache()
+    # RankingEvaluator wants numeric ids: a dense index over every item that a list or the truth names.
+    items = bt.truth.select(F.explode("truth").alias("item_id")).unionByName(ranked.select("item_id")).distinct()
+    index = items.select("item_id", F.dense_rank().over(Window.orderBy("item_id")).cast("double").alias("i"))
+    truth = (bt.truth.select("user_id", F.explode("truth").alias("item_id")).join(index, "item_id")
+             .groupBy("user_id").agg(F.collect_set("i").alias("truth")))
+    preds = (ranked.join(index, "item_id").groupBy("ranker", "user_id")
+             .agg(F.array_sort(F.collect_list(F.struct("rank", "i"))).alias("r"))
+             .select("ranker", "user_id", F.col("r.i").alias("pred")))
+    served = bt.served.select("user_id", F.lit(True).alias("served"))
+    names = spark.createDataFrame([(n,) for n in lists], "ranker string")
+    frame = (truth.crossJoin(names).join(preds, ["ranker", "user_id"], "left").join(served, "user_id", "left")
+             .withColumn("pred", F.coalesce("pred", F.array().cast("array<double>")))
+             .withColumn("served", F.coalesce("served", F.lit(False)))).cache()
+    counts = {r["ranker"]: r for r in frame.groupBy("ranker").agg(
+        F.count(F.lit(1)).alias("truth_users"), F.count(F.when(F.col("served"), 1)).alias("served"),
+        F.count(F.when(F.size("pred") > 0, 1)).alias("with_list")).collect()}
+    listed = {r["ranker"]: r["n"] for r in ranked.select("ranker", "user_id").distinct().join(bt.served, "user_id")
+              .groupBy("ranker").agg(F.count(F.lit(1)).alias("n")).collect()}
+    n_served = bt.served.count()
+    out = {}
+    for name in lists:
+        got = counts.get(name) or {"truth_users": 0, "served": 0, "with_list": 0}
+        n_list = listed.get(name, 0)
+        r = {"truth_users": got["truth_users"], "served_truth_users": got["served"],
+             "truth_users_with_list": got["with_list"], "users_with_list": n_list, "served_users": n_served,
+             "coverage_active": n_list / n_served if n_served else None,
+             "coverage_truth": got["with_list"] / got["truth_users"] if got["truth_users"] else None}
+        mine = frame.where(F.col("ranker") == name)
+        for seg, part, n in (("all", mine, got["truth_users"]), ("served", mine.where("served"), got["served"])):
+            for metric, mllib in (("recall", "recallAtK"), ("ndcg", "ndcgAtK")):
+                ev = RankingEvaluator(predictionCol="pred", labelCol="truth", metricName=mllib, k=k)
+                r[f"{metric}@{k}" + ("" if seg == "all" else "_served")] = float(ev.evaluate(part)) if n else None
+        out[name] = r
+    frame.unpersist()
+    ranked.unpersist()
+    return out
+
+
+def metric_rows(name: str, r: dict, k: int) -> list[tuple]:
+    """(metric, segment, value, n_pairs, n_users, k) rows of one ranker for the metrics table."""
+    rows = []
+    for seg, suffix, n in (("all", "", r["truth_users"]), ("served", "_served", r["served_truth_users"])):
+        rows += [("recall_at_k", seg, r[f"recall@{k}{suffix}"], None, n, k),
+                 ("ndcg_at_k", seg, r[f"ndcg@{k}{suffix}"], None, n, k)]
+    rows += [("coverage", "active", r["coverage_active"], None, r["served_users"], None),
+             ("coverage", "truth", r["coverage_truth"], None, r["truth_users"], None)]
+    return rows

@@ -1,0 +1,124 @@
+"""Replay the daily job over a range of days, oldest first, each day as of its own ds, and tabulate the backtests.
+
+`collm replay` (and `make demo`): ingest and prepare once (they keep the whole history; nothing in them depends on
+a day), then for every day the stages that do (idmap, als, train, candidates, score, evaluate) exactly as the
+scheduled job runs them on that day. ALS refits per als.retrain_every_days, the CoLLM model per
+model.train.retrain_every_days. Each day's evaluate stage backtests the day's table and the baselines against the
+following evaluate.horizon_days; the replay prints one line per day and the mean over the days.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Callable, Optional
+
+from pyspark.sql import SparkSession
+
+from collm_udf.config import Config
+from collm_udf.spark import pipeline
+from collm_udf.spark.asof import data_end
+from collm_udf.spark.tables import Tables, check_ds
+from collm_udf.stages import STAGES
+
+ONCE = ("ingest", "prepare")
+DAILY = tuple(s for s in STAGES if s not in ONCE)
+FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth")
+
+
+class ReplayError(ValueError):
+    pass
+
+
+def day_range(start: str, end: str, every: int) -> list[str]:
+    """start, start + every, ... up to end (inclusive), as YYYY-MM-DD."""
+    a, b = dt.date.fromisoformat(check_ds(start)), dt.date.fromisoformat(check_ds(end))
+    if b < a or every < 1:
+        raise ReplayError(f"replay: empty range {start} .. {end} every {every} days")
+    return [(a + dt.timedelta(days=i)).isoformat() for i in range(0, (b - a).days + 1, every)]
+
+
+def last_backtest_day(cfg: Config, tables: Tables) -> str:
+    """The newest ds whose backtest horizon the interactions already cover."""
+    end = data_end(tables.read("pairs"))
+    if end is None:
+        raise ReplayError("table pairs is empty: nothing to replay")
+    cut = end - dt.timedelta(days=cfg.evaluate.horizon_days, hours=cfg.asof.cutoff_shift_hours)
+    return cut.date().isoformat()
+
+
+def choose_days(cfg: Config, tables: Tables, start: Optional[str], end: Optional[str], days: Optional[int],
+                every: int) -> list[str]:
+    end = end or last_backtest_day(cfg, tables)
+    if start is None:
+        if not days:
+            raise ReplayError("replay: give --start, or --days (the number of days ending at --end)")
+        start = (dt.date.fromisoformat(end) - dt.timedelta(days=every * (days - 1))).isoformat()
+    return day_range(start, end, every)
+
+
+def backtest_rows(ds: str, metrics: dict, k: int) -> list[dict]:
+    """One row per ranker of a day's evaluate result: ds, ranker, recall, ndcg, coverage, users."""
+    rows = []
+    bt = metrics.get("backtest", {})
+    for name, r in (metrics.get("rankers") or {}).items():
+        rows.append({"ds": ds, "ranker": name, "recall": r[f"recall@{k}"], "ndcg": r[f"ndcg@{k}"],
+                     "coverage_active": r["coverage_active"], "coverage_truth": r["coverage_truth"],
+                     "truth_users": bt.get("truth_users"), "served_truth_users": bt.get("served_truth_users")})
+    return rows
+
+
+def mean_rows(rows: list[dict]) -> list[dict]:
+    """Per ranker, the mean of each figure over the days that have it."""
+    out = []
+    for name in dict.fromkeys(r["ranker"] for r in rows):
+        mine = [r for r in rows if r["ranker"] == name]
+        m = {"ds": "mean", "ranker": name, "days": len(mine)}
+        for f in FIGURES:
+            vals = [r[f] for r in mine if r[f] is not None]
+            m[f] = sum(vals) / len(vals) if vals else None
+        out.append(m)
+    return out
+
+
+def format_day(ds: str, rows: list[dict], k: int, note: str = "") -> str:
+    if not rows:
+        return f"[replay] {ds}: {note or 'no backtest'}"
+    head = rows[0]
+    users = "" if ds == "mean" else f" truth users {head['truth_users']} (served {head['served_truth_users']})"
+    f = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+    parts = [f"{r['ranker']} {f(r['ndcg'])}/{f(r['recall'])}/{f(r['coverage_truth'])}" for r in rows]
+    return f"[replay] {ds}{users} | NDCG@{k}/Recall@{k}/coverage: " + " | ".join(parts)
+
+
+def run(spark: SparkSession, cfg: Config, start: Optional[str] = None, end: Optional[str] = None,
+        days: Optional[int] = None, every: int = 7, skip_ingest: bool = False,
+        progress: Optional[Callable[[str], None]] = None, out: Callable[[str], None] = print) -> dict:
+    """Replay the days (see choose_days); `out` gets the backtest lines, `progress` the stages' progress."""
+    if cfg.asof.mode != "daily":
+        raise ReplayError("replay: asof.mode is split (the fixed-split benchmark mode); a replay is a daily job")
+    t0 = time.time()
+    tables = Tables(spark, cfg.tables)
+    once = None
+    if not skip_ingest:
+        once = pipeline.run(spark, cfg, stages=list(ONCE), ds=end or dt.date.today().isoformat(), progress=progress)
+    chosen = choose_days(cfg, tables, start, end, days, every)
+    k = cfg.evaluate.k
+    table, runs = [], {}
+    for ds in chosen:
+        s = pipeline.run(spark, cfg, stages=list(DAILY), ds=ds, progress=progress)
+        m = s.get("metrics", {})
+        rows = backtest_rows(ds, m, k)
+        table += rows
+        out(format_day(ds, rows, k, m.get("backtest", {}).get("truth", "")))
+        runs[ds] = {x: s.get(x) for x in ("run_id", "als_run_id", "model_version", "wall_s")}
+        runs[ds]["stages"] = {name: {kk: v for kk, v in r.items() if kk in ("wall_s", "reused", "users",
+                                                                             "recommendations", "model_version")}
+                              for name, r in s["stages"].items()}
+    mean = mean_rows(table)
+    out(format_day("mean", mean, k))
+    wall = round(time.time() - t0, 1)
+    out(f"[replay] {len(chosen)} days in {wall:.0f} s ({wall / 60:.1f} min)")
+    return {"name": cfg.name, "replay": {"days": chosen, "every": every, "k": k, "horizon_days":
+                                         cfg.evaluate.horizon_days, "table": table, "mean": mean},
+            "ingest": None if once is None else {"stages": once["stages"], "data_quality": once["data_quality"]},
+            "runs": runs, "tables": pipeline.table_report(tables, chosen[-1]), "wall_s": wall}

@@ -1,0 +1,322 @@
+"""The daily mode on a real slice of ML-100K: two days replayed a week apart, each as of its own cutoff, checked
+against a pandas reference built from the source file (what a day may know, who it serves, what judges it)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_auc_score
+
+from collm_udf.config import config_from_dict
+from conftest import slice_conf
+
+pytestmark = pytest.mark.slow
+DAYS = ("1998-04-08", "1998-04-15")
+K, TOP_N, ACTIVE, RECENT, POPULAR_K = 10, 10, 30, 30, 15
+
+
+def daily_conf(slice_dir, root, **sections):
+    base = dict(asof={"mode": "daily", "label_window_days": 28},
+                als={"rank": 8, "max_iter": 8, "target": "rating", "retrain_every_days": 10},
+                candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3,
+                            "active_within_days": ACTIVE, "popular_k": POPULAR_K, "recent_days": RECENT},
+                evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0}, score={"top_n": TOP_N})
+    return config_from_dict(slice_conf(slice_dir, root, **{**base, **sections}))
+
+
+def cutoff(ds: str) -> pd.Timestamp:
+    return pd.Timestamp(ds)
+
+
+@pytest.fixture(scope="module")
+def events(slice_dir) -> pd.DataFrame:
+    """The slice as the pipeline sees it: string ids, label = rating >= 4."""
+    e = pd.read_parquet(slice_dir / "events.parquet")
+    return pd.DataFrame({"user_id": e["customer"].astype(str), "item_id": e["product"], "ts": e["event_time"],
+                         "rating": e["stars"], "label": (e["stars"] >= 4).astype(int)})
+
+
+@pytest.fixture(scope="module")
+def daily(spark, slice_dir, tmp_path_factory):
+    """`collm replay` of the two days (ALS scorer; ALS refits every 10 days, so the second day reuses the
+    first day's fit and the users who arrived in between have no factors)."""
+    from collm_udf.spark import replay
+    from collm_udf.spark.tables import Tables
+
+    cfg = daily_conf(slice_dir, tmp_path_factory.mktemp("daily-wh"))
+    lines: list[str] = []
+    summary = replay.run(spark, cfg, start=DAYS[0], end=DAYS[1], every=7, out=lines.append)
+    return cfg, Tables(spark, cfg.tables), summary, lines
+
+
+def day(tables, name, ds):
+    return tables.read(name).where(F.col("ds") == F.lit(ds).cast("date")).toPandas()
+
+
+def known(events, ds):
+    return events[events.ts < cutoff(ds)]
+
+
+def active_users(events, ds) -> set:
+    k = known(events, ds)
+    return set(k.loc[k.ts >= cutoff(ds) - pd.Timedelta(days=ACTIVE), "user_id"])
+
+
+def test_replay_prints_a_backtest_line_per_day_and_the_mean(daily):
+    _, _, summary, lines = daily
+    assert [line.split()[1] for line in lines[:3]] == [*DAYS, "mean"], lines
+    for line in lines[:3]:
+        for ranker in ("als", "popularity", "recent_popularity"):
+            assert f"{ranker} 0." in line, line
+    table = pd.DataFrame(summary["replay"]["table"])
+    assert sorted(table["ds"].unique()) == list(DAYS) and len(table) == 2 * 3
+    mean = pd.DataFrame(summary["replay"]["mean"]).set_index("ranker")
+    assert mean.loc["popularity", "ndcg"] == pytest.approx(table[table.ranker == "popularity"]["ndcg"].mean())
+
+
+def test_no_row_of_a_day_is_an_item_the_user_had_before_the_cutoff(daily, events):
+    _, tables, _, _ = daily
+    for ds in DAYS:
+        seen = set(zip(*known(events, ds)[["user_id", "item_id"]].to_numpy().T))
+        for name in ("recommendations", "candidates"):
+            rows = day(tables, name, ds)
+            assert len(rows) and not any(p in seen for p in zip(rows.user_id, rows.item_id)), (name, ds)
+
+
+def test_every_active_user_gets_top_n_rows_with_or_without_factors(daily, events):
+    _, tables, summary, _ = daily
+    for ds in DAYS:
+        recs = day(tables, "recommendations", ds)
+        assert set(recs.user_id) == active_users(events, ds), ds
+        assert (recs.groupby("user_id").size() == TOP_N).all()
+    # the second day reuses the first day's ALS fit (als.retrain_every_days = 10): users since have no factors
+    cands = day(tables, "candidates", DAYS[1])
+    assert cands["als_run_id"].unique().tolist() == [summary["runs"][DAYS[0]]["als_run_id"]]
+    assert "reused" in summary["runs"][DAYS[1]]["stages"]["als"]
+    factors = tables.read("user_factors").where(F.col("als_run_id") == cands["als_run_id"].iloc[0]).toPandas()
+    bare = active_users(events, DAYS[1]) - set(factors.user_id)
+    assert bare, "the slice has no user who arrived between the two days"
+    recs = day(tables, "recommendations", DAYS[1])
+    for u in bare:
+        mine = recs[recs.user_id == u].sort_values("rank")
+        assert set(mine.source) <= {"popular", "cold"} and mine.als_score.isna().all()
+        popular = cands[(cands.user_id == u) & cands.pop_rank.notna()].sort_values("pop_rank")
+        assert mine.item_id.tolist() == popular.item_id.tolist()[:TOP_N]  # filled in recent-popularity order
+
+
+def _popular(events, ds, users, recent_days):
+    """Each user's first K unseen items by (interactions in the last recent_days, all interactions, item_id)."""
+    k = known(events, ds)
+    allc = k.groupby("item_id").size()
+    rec = k[k.ts >= cutoff(ds) - pd.Timedelta(days=recent_days)].groupby("item_id").size() if recent_days \
+        else allc
+    order = pd.DataFrame({"all": allc, "recent": rec.reindex(allc.index).fillna(0)}).reset_index()
+    order = order.sort_values(["recent", "all", "item_id"], ascending=[False, False, True])["item_id"].tolist()
+    seen = k.groupby("user_id")["item_id"].apply(set)
+    return {u: [i for i in order if i not in seen.get(u, set())][:K] for u in users}
+
+
+def _recall_ndcg(lists: dict, truth: dict) -> tuple[float, float]:
+    rec, ndcg = [], []
+    for u, t in truth.items():
+        pred = lists.get(u, [])[:K]
+        hits = [1.0 if i in t else 0.0 for i in pred]
+        rec.append(sum(hits) / len(t))
+        idcg = sum(1 / np.log2(j + 2) for j in range(min(len(t), K)))
+        ndcg.append(sum(h / np.log2(j + 2) for j, h in enumerate(hits)) / idcg)
+    return float(np.mean(rec)), float(np.mean(ndcg))
+
+
+@pytest.mark.parametrize("ds", DAYS)
+def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
+    _, tables, _, _ = daily
+    c = cutoff(ds)
+    fut = events[(events.ts >= c) & (events.ts < c + pd.Timedelta(days=7)) & (events.label == 1)]
+    seen = set(zip(*known(events, ds)[["user_id", "item_id"]].to_numpy().T))
+    fut = fut[[(u, i) not in seen for u, i in zip(fut.user_id, fut.item_id)]]
+    truth = fut.groupby("user_id")["item_id"].apply(set).to_dict()
+    served = active_users(events, ds)
+    recs = day(tables, "recommendations", ds).sort_values(["user_id", "rank"])
+    lists = {"als": recs.groupby("user_id")["item_id"].apply(list).to_dict(),
+             "popularity": _popular(events, ds, served, None),
+             "recent_popularity": _popular(events, ds, served, RECENT)}
+    m = day(tables, "metrics", ds)
+    assert set(m["mode"]) == {"daily"} and set(m["horizon_days"]) == {7}
+    for ranker, lst in lists.items():
+        for seg, users in (("all", truth), ("served", {u: t for u, t in truth.items() if u in served})):
+            want_recall, want_ndcg = _recall_ndcg(lst, users)
+            got = m[(m.scorer == ranker) & (m.segment == seg)].set_index("metric")
+            assert got.loc["recall_at_k", "value"] == pytest.approx(want_recall, abs=1e-9), (ranker, seg)
+            assert got.loc["ndcg_at_k", "value"] == pytest.approx(want_ndcg, abs=1e-9), (ranker, seg)
+            assert got.loc["recall_at_k", "n_users"] == len(users) and got.loc["recall_at_k", "k"] == K
+        cov = m[(m.scorer == ranker) & (m.metric == "coverage")].set_index("segment")["value"]
+        assert cov["active"] == pytest.approx(1.0)
+        assert cov["truth"] == pytest.approx(len(set(truth) & served) / len(truth))
+
+
+def test_pair_auc_of_a_day_matches_sklearn(daily, events):
+    _, tables, summary, _ = daily
+    ds = DAYS[0]
+    run_id = summary["runs"][ds]["als_run_id"]
+    c = cutoff(ds)
+    test = events[(events.ts >= c) & (events.ts < c + pd.Timedelta(days=7))].copy()
+    U = {r.user_id: np.asarray(r.features) for r in tables.read("user_factors")
+         .where(F.col("als_run_id") == run_id).toPandas().itertuples()}
+    V = {r.item_id: np.asarray(r.features) for r in tables.read("item_factors")
+         .where(F.col("als_run_id") == run_id).toPandas().itertuples()}
+    fallback = known(events, ds)["rating"].mean()
+    test["score"] = [float(U[u] @ V[i]) if u in U and i in V else fallback for u, i in zip(test.user_id, test.item_id)]
+    k = known(events, ds)
+    uc, ic = k.groupby("user_id").size(), k.groupby("item_id").size()
+    test["warm"] = (test.user_id.map(uc).fillna(0) >= 3) & (test.item_id.map(ic).fillna(0) >= 3)
+    m = day(tables, "metrics", ds)
+    got = m[(m.scorer == "als") & (m.metric == "auc")].set_index("segment")["value"]
+    assert got["all"] == pytest.approx(roc_auc_score(test.label, test.score), abs=1e-4)
+    w = test[test.warm]
+    assert got["warm"] == pytest.approx(roc_auc_score(w.label, w.score), abs=1e-4)
+
+
+def test_rerun_of_a_replayed_day_gives_the_same_rows_and_uses_its_own_fit(spark, daily):
+    from collm_udf.spark import pipeline
+
+    cfg, tables, summary, _ = daily
+    key = ["user_id", "rank", "item_id", "score"]
+    before = day(tables, "recommendations", DAYS[0])[key].sort_values(key).reset_index(drop=True)
+    again = pipeline.run(spark, cfg, stages=["idmap", "als", "candidates", "score"], ds=DAYS[0])
+    assert "reused" in again["stages"]["als"]  # its own fit, not the later day's
+    assert again["stages"]["candidates"]["als_run_id"] == summary["runs"][DAYS[0]]["als_run_id"]
+    after = day(tables, "recommendations", DAYS[0])[key].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+
+
+# ----------------------------------------------------------------------------- interactions after the cutoff
+@pytest.fixture(scope="module")
+def planted(spark, daily, slice_dir, events, tmp_path_factory):
+    """The first day again on a source with rows planted at and after its cutoff: a new user, an item missing
+    from the catalog, and ratings of the day's own recommendations by its users, the first at the cutoff
+    instant itself. The day's stages up to score run on it (no evaluate)."""
+    from collm_udf.spark import pipeline
+    from collm_udf.spark.tables import Tables
+
+    _, tables, _, _ = daily
+    src = tmp_path_factory.mktemp("planted-src")
+    e = pd.read_parquet(slice_dir / "events.parquet")
+    recs = day(tables, "recommendations", DAYS[0])
+    recs = recs[recs["rank"] <= 2]
+    c = cutoff(DAYS[0])
+    plant = pd.concat([
+        pd.DataFrame({"customer": 99999, "product": e["product"].value_counts().index[:30], "stars": 5.0,
+                      "event_time": c + pd.Timedelta(hours=3)}),
+        pd.DataFrame({"customer": recs.user_id.astype("int64"), "product": recs.item_id, "stars": 5.0,
+                      "event_time": [c + pd.Timedelta(seconds=i) for i in range(len(recs))]}),
+        pd.DataFrame({"customer": e["customer"].unique()[:40], "product": "sku-9999", "stars": 1.0,
+                      "event_time": c + pd.Timedelta(days=1)}),
+    ])
+    pd.concat([e, plant]).to_parquet(src / "events.parquet", index=False, coerce_timestamps="us")
+    (src / "catalog.parquet").write_bytes((slice_dir / "catalog.parquet").read_bytes())
+    cfg = daily_conf(src, tmp_path_factory.mktemp("planted-wh"))
+    summary = pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "candidates", "score"],
+                           ds=DAYS[0])
+    return cfg, Tables(spark, cfg.tables), summary, len(plant)
+
+
+def test_no_stage_reads_an_interaction_at_or_after_the_cutoff(daily, planted, events):
+    from collm_udf.spark import train
+    from collm_udf.spark.asof import AsOf, history_as_of
+
+    cfg_a, a, summary_a, _ = daily
+    cfg_b, b, summary_b, n_planted = planted
+    ds = DAYS[0]
+    late = [f for f in summary_b["data_quality"] if "at or after the cutoff" in f["check"]]
+    assert late and late[0]["rows"] == (events.ts >= cutoff(ds)).sum() + n_planted
+    assert summary_b["als_run_id"] == summary_a["runs"][ds]["als_run_id"]  # same input fingerprint
+    ids_b = b.read("id_map").toPandas()
+    assert "99999" not in set(ids_b.id) and "sku-9999" not in set(ids_b.id)
+    ids_a = a.read("id_map").toPandas().merge(ids_b[["entity", "id"]])
+    assert sorted(map(tuple, ids_a[["entity", "id", "idx"]].to_numpy())) == \
+        sorted(map(tuple, ids_b[["entity", "id", "idx"]].to_numpy()))
+    run_id = summary_b["als_run_id"]
+    for name in ("user_factors", "item_factors"):
+        fa, fb = (t.read(name).where(F.col("als_run_id") == run_id).toPandas().sort_values(name[:4] + "_id")
+                  for t in (a, b))
+        assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa.features, fb.features))
+    for name, key in (("candidates", ["user_id", "item_id", "source", "als_rank", "pop_rank"]),
+                      ("recommendations", ["user_id", "rank", "item_id", "score", "source"])):
+        ra, rb = (day(t, name, ds)[key].sort_values(key[:3]).reset_index(drop=True) for t in (a, b))
+        pd.testing.assert_frame_equal(ra, rb, check_dtype=False)
+    # the train stage's samples and the scorer's prompt histories are the same too
+    with_model = config_from_dict({**slice_conf_dict(cfg_b), "model": {"train": {"text_pairs": 64, "cf_pairs": 64,
+                                                                                "holdout_pairs": 32}}})
+    asof = AsOf.of(cfg_b, ds)
+    fa, fb = (train.training_frames(with_model, t, asof) for t in (a, b))
+    for part in ("text", "cf", "hold"):
+        pd.testing.assert_frame_equal(fa[part].assign(history=fa[part].history.map(list)),
+                                      fb[part].assign(history=fb[part].history.map(list)))
+    ha, hb = (history_as_of(asof.known(t.read("pairs")), 10).toPandas().sort_values("user_id")
+              .reset_index(drop=True) for t in (a, b))
+    assert ha.history.map(list).tolist() == hb.history.map(list).tolist()
+
+
+def slice_conf_dict(cfg) -> dict:
+    """A Config back to the mapping it was built from (for a variant with one more section)."""
+    import dataclasses
+
+    d = dataclasses.asdict(cfg)
+    d.pop("source_path", None)
+    d.pop("model", None)
+    return d
+
+
+def test_backtest_without_future_data_says_so_writes_nothing_and_catches_up_later(spark, planted):
+    import dataclasses
+
+    from collm_udf.spark import evaluate
+
+    cfg, tables, _, _ = planted
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, catch_up_days=30))
+    late = "1998-05-01"  # the slice ends 1998-04-22: its week has not happened
+    out = evaluate.run(spark, cfg, tables, late, "run_late")
+    assert out["backtest"]["status"] == "waiting" and "not available yet" in out["backtest"]["truth"]
+    m = tables.read("metrics").toPandas()
+    assert not (m["ds"].astype(str) == late).any()  # no fake zero for the day
+    # ...and the first day, scored but never evaluated, is backtested now that its week is in the data
+    assert list(out["caught_up"]) == [DAYS[0]]
+    assert set(m.loc[m.ds.astype(str) == DAYS[0], "run_id"]) == {"run_late"}
+
+
+def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_factors(
+        spark, daily, slice_dir, tiny_encoder, events, tmp_path_factory):
+    import shutil
+
+    from collm_udf.spark import als, score, train
+    from collm_udf.spark.asof import AsOf
+    from collm_udf.spark.tables import Tables
+
+    cfg0, _, summary, _ = daily
+    root = tmp_path_factory.mktemp("daily-lm-wh")
+    shutil.copytree(cfg0.tables.root, root, dirs_exist_ok=True)  # this test's copy: it adds models and fits
+    cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
+                                             "arrow_batch_rows": 500},
+                     model={"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
+                            "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
+                                      "cf_epochs": 1, "retrain_every_days": 14}})
+    tables = Tables(spark, cfg.tables)
+    first = train.run(spark, cfg, tables, DAYS[0], log=lambda m: None)
+    model = train.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
+    assert model["model_version"] == first["model_version"] and model["mode"] == "daily"
+    assert model["cutoff"].isoformat() == f"{DAYS[0]}T00:00:00+00:00"
+    label_fit = als.find_run(tables, model["als_run_id"])  # the fit behind stage 2 ends where its window starts
+    start = cutoff(DAYS[0]) - pd.Timedelta(days=28)
+    assert label_fit["cutoff"].isoformat() == f"{start.date()}T00:00:00+00:00"
+    assert label_fit["train_rows"] == (events.ts < start).sum()
+    assert train.model_as_of(tables, AsOf.of(cfg, "1998-04-01"), required=False) is None  # never a later model
+    assert "reused" in train.run(spark, cfg, tables, DAYS[1], log=lambda m: None)  # 7 < retrain_every_days
+    out = score.run(spark, cfg, tables, DAYS[1])
+    assert out["model_version"] == f"collm:{first['model_version']}"
+    s = out["scorer"]
+    assert s["model_als_run_id"] == label_fit["als_run_id"] != s["scored_als_run_id"]
+    assert s["scored_als_run_id"] == summary["runs"][DAYS[0]]["als_run_id"] and 0 < s["alignment_residual"] <= 0.5
+    recs = day(tables, "recommendations", DAYS[1])
+    assert set(recs.user_id) == active_users(events, DAYS[1]) and (recs.groupby("user_id").size() == TOP_N).all()
+    assert recs.lm_score.notna().all()
