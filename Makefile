@@ -47,6 +47,10 @@ bench-ablations: venv
 bench-ranking: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset $(DATASET)
 
+.PHONY: bench-alignment
+bench-alignment: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/alignment.py --dataset $(DATASET)
+
 .PHONY: bench-speed
 bench-speed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py

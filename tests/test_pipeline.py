@@ -114,11 +114,18 @@ def test_recommendations_ranked_by_score(frames):
     r = frames["recommendations"]
     assert set(r.columns) >= {"ds", "user_id", "item_id", "rank", "score", "source", "als_run_id",
                               "model_version", "generated_at"}
+    unscored = 0
     for _, g in r.groupby("user_id"):
         g = g.sort_values("rank")
         assert g["rank"].tolist() == list(range(1, len(g) + 1)) and len(g) == 10
-        s = g["score"].fillna(-np.inf).to_numpy()
-        assert (np.diff(s) <= 0).all()
+        scored = g["score"].notna().to_numpy()
+        assert (np.diff(scored.astype(int)) <= 0).all()  # pairs ALS cannot score come last...
+        assert (np.diff(g["score"].to_numpy()[scored]) <= 0).all()
+        rest = g[~scored]
+        assert rest["item_id"].tolist() == sorted(rest["item_id"])  # ...in a fixed order (no pop_rank here)
+        unscored += (~scored).all()
+    # split mode serves every user known before the test part: those seen only in validation have no factors
+    assert 0 < unscored < r["user_id"].nunique()
 
 
 def _als_scores(frames, test):

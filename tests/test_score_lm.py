@@ -117,8 +117,11 @@ def test_model_is_loaded_once_per_worker(spark, lm_run):
 def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
     _, tables, summary = lm_run
     met = tables.read("metrics").where(F.col("run_id") == "run_lm_1").toPandas()
-    assert set(met["scorer"]) == {"collm", "als"}
-    assert {"auc", "uauc", "recall_at_k", "ndcg_at_k"} <= set(met[met.scorer == "als"]["metric"])
+    assert set(met["scorer"]) == {"collm", "als", "popularity", "recent_popularity"}
+    for scorer in ("collm", "als"):
+        assert {"auc", "uauc", "recall_at_k", "ndcg_at_k", "coverage"} == set(met[met.scorer == scorer]["metric"])
+    for baseline in ("popularity", "recent_popularity"):  # they rank; they score no pairs
+        assert {"recall_at_k", "ndcg_at_k", "coverage"} == set(met[met.scorer == baseline]["metric"])
     assert summary["metrics"]["auc"]["all"] is not None and summary["metrics"]["als"]["auc"]["all"] is not None
 
 

@@ -81,7 +81,8 @@ class Tables:
         self._write(w, name)
 
     def append(self, df: DataFrame, name: str, partition_by: list[str] | None = None) -> None:
-        w = df.write.format("delta").mode("append")
+        """Add rows; new columns are added to the table (a table written by an older version gains them)."""
+        w = df.write.format("delta").mode("append").option("mergeSchema", "true")
         if partition_by:
             w = w.partitionBy(*partition_by)
         self._write(w, name)
