@@ -44,22 +44,27 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=7)
     ap.add_argument("--override", default="{}", help="JSON merged into the conf")
     ap.add_argument("--tag", default="", help="suffix of the result file")
+    ap.add_argument("--reuse", default=None, help="replay in this earlier run's warehouse (its interactions, ALS "
+                    "fits and id map are the same; a model of another conf is trained anew), e.g. ml-100k-ranking")
     args = ap.parse_args()
     from collm_udf.spark import replay
     from collm_udf.spark.session import get_spark
 
-    work = ROOT / "benchmarks" / ".work" / f"{args.dataset}-ranking{args.tag}"
-    shutil.rmtree(work, ignore_errors=True)  # a fresh warehouse: every fit and model is made by this run
+    work = ROOT / "benchmarks" / ".work" / (args.reuse or f"{args.dataset}-ranking{args.tag}")
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)  # a fresh warehouse: every fit and model is made by this run
     over = json.loads(args.override)
     over.setdefault("tables", {})["root"] = str(work / "warehouse")
     cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"), over)
     spark = get_spark(cfg, "collm-bench-ranking")
     t0 = time.time()
-    summary = replay.run(spark, cfg, days=args.days, every=args.every, progress=lambda m: print(m, file=sys.stderr))
+    summary = replay.run(spark, cfg, days=args.days, every=args.every, skip_ingest=bool(args.reuse),
+                         progress=lambda m: print(m, file=sys.stderr))
     wall = round(time.time() - t0, 1)
     spark.stop()
     rep = summary["replay"]
-    out = {"dataset": args.dataset, "conf": cfg.source_path, "override": over, "scorer": cfg.score.scorer,
+    out = {"dataset": args.dataset, "conf": cfg.source_path, "override": over, "reused_warehouse": args.reuse,
+           "scorer": cfg.score.scorer,
            "days": rep["days"], "k": rep["k"], "horizon_days": rep["horizon_days"], "table": rep["table"],
            "mean": rep["mean"], "scorer_over_best_baseline": ratios(rep["mean"], cfg.score.scorer),
            "runs": summary["runs"], "wall_s": wall}

@@ -70,6 +70,9 @@ class TrainingConfig:
     bf16: str = _help("bf16 autocast: auto (GPU or CPUs with native bf16; ~15x slower on AVX2-only CPUs), "
                       "on, off", "auto")
     seed: int = _help("seed of sampling, initialisation and shuffling", 0)
+    cf_negatives: int = _help("daily mode: stage 2 also learns the table's task from this many pairs that the "
+                              "candidate sources offered, as of the label window's start, to users who then did not "
+                              "interact with them in the window (label 0); a fifth of them join the holdout", 0)
     retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
                                     "model conf is this many days older than the cutoff; in between, days are "
                                     "scored by it with the newest ALS fit's factors aligned into its space", 7)
@@ -86,8 +89,8 @@ class TrainingConfig:
             raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
         if self.text_lr <= 0 or self.cf_lr <= 0:
             raise ConfigError("train: learning rates must be > 0")
-        if self.retrain_every_days < 1:
-            raise ConfigError("train.retrain_every_days must be >= 1")
+        if self.retrain_every_days < 1 or self.cf_negatives < 0:
+            raise ConfigError("train: retrain_every_days must be >= 1 and cf_negatives >= 0")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 
@@ -108,6 +111,9 @@ class ModelConfig:
     lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
     answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
     projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
+    signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
+                               "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
+                               "user_count (collm_udf/signals.py); all computed as of the cutoff", factory=list)
     attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
                            "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
@@ -124,6 +130,12 @@ class ModelConfig:
         if self.projector_mult < 1 or self.lora_r < 1:
             raise ConfigError("model: projector_mult and lora_r must be >= 1")
         from collm_udf.prompt import TEMPLATES, PromptError, parse_template
+        from collm_udf.signals import SignalError, check_names
+
+        try:
+            check_names(self.signals)
+        except SignalError as e:
+            raise ConfigError(f"model.{e}") from None
 
         if self.template not in TEMPLATES:
             try:

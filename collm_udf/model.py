@@ -11,7 +11,10 @@ Top-down:
      (collm_udf/attention.py computes it without a dense mask; segment_mask below is the reference)
   5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
-The backbone's weights never learn the CF channel: stage 2 trains only the projector and the no-CF vectors.
+  6. + skip: Linear(F, 1) over the candidate's standardised signals (collm_udf/signals.py: u . v, item and
+             user statistics as of the cutoff), when the spec names any                   (J,)
+The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
+the skip.
 Nothing here imports pyspark.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from collm_udf import attention
+from collm_udf.signals import SignalError, check_names
 
 
 class ModelError(ValueError):
@@ -61,6 +65,11 @@ class ModelSpec:
     als_run_id: Optional[str] = None
     backbone_sha: Optional[str] = field(default=None, metadata={
         "help": "sha1 of the backbone's config.json when the model was built; a checkpoint refuses another"})
+    signals: list = field(default_factory=list, metadata={
+        "help": "per-pair signals added to the logit by a linear skip (collm_udf/signals.py), in this order"})
+    signal_mean: list = field(default_factory=list, metadata={"help": "standardisation of the signals (stage-2 "
+                                                                     "training set): mean"})
+    signal_std: list = field(default_factory=list, metadata={"help": "... and standard deviation"})
 
     def __post_init__(self):
         if self.kind not in ("encoder", "causal"):
@@ -71,6 +80,13 @@ class ModelSpec:
             raise ModelError(f"model.attention: {self.attention!r} is not block or full")
         if self.factor_dim < 1:
             raise ModelError("model.factor_dim must be >= 1")
+        try:
+            self.signals = check_names(self.signals)
+        except SignalError as e:
+            raise ModelError(str(e)) from None
+        for name in ("signal_mean", "signal_std"):
+            if getattr(self, name) and len(getattr(self, name)) != len(self.signals):
+                raise ModelError(f"model.{name}: {len(getattr(self, name))} values for {len(self.signals)} signals")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +163,13 @@ class CoLLM(nn.Module):
         emb = backbone.get_input_embeddings().weight
         self.no_cf = nn.Parameter(emb.detach().std() * torch.randn(2, H, generator=torch.Generator().manual_seed(0)))
         self.head = nn.Linear(2 * H, 1) if spec.kind == "encoder" else None  # on [prefix ; candidate] means
+        # The signals' skip starts at zero: before stage 2 the model scores as if it had none.
+        self.skip = nn.Linear(len(spec.signals), 1) if spec.signals else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
+        self.set_signal_scale(spec.signal_mean or [0.0] * len(spec.signals),
+                              spec.signal_std or [1.0] * len(spec.signals))
         if spec.kind == "causal" and answer_id is None:
             raise ModelError("causal backbone: the answer token id is required")
         self.answer_id = answer_id
@@ -156,6 +179,13 @@ class CoLLM(nn.Module):
         # pairs; dense on CPU, where attention is ~10% of the time and the split's gathers cost as much as they
         # save (measured: MiniLM, 50 candidates per user, 2 cores, within 5%).
         self.block_kernel = "auto"
+
+    def set_signal_scale(self, mean, std) -> None:
+        """Standardise the signals by (mean, std) (of the stage-2 training set); recorded in the spec."""
+        self.spec.signal_mean = [float(m) for m in mean]
+        self.spec.signal_std = [max(float(s), 1e-6) for s in std]
+        self.register_buffer("_sig_mean", torch.tensor(self.spec.signal_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("_sig_std", torch.tensor(self.spec.signal_std, dtype=torch.float32), persistent=False)
 
     # -------------------------------------------------------------------------------- forward
     def cf_vectors(self, slot_kind, slot_f, slot_has) -> torch.Tensor:
@@ -170,8 +200,22 @@ class CoLLM(nn.Module):
         return emb
 
     def forward(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
-                out_row, out_seg, out_last) -> torch.Tensor:
-        """Rows (see collm_udf/batching.py) -> one logit per candidate, (J,)."""
+                out_row, out_seg, out_last, out_x=None) -> torch.Tensor:
+        """Rows (see collm_udf/batching.py) -> one logit per candidate, (J,). out_x (J, F): the candidates'
+        signals; None leaves the skip out (text-only scoring)."""
+        logit = self._lm_logit(input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
+                               out_row, out_seg, out_last)
+        if self.skip is None or out_x is None:
+            return logit
+        if out_x.shape != (logit.shape[0], len(self.spec.signals)):
+            raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
+                             f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
+        with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
+            x = (out_x.float() - self._sig_mean) / self._sig_std
+            return logit.float() + self.skip(x).squeeze(-1)
+
+    def _lm_logit(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
+                  out_row, out_seg, out_last) -> torch.Tensor:
         emb = self.embed(input_ids, slot_row, slot_pos, self.cf_vectors(slot_kind, slot_f, slot_has))
         causal = self.spec.kind == "causal"
         hf = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
@@ -226,6 +270,9 @@ class CoLLM(nn.Module):
             for p in self.projector.parameters():
                 p.requires_grad_(True)
             self.no_cf.requires_grad_(True)
+            if self.skip is not None:
+                for p in self.skip.parameters():
+                    p.requires_grad_(True)
         else:
             raise ModelError(f"unknown training stage {stage!r}")
 

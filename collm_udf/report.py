@@ -24,7 +24,7 @@ SCORER_NAMES = {"als": "ALS", "collm": "CoLLM", "text": "text-only", "popularity
                 "recent_popularity": "recent popularity"}
 SEGMENT_ORDER = ("all", "served", "warm", "cold", "cold_item", "active", "truth")
 METRIC_NAMES = {"auc": "AUC", "uauc": "UAUC", "recall_at_k": "Recall@k", "ndcg_at_k": "NDCG@k",
-                "coverage": "coverage"}
+                "coverage": "coverage", "overlap_at_k": "overlap@k", "top_item_share": "top item share"}
 # Training-popularity buckets: number of training interactions of an item, [lo, next lo).
 POPULARITY_EDGES = (0, 1, 3, 10, 30, 100, 300)
 COLORS = {"ALS": "#4C72B0", "CoLLM": "#DD8452", "text-only": "#55A868", "popularity": "#8C8C8C",

@@ -53,6 +53,8 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
 
     def flush():
         rows, order = pack([g for g, _ in pending], pad_id, max_row_tokens)
+        if not (use_cf and model.spec.signals):
+            rows.pop("out_x")  # no skip without CF
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             s = model(**{k: v.to(device) for k, v in rows.items()}).float().cpu().numpy()
         for (g, c), v in zip(order, s):
@@ -71,7 +73,8 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
             if c not in parts:
                 parts[c] = pb.encode_candidate(c)
             cand.append(parts[c])
-        grp = UserGroup(prefix, user_pos, ps.user_f[i0], bool(uh[i0]), cand, ps.item_f[idx], ih[idx])
+        x = ps.signals(model.spec.signals, idx, uh[idx], ih[idx]) if use_cf and model.spec.signals else None
+        grp = UserGroup(prefix, user_pos, ps.user_f[i0], bool(uh[i0]), cand, ps.item_f[idx], ih[idx], x)
         tokens = len(prefix) * max(1, sum(len(p) for p, _ in cand) // max_row_tokens + 1) + \
             sum(len(p) for p, _ in cand)
         if pending and pending_tokens + tokens > batch_tokens:
@@ -134,7 +137,8 @@ def _task_gpu_addresses() -> list[str]:
 def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_factor_dim: Optional[int] = None,
                     expect_als_run_id: Optional[str] = None, max_row_tokens: int = 512, batch_tokens: int = 8192,
                     bf16: str = "auto") -> Callable[..., np.ndarray]:
-    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has) -> scores."""
+    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has[, stats])
+    -> scores. A model with signals refuses pairs without the statistics it was trained with."""
     from collm_udf import checkpoint
 
     model, tok = checkpoint.load(checkpoint_dir, expect_factor_dim, expect_als_run_id)
@@ -143,11 +147,13 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_fa
     spec = model.spec
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 
-    def predict(history, candidate, user_f, item_f, user_has, item_has) -> np.ndarray:
+    def predict(history, candidate, user_f, item_f, user_has, item_has, stats=None) -> np.ndarray:
+        """stats: name -> (n,) values of the statistics among the model's signals (collm_udf/signals.py)."""
         n = len(candidate)
         ps = PairSet([list(h) if h is not None else [] for h in history], list(candidate),
                      np.asarray(user_f, np.float32).reshape(n, -1), np.asarray(item_f, np.float32).reshape(n, -1),
-                     np.asarray(user_has, bool), np.asarray(item_has, bool), np.zeros(n, np.int64))
+                     np.asarray(user_has, bool), np.asarray(item_has, bool), np.zeros(n, np.int64),
+                     stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
         return predict_packed(model, pb, ps, tok.pad_token_id, True, max_row_tokens, batch_tokens, bf16)
 
     predict.model, predict.tokenizer, predict.prompts, predict.device = model, tok, pb, dev  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from collm_udf import signals
 from collm_udf.batching import collate
 from collm_udf.model import CoLLM, ModelSpec, build
 from collm_udf.prompt import TEMPLATES, PromptBuilder
@@ -43,16 +44,18 @@ if TYPE_CHECKING:  # the core never needs the conf loader (PyYAML) at run time
 
 @dataclass
 class PairSet:
-    """N scored pairs: history titles, candidate text, factors (zeros where missing) and labels."""
+    """N scored pairs: history titles, candidate text, factors (zeros where missing), labels, and the
+    statistics among the model's signals (collm_udf/signals.py; name -> (N,) values)."""
 
     history: list
     candidate: list
     user_f: np.ndarray  # (N, d) float32
     item_f: np.ndarray  # (N, d)
     user_has: np.ndarray  # (N,) bool
-    item_has: np.ndarray  # (N,) bool
+    item_has: np.ndarray  # (N,)
     label: np.ndarray  # (N,) 0/1
     encoded: Optional[list] = field(default=None, repr=False)
+    stats: Optional[dict] = field(default=None, repr=False)  # name -> (N,) float
 
     def __len__(self) -> int:
         return len(self.candidate)
@@ -60,13 +63,23 @@ class PairSet:
     def subset(self, idx) -> "PairSet":
         idx = np.asarray(idx)
         enc = None if self.encoded is None else [self.encoded[i] for i in idx]
+        stats = None if self.stats is None else {k: np.asarray(v)[idx] for k, v in self.stats.items()}
         return PairSet([self.history[i] for i in idx], [self.candidate[i] for i in idx], self.user_f[idx],
-                       self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc)
+                       self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc, stats)
+
+    def signals(self, names: Sequence[str], idx=None, user_has=None, item_has=None) -> np.ndarray:
+        """(n, len(names)) signals of the pairs idx (all when None); *_has override the factor masks (a CF slot
+        dropped in training, or scoring without CF, also drops its derived signals)."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx)
+        stats = None if self.stats is None else {k: np.asarray(v)[idx] for k, v in self.stats.items()}
+        return signals.matrix(names, self.user_f[idx], self.item_f[idx],
+                              self.user_has[idx] if user_has is None else user_has,
+                              self.item_has[idx] if item_has is None else item_has, stats)
 
     @classmethod
     def from_ids(cls, user_ids: Sequence, item_ids: Sequence, histories: Sequence[Sequence], labels: Sequence,
                  text: Mapping, user_factors: Mapping, item_factors: Mapping, factor_dim: int,
-                 use_history: bool = True) -> "PairSet":
+                 use_history: bool = True, stats: Optional[Mapping[str, Sequence]] = None) -> "PairSet":
         """Look up titles and factors by id; missing factors become zeros with *_has = False."""
         z = np.zeros(factor_dim, np.float32)
         U, V = user_factors, item_factors
@@ -77,7 +90,8 @@ class PairSet:
             user_f=np.stack([U.get(u, z) for u in user_ids]).astype(np.float32).reshape(-1, factor_dim),
             item_f=np.stack([V.get(i, z) for i in item_ids]).astype(np.float32).reshape(-1, factor_dim),
             user_has=np.array([u in U for u in user_ids], bool), item_has=np.array([i in V for i in item_ids], bool),
-            label=np.asarray(labels, np.int64))
+            label=np.asarray(labels, np.int64),
+            stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
 
     def encode(self, pb: PromptBuilder) -> "PairSet":
         """Tokenise once; epochs and evaluations reuse the ids."""
@@ -119,7 +133,10 @@ def _batch(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
         uh, ih = np.zeros_like(uh), np.zeros_like(ih)
     elif keep is not None:
         uh, ih = uh & keep[0], ih & keep[1]
-    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id)
+    x = ps.signals(model.spec.signals, idx, uh, ih) if use_cf and model.spec.signals else None
+    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x)
+    if x is None:
+        b.pop("out_x")  # text-only: no skip
     return {k: v.to(device) for k, v in b.items()}
 
 
@@ -330,7 +347,7 @@ def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]
                      attention=mc.attention,
                      tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
                      template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
-                     candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id)
+                     candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id, signals=list(mc.signals))
 
 
 def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
@@ -356,6 +373,9 @@ def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
     for ps in sets.values():
         ps.encode(pb)
+    if model.spec.signals:  # standardised as the stage-2 training set has them
+        x = sets["cf"].signals(model.spec.signals)
+        model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
     report = {"pairs": {k: len(v) for k, v in sets.items()}}
     if len(sets["text"]):
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),

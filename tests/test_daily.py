@@ -153,6 +153,13 @@ def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
         cov = m[(m.scorer == ranker) & (m.metric == "coverage")].set_index("segment")["value"]
         assert cov["active"] == pytest.approx(1.0)
         assert cov["truth"] == pytest.approx(len(set(truth) & served) / len(truth))
+        # personalisation: how alike the users' top-k lists are
+        tops = [set(v[:K]) for v in lst.values()]
+        overlap = np.mean([len(a & b) / K for i, a in enumerate(tops) for b in tops[i + 1:]])
+        counts = pd.Series([i for t in tops for i in t]).value_counts()
+        got = m[(m.scorer == ranker) & (m.segment == "served")].set_index("metric")["value"]
+        assert got["overlap_at_k"] == pytest.approx(overlap, abs=1e-9)
+        assert got["top_item_share"] == pytest.approx(counts.iloc[0] / len(tops))
 
 
 def test_pair_auc_of_a_day_matches_sklearn(daily, events):
@@ -287,6 +294,7 @@ def test_backtest_without_future_data_says_so_writes_nothing_and_catches_up_late
 
 def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_factors(
         spark, daily, slice_dir, tiny_encoder, events, tmp_path_factory):
+    import json
     import shutil
 
     from collm_udf.spark import als, score, train
@@ -299,11 +307,15 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
                                              "arrow_batch_rows": 500},
                      model={"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
+                            "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"],
                             "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
-                                      "cf_epochs": 1, "retrain_every_days": 14}})
+                                      "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60}})
     tables = Tables(spark, cfg.tables)
     first = train.run(spark, cfg, tables, DAYS[0], log=lambda m: None)
+    assert first["pairs"]["cf"] == 96 + 48 and first["pairs"]["hold"] == 48 + 12  # rated + candidate negatives
     model = train.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
+    spec = json.loads(model["spec"])
+    assert spec["signals"][2:] == ["item_recent", "item_like_rate", "user_count"] and len(spec["signal_std"]) == 5
     assert model["model_version"] == first["model_version"] and model["mode"] == "daily"
     assert model["cutoff"].isoformat() == f"{DAYS[0]}T00:00:00+00:00"
     label_fit = als.find_run(tables, model["als_run_id"])  # the fit behind stage 2 ends where its window starts
@@ -320,3 +332,32 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     recs = day(tables, "recommendations", DAYS[1])
     assert set(recs.user_id) == active_users(events, DAYS[1]) and (recs.groupby("user_id").size() == TOP_N).all()
     assert recs.lm_score.notna().all()
+
+
+def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):
+    from collm_udf.spark.asof import AsOf
+    from collm_udf.spark.signals import add_stats, column, end_of
+
+    cfg, a, _, _ = daily
+    _, b, _, _ = planted
+    names = ["item_recent", "item_count", "item_like_rate", "user_count"]
+    ds = DAYS[0]
+    asof = AsOf.of(cfg, ds)
+
+    def stats(t):
+        known = asof.known(t.read("pairs"))
+        cands = t.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).select("user_id", "item_id")
+        return add_stats(cands, known, end_of(known, asof.cutoff), names, RECENT).toPandas() \
+            .sort_values(["user_id", "item_id"]).reset_index(drop=True)
+
+    got = stats(a)
+    pd.testing.assert_frame_equal(got, stats(b))  # rows planted at and after the cutoff change nothing
+    k = known(events, ds)
+    n_item, n_user = k.groupby("item_id").size(), k.groupby("user_id").size()
+    recent = k[k.ts >= cutoff(ds) - pd.Timedelta(days=RECENT)].groupby("item_id").size()
+    rate = (k.groupby("item_id")["label"].sum() + 5 * k["label"].mean()) / (n_item + 5)
+    np.testing.assert_allclose(got[column("item_count")], np.log1p(got.item_id.map(n_item).fillna(0)))
+    np.testing.assert_allclose(got[column("item_recent")], np.log1p(got.item_id.map(recent).fillna(0)))
+    np.testing.assert_allclose(got[column("user_count")], np.log1p(got.user_id.map(n_user).fillna(0)))
+    want_rate = got.item_id.map(rate).fillna(k["label"].mean())
+    np.testing.assert_allclose(got[column("item_like_rate")], want_rate, rtol=1e-9)

@@ -207,6 +207,51 @@ def test_checkpoint_refuses_mismatch_and_tampering(tiny_encoder, tmp_path):
         checkpoint.load(tmp_path / "c")
 
 
+# ------------------------------------------------------------------------------------------ signals
+def signal_pairs(n=96, seed=0) -> PairSet:
+    """Pairs whose label follows a statistic the prompt does not show: learnable only through the skip."""
+    ps = pairs(n, seed)
+    rate = np.random.default_rng(seed + 7).random(n)
+    ps.label = (rate > 0.5).astype(np.int64)
+    ps.stats = {"item_like_rate": rate * 3 + 1}  # off-centre, so the standardisation matters
+    return ps
+
+
+def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_encoder, tmp_path):
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.signals import SignalError
+    from collm_udf.train import auc
+
+    model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
+    ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
+    x = ps.signals(model.spec.signals)
+    model.set_signal_scale(x.mean(0), x.std(0))
+    before = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
+    train_stage(model, "cf", ps, hold, TrainConfig(lr=5e-2, epochs=3, batch_size=16, bf16="off"),
+                tok.pad_token_id, log=lambda m: None)
+    after = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
+    assert after > 0.9 > before + 0.2, (before, after)
+    assert float(model.skip.weight.detach()[0, 1]) > 0  # the like rate's weight
+    want = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off")
+    packed = predict_packed(model, pb, hold, tok.pad_token_id, max_row_tokens=60, batch_tokens=150, bf16="off")
+    np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)
+    # without CF the skip stays out: scores do not move with the statistic
+    moved = signal_pairs(48, seed=1).encode(pb)
+    moved.stats = {"item_like_rate": moved.stats["item_like_rate"] * 10}
+    np.testing.assert_array_equal(predict(model, hold, tok.pad_token_id, use_cf=False, bf16="off"),
+                                  predict(model, moved, tok.pad_token_id, use_cf=False, bf16="off"))
+
+    checkpoint.save(model, tmp_path / "c")
+    assert checkpoint.read_spec(tmp_path / "c").signal_mean == model.spec.signal_mean
+    fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
+    got = fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has, hold.item_has, hold.stats)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SignalError, match="adds signal 'item_like_rate'.*do not carry it"):
+        fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has, hold.item_has)
+    with pytest.raises(ModelError, match="signals: \\['bogus'\\]"):
+        ModelSpec(signals=["bogus"])
+
+
 def test_core_imports_without_pyspark():
     # GPU scoring machines have no JVM, and need neither sklearn nor pandas to score
     code = ("import sys; sys.modules['pyspark'] = sys.modules['sklearn'] = sys.modules['pandas'] = None\n"

@@ -11,7 +11,10 @@ rankers, each a top-k list per served user, all as of the cutoff:
   recent_popularity  the same over the last candidates.recent_days
 Recall@k and NDCG@k come from MLlib's RankingEvaluator, over every truth user (segment "all": a user without a
 list counts zero, so coverage gaps show) and over the served truth users (segment "served"). Coverage: users with
-a list over the served users ("active") and over the truth users ("truth").
+a list over the served users ("active") and over the truth users ("truth"). Personalisation, over the users with
+a list: overlap@k = the mean share of two users' top-k lists that they have in common (sum_i c_i (c_i - 1) /
+(n (n - 1) k), c_i = users whose list holds item i), and top_item_share = the share of users whose list holds
+the day's most listed item.
 """
 from __future__ import annotations
 
@@ -88,6 +91,10 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[st
     listed = {r["ranker"]: r["n"] for r in ranked.select("ranker", "user_id").distinct().join(bt.served, "user_id")
               .groupBy("ranker").agg(F.count(F.lit(1)).alias("n")).collect()}
     n_served = bt.served.count()
+    spread = {}
+    for r in ranked.groupBy("ranker", "item_id").agg(F.count(F.lit(1)).alias("c")).groupBy("ranker").agg(
+            F.sum(F.col("c") * (F.col("c") - 1)).alias("pairs"), F.max("c").alias("top")).collect():
+        spread[r["ranker"]] = (int(r["pairs"]), int(r["top"]))
     out = {}
     for name in lists:
         got = counts.get(name) or {"truth_users": 0, "served": 0, "with_list": 0}
@@ -96,6 +103,9 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[st
              "truth_users_with_list": got["with_list"], "users_with_list": n_list, "served_users": n_served,
              "coverage_active": n_list / n_served if n_served else None,
              "coverage_truth": got["with_list"] / got["truth_users"] if got["truth_users"] else None}
+        pairs_in_common, top = spread.get(name, (0, 0))
+        r[f"overlap@{k}"] = pairs_in_common / (n_list * (n_list - 1) * k) if n_list > 1 else None
+        r["top_item_share"] = top / n_list if n_list else None
         mine = frame.where(F.col("ranker") == name)
         for seg, part, n in (("all", mine, got["truth_users"]), ("served", mine.where("served"), got["served"])):
             for metric, mllib in (("recall", "recallAtK"), ("ndcg", "ndcgAtK")):
@@ -114,5 +124,7 @@ def metric_rows(name: str, r: dict, k: int) -> list[tuple]:
         rows += [("recall_at_k", seg, r[f"recall@{k}{suffix}"], None, n, k),
                  ("ndcg_at_k", seg, r[f"ndcg@{k}{suffix}"], None, n, k)]
     rows += [("coverage", "active", r["coverage_active"], None, r["served_users"], None),
-             ("coverage", "truth", r["coverage_truth"], None, r["truth_users"], None)]
+             ("coverage", "truth", r["coverage_truth"], None, r["truth_users"], None),
+             ("overlap_at_k", "served", r[f"overlap@{k}"], None, r["users_with_list"], k),
+             ("top_item_share", "served", r["top_item_share"], None, r["users_with_list"], k)]
     return rows

@@ -22,7 +22,7 @@ from collm_udf.stages import STAGES
 
 ONCE = ("ingest", "prepare")
 DAILY = tuple(s for s in STAGES if s not in ONCE)
-FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth")
+FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth", "overlap", "top_item_share")
 
 
 class ReplayError(ValueError):
@@ -63,6 +63,7 @@ def backtest_rows(ds: str, metrics: dict, k: int) -> list[dict]:
     for name, r in (metrics.get("rankers") or {}).items():
         rows.append({"ds": ds, "ranker": name, "recall": r[f"recall@{k}"], "ndcg": r[f"ndcg@{k}"],
                      "coverage_active": r["coverage_active"], "coverage_truth": r["coverage_truth"],
+                     "overlap": r[f"overlap@{k}"], "top_item_share": r["top_item_share"],
                      "truth_users": bt.get("truth_users"), "served_truth_users": bt.get("served_truth_users")})
     return rows
 
@@ -86,8 +87,9 @@ def format_day(ds: str, rows: list[dict], k: int, note: str = "") -> str:
     head = rows[0]
     users = "" if ds == "mean" else f" truth users {head['truth_users']} (served {head['served_truth_users']})"
     f = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
-    parts = [f"{r['ranker']} {f(r['ndcg'])}/{f(r['recall'])}/{f(r['coverage_truth'])}" for r in rows]
-    return f"[replay] {ds}{users} | NDCG@{k}/Recall@{k}/coverage: " + " | ".join(parts)
+    parts = [f"{r['ranker']} {f(r['ndcg'])}/{f(r['recall'])}/{f(r['coverage_truth'])}/{f(r['overlap'])}"
+             for r in rows]
+    return f"[replay] {ds}{users} | NDCG@{k}/Recall@{k}/coverage/overlap@{k}: " + " | ".join(parts)
 
 
 def run(spark: SparkSession, cfg: Config, start: Optional[str] = None, end: Optional[str] = None,

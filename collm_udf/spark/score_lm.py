@@ -23,7 +23,9 @@ from pyspark.sql import types as T
 from collm_udf.align import Alignment, AlignmentError, align
 from collm_udf.config import Config
 from collm_udf.spark import als, train
+from collm_udf.signals import STATISTICS
 from collm_udf.spark.asof import AsOf, history_as_of
+from collm_udf.spark.signals import add_stats, column, end_of
 from collm_udf.spark.score import Scorer
 from collm_udf.spark.tables import Tables
 
@@ -39,7 +41,8 @@ def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
 
 
 def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, rotation: list, keep: list,
-              max_row_tokens: int, batch_tokens: int, bf16: str, fail_once: str | None = None):
+              max_row_tokens: int, batch_tokens: int, bf16: str, fail_once: str | None = None, *,
+              stats: tuple = ()):
     """The mapInPandas function. It captures only plain values; the model lives in model_cache."""
 
     def fn(batches):
@@ -74,7 +77,8 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
             hist = [list(h) if h is not None else [] for h in pdf["_history_text"]]
             cand = ["" if c is None else c for c in pdf["_candidate"]]
             out = pdf[keep].copy()
-            out["score"] = predict(hist, cand, uf, vf, uh, ih)
+            sig = {name: pdf[column(name)].to_numpy(np.float64) for name in stats} if stats else None
+            out["score"] = predict(hist, cand, uf, vf, uh, ih, sig)
             yield out
 
     return fn
@@ -128,8 +132,17 @@ class CoLLMScorer(Scorer):
             .select("user_id", F.col("features").alias("_user_f"))
         vf = self.tables.read("item_factors").where(F.col("als_run_id") == run_id) \
             .select("item_id", F.col("features").alias("_item_f"))
-        return (p.join(items.select("item_id", F.col("text").alias("_candidate")), "item_id", "left")
-                .join(uf, "user_id", "left").join(vf, "item_id", "left"))
+        p = (p.join(items.select("item_id", F.col("text").alias("_candidate")), "item_id", "left")
+             .join(uf, "user_id", "left").join(vf, "item_id", "left"))
+        if self.stats:  # the model's signals, as of the day's cutoff
+            known = self.asof.known(self.tables.read("pairs"))
+            p = add_stats(p, known, end_of(known, self.asof.cutoff), self.stats, self.cfg.candidates.recent_days)
+        return p
+
+    @property
+    def stats(self) -> tuple:
+        """The statistics among the model's signals, which the scorer computes for each pair."""
+        return tuple(n for n in json.loads(self.model["spec"]).get("signals", []) if n in STATISTICS)
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
         s = self.cfg.score
@@ -142,8 +155,8 @@ class CoLLMScorer(Scorer):
         d = self.alignment.rotation.shape[0]
         fn = _score_fn(self.model["path"], None if s.device == "auto" else s.device, d, self.model["als_run_id"],
                        self.alignment.rotation.tolist(), keep, s.max_row_tokens, s.batch_tokens, s.bf16,
-                       self.fail_once)
-        return df.select(*keep, *DROP).mapInPandas(fn, schema)
+                       self.fail_once, stats=self.stats)
+        return df.select(*keep, *DROP, *[column(n) for n in self.stats]).mapInPandas(fn, schema)
 
     def fallback_score(self) -> float:
         return 0.0

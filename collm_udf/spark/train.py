@@ -35,8 +35,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import als
-from collm_udf.spark.asof import AsOf, micros, newest_as_of
+from collm_udf.signals import STATISTICS
+from collm_udf.spark import als, candidates
+from collm_udf.spark.asof import AsOf, history_as_of, micros, newest_as_of
+from collm_udf.spark.signals import add_stats, column, end_of
 from collm_udf.spark.tables import Tables
 
 PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
@@ -60,8 +62,10 @@ def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
         .drop("_r", "_b")
 
 
-def training_frames(cfg: Config, tables: Tables, asof: AsOf) -> dict:
-    """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig)."""
+def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None) -> dict:
+    """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig),
+    with the statistics among the model's signals as of the label window's start (`_sig_<name>` columns).
+    With model.train.cf_negatives, cf and hold also hold candidate-pool negatives, from the ALS fit `run`."""
     t = cfg.model.train
     pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
     labels, before = asof.labels(pairs), asof.label_fit(pairs)
@@ -72,15 +76,47 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf) -> dict:
         "text": _take(before, t.text_pairs, t.seed),
         "cf_train": _take(before, n_cf_train, t.seed, skip=t.text_pairs),
     }
-    frames = {k: v.orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id").select(*PAIR_COLUMNS)
-              .toPandas() for k, v in parts.items()}
-    frames["cf"] = pd.concat([frames.pop("cf_valid"), frames.pop("cf_train")], ignore_index=True)
+    if t.cf_negatives:
+        if not asof.daily or run is None:
+            raise ValueError("model.train.cf_negatives: candidate-pool negatives need the daily mode (asof.mode: "
+                             "daily) and the label window's ALS fit")
+        negs = candidate_negatives(cfg, tables, asof, run).cache()
+        n_hold = t.cf_negatives // 5
+        parts["hold_neg"] = _take(negs, n_hold, t.seed)
+        parts["cf_neg"] = _take(negs, t.cf_negatives - n_hold, t.seed, skip=n_hold)
+    # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
+    names = cfg.model.signals
+    end = end_of(before, asof.label_start)
+    frames = {k: add_stats(v, before, end, names, cfg.candidates.recent_days)
+              .orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
+              .select(*PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas()
+              for k, v in parts.items()}
+    if t.cf_negatives:
+        negs.unpersist()
+    frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg") if k in frames],
+                             ignore_index=True)
+    frames["hold"] = pd.concat([frames.pop(k) for k in ("hold", "hold_neg") if k in frames], ignore_index=True)
     if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
         where = (f"the label window [{asof.label_start:%Y-%m-%d %H:%M}, {asof.cutoff:%Y-%m-%d %H:%M}) UTC"
                  if asof.daily else "the validation split")
         raise ValueError(f"table pairs: {where} has {len(frames['hold'])} holdout and {len(frames['cf'])} stage-2 "
                          "rows; the train stage needs both (check asof.label_window_days or prepare.split)")
     return frames
+
+
+def candidate_negatives(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
+    """The table's task, one window back: the candidates the day of the label window's start would have offered
+    (its audience, the label fit's ALS top-K, its popular and cold items) that their user then did not interact
+    with in the window; label 0, history as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
+    start = dataclasses.replace(asof, cutoff=asof.label_start)
+    pairs = tables.read("pairs")
+    offered = candidates.build(cfg, tables, start, run).select("user_id", "item_id")
+    window = asof.labels(pairs).select("user_id", "item_id").distinct()
+    hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
+    return (offered.join(window, ["user_id", "item_id"], "left_anti").join(hist, "user_id", "left")
+            .select("user_id", "item_id", F.lit(0).alias("label"),
+                    F.coalesce("history", F.array().cast("array<string>")).alias("history"),
+                    F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
 
 
 def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> tuple[dict, dict, dict]:
@@ -149,9 +185,10 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
     run = label_run(spark, cfg, tables, asof)
     run_id = run["als_run_id"]
     d = json.loads(run["params"])["rank"]
-    frames = training_frames(cfg, tables, asof)
+    frames = training_frames(cfg, tables, asof, run)
     text, U, V = lookups(spark, tables, frames, run_id)
-    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d)
+    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d,
+                                stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
             for k, df in frames.items()}
     version = model_version(cfg, run_id, ds, frames)
     if cfg.model.train.distributed.num_processes > 1:
