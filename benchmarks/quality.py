@@ -34,8 +34,12 @@ from collm_udf.config import load_config  # noqa: E402
 from collm_udf.metrics import auc_uauc  # noqa: E402
 from collm_udf.model import build  # noqa: E402
 from collm_udf.prompt import PromptBuilder  # noqa: E402
-from collm_udf.train import PairSet, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
+from collm_udf.signals import STATISTICS  # noqa: E402
+from collm_udf.spark.signals import column  # noqa: E402
+from collm_udf.train import (PairSet, predict, spec_from_conf, stage_config, standardise_signals,  # noqa: E402
+                             train_stage)
 
+RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
 ABLATIONS = ("none", "no_history", "no_user", "no_item")
 DS = "2026-01-01"  # split mode: the day does not matter
 
@@ -44,6 +48,7 @@ def prepare(cfg, work: Path):
     """Pipeline stages up to ALS, then the train stage's sample plus the whole test split, as pandas."""
     from collm_udf.spark import als, pipeline, train
     from collm_udf.spark.asof import AsOf, segments
+    from collm_udf.spark.signals import add_stats, end_of
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
 
@@ -55,8 +60,14 @@ def prepare(cfg, work: Path):
     frames = train.training_frames(cfg, t, asof)
     pairs = t.read("pairs")
     test = segments(asof.truth(pairs), asof.fit(pairs), cfg.prepare.warm_min_interactions)
+    # Test pairs carry their statistics as of the test split's start (train + valid), like a served day; the
+    # item like-rate among them is also the one-line prior the model must beat.
+    known = asof.known(pairs)
+    names = list(dict.fromkeys([*cfg.model.signals, "item_like_rate"]))
+    test = add_stats(test, known, end_of(known, None), names, cfg.candidates.recent_days)
     frames["test"] = (test.orderBy("ts", "user_id", "item_id")
-                      .select(*train.PAIR_COLUMNS, "warm", "cold_item").toPandas())
+                      .select(*train.PAIR_COLUMNS, "warm", "cold_item", *[column(n) for n in names]).toPandas())
+    frames["test"]["prior"] = frames["test"][column("item_like_rate")]
     text, U, V = train.lookups(spark, t, frames, run["als_run_id"])
     spark.stop()
     return frames, text, U, V, run
@@ -79,6 +90,8 @@ def main() -> int:
     ap.add_argument("--ablate", default="none", choices=ABLATIONS,
                     help="no_history: prompts without history; no_user / no_item: that CF slot always no-CF")
     ap.add_argument("--projector-mult", type=int, default=10, help="projector width = mult x ALS rank")
+    ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/signals.py; "
+                    "'' for none; default: the conf's model.signals)")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
     ap.add_argument("--resume", action="store_true", help="resume training state of an interrupted run")
@@ -93,6 +106,8 @@ def main() -> int:
                   "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
                             args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
                             "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed}}
+    if args.signals is not None:
+        model_conf["signals"] = [n for n in args.signals.split(",") if n]
     cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
                       {"tables": {"root": str(work / "warehouse")}, "model": model_conf,
                        "asof": {"mode": "split"}})  # the paper's protocol: one fixed split
@@ -105,7 +120,8 @@ def main() -> int:
     if not args.resume:
         shutil.rmtree(work / "state", ignore_errors=True)
     use_hist = args.ablate != "no_history"
-    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d, use_hist)
+    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d, use_hist,
+                                stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
             for k, df in (("text", frames["text"]), ("cf", frames["cf"]), ("hold", frames["hold"]),
                           ("test", test_df))}
 
@@ -120,7 +136,7 @@ def main() -> int:
 
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
     stage1 = {"als_run_id": run["als_run_id"], "model": {k: v for k, v in dataclasses.asdict(cfg.model).items()
-                                                          if k != "projector_mult"},
+                                                          if k not in ("projector_mult", "signals")},
               "history": use_hist, "test_pairs": args.test_pairs,
               "sample": hashlib.sha1(pd.concat([frames["text"], frames["hold"]])[["user_id", "item_id"]]
                                      .to_csv(index=False).encode()).hexdigest()}
@@ -151,6 +167,7 @@ def main() -> int:
             sets[k].user_has[:] = False
         if args.ablate == "no_item":
             sets[k].item_has[:] = False
+    standardise_signals(model, sets["cf"])
     t = time.time()
     h2 = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(cfg.model, "cf"), tok.pad_token_id,
                      str(work / "state"))
@@ -163,10 +180,10 @@ def main() -> int:
     fallback = float(run["target_mean"])
     test_df["als"] = [float(U[u] @ V[i]) if (u in U and i in V) else fallback
                       for u, i in zip(test_df.user_id, test_df.item_id)]
-    results = {m: auc_uauc(test_df, m) for m in ("als", "text_only", "collm")}
+    results = {m: auc_uauc(test_df, m) for m in RANKERS}
     times["total_s"] = round(time.time() - t0, 1)
     a = {m: {s: results[m][s]["auc"] for s in results[m]} for m in results}
-    target = {"all": a["collm"]["all"] >= max(a["als"]["all"], a["text_only"]["all"]) + 0.01,
+    target = {"all": a["collm"]["all"] >= max(a["prior"]["all"], a["als"]["all"], a["text_only"]["all"]) + 0.01,
               "warm": a["collm"]["warm"] >= a["als"]["warm"],
               "cold": a["collm"]["cold"] >= a["text_only"]["cold"]}
     out = {"dataset": args.dataset, "als_run_id": run["als_run_id"], "args": vars(args), "results": results,
@@ -180,7 +197,7 @@ def main() -> int:
              "| model | AUC all | AUC warm | AUC cold | AUC cold_item | UAUC all | UAUC warm | UAUC cold |",
              "|---|---|---|---|---|---|---|---|"]
     f = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
-    for m in ("als", "text_only", "collm"):
+    for m in RANKERS:
         r = results[m]
         lines.append(f"| {m} | {f(r['all']['auc'])} | {f(r['warm']['auc'])} | {f(r['cold']['auc'])} | "
                      f"{f(r['cold_item']['auc'])} | {f(r['all']['uauc'])} | {f(r['warm']['uauc'])} | "

@@ -350,6 +350,13 @@ def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]
                      candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id, signals=list(mc.signals))
 
 
+def standardise_signals(model: CoLLM, cf: PairSet) -> None:
+    """The skip's signals are standardised as the stage-2 training set has them (recorded in the spec)."""
+    if model.spec.signals:
+        x = cf.signals(model.spec.signals)
+        model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
+
+
 def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
     t = mc.train
     return TrainConfig(lr=t.text_lr if stage == "text" else t.cf_lr, batch_size=t.batch_size,
@@ -373,9 +380,7 @@ def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
     for ps in sets.values():
         ps.encode(pb)
-    if model.spec.signals:  # standardised as the stage-2 training set has them
-        x = sets["cf"].signals(model.spec.signals)
-        model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
+    standardise_signals(model, sets["cf"])
     report = {"pairs": {k: len(v) for k, v in sets.items()}}
     if len(sets["text"]):
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),
