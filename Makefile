@@ -61,3 +61,9 @@ bench-speed: venv
 .PHONY: gpu-prep
 gpu-prep: venv
 	$(BIN)/python benchmarks/gpu_core.py --save-tokenizer benchmarks/.work/tok
+
+# Issue 18's probe: a copy of ML-100K with 0.5% of the rows garbled in each way found, ingested through
+# conf/local.yaml; every garbled row must be counted in data_quality or refused -> ingest-probe-ml-100k.json
+.PHONY: probe-ingest
+probe-ingest: venv
+	$(BIN)/python benchmarks/probe_ingest.py --dataset ml-100k

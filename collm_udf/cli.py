@@ -136,6 +136,18 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def input_errors() -> tuple:
+    """The errors that say what is wrong with the input (a missing source, bad rows over the threshold, a lost
+    column): `collm` prints them as one line, `collm: ...`, and exits 1, as it prints a conf error and exits 2.
+    Any other exception is a bug and keeps its traceback."""
+    from collm_udf.datasets import DatasetError
+    from collm_udf.spark.data_quality import DataQualityError
+    from collm_udf.spark.ingest import SourceError
+    from collm_udf.spark.prepare import PrepareError
+
+    return SourceError, DataQualityError, DatasetError, PrepareError
+
+
 def execute(args: argparse.Namespace, stages: Optional[Sequence[str]],
             progress: Callable[[str], None] = _stderr) -> int:
     cfg = _load(args)
@@ -146,8 +158,12 @@ def execute(args: argparse.Namespace, stages: Optional[Sequence[str]],
     from collm_udf.spark.session import get_spark
 
     spark = get_spark(cfg, app_name=f"collm-{cfg.name}")
-    summary = pipeline.run(spark, cfg, stages=list(stages) if stages else None, ds=args.ds, run_id=args.run_id,
-                           progress=progress)
+    try:
+        summary = pipeline.run(spark, cfg, stages=list(stages) if stages else None, ds=args.ds, run_id=args.run_id,
+                               progress=progress)
+    except input_errors() as e:
+        print(f"collm: {e}", file=sys.stderr, flush=True)
+        return 1
     for name, t in summary.get("tables", {}).items():
         print(f"{name:16s} {t['rows']:>9d} rows  {t['location']}")
     print(json.dumps(summary, default=str, sort_keys=True), flush=True)
@@ -183,6 +199,9 @@ def replay(args: argparse.Namespace, progress: Callable[[str], None] = _stderr) 
     except replay_.ReplayError as e:
         print(f"collm: {e}", file=sys.stderr)
         return 2
+    except input_errors() as e:
+        print(f"collm: {e}", file=sys.stderr, flush=True)
+        return 1
     print(json.dumps(summary, default=str, sort_keys=True), flush=True)
     return 0
 

@@ -43,6 +43,10 @@ class SourceConfig:
             check_table_name(self.table, "source.table")
         if self.format not in ("delta", "parquet", "csv"):
             raise ConfigError(f"source.format: {self.format!r} is not one of delta, parquet, csv")
+        mode = {k.lower(): v for k, v in self.options.items()}.get("mode", "PERMISSIVE").upper()
+        if self.format == "csv" and mode not in ("PERMISSIVE", "FAILFAST"):
+            raise ConfigError(f"source.options.mode: {mode} drops malformed CSV rows without counting them; leave "
+                              "it unset (ingest counts and drops them in data_quality) or use FAILFAST")
 
 
 @dataclass
@@ -149,8 +153,12 @@ class AsOfConfig:
 
 @dataclass
 class ALSConfig:
-    implicit: bool = _help("implicit-feedback ALS (models 'interacted'); explicit fits the target", False)
-    target: str = _help("explicit target: label (0/1 like) or rating", "label")
+    implicit: bool = _help("implicit-feedback ALS (models 'interacted', weighted by the target as confidence "
+                           "1 + alpha * target); explicit fits the target", False)
+    target: Optional[str] = _help(
+        "label (the 0/1 like) or rating (the mapped rating column: explicit ALS fits it, implicit ALS weighs each "
+        "interaction by it, e.g. a listen count). Unset: rating for implicit ALS when a rating column is mapped, "
+        "else label", None)
     rank: int = _help("factor dimension", 16)
     reg: float = _help("L2 regularisation (regParam)", 0.1)
     alpha: float = _help("implicit confidence scale", 1.0)
@@ -165,7 +173,7 @@ class ALSConfig:
     def __post_init__(self):
         if self.retrain_every_days < 1:
             raise ConfigError("als.retrain_every_days must be >= 1")
-        if self.target not in ("label", "rating"):
+        if self.target not in (None, "label", "rating"):
             raise ConfigError(f"als.target: {self.target!r} is not label or rating")
         if self.rank < 1 or self.max_iter < 1 or self.reg < 0 or self.alpha < 0:
             raise ConfigError("als: rank and max_iter must be >= 1, reg and alpha >= 0")
@@ -304,13 +312,27 @@ class Config:
     source_path: Optional[str] = _help("file the conf was loaded from (set by load_config)", None)
 
     def __post_init__(self):
-        if not self.als.implicit and self.als.target == "rating" and self.interactions.columns.rating is None:
-            raise ConfigError("als.target: 'rating' needs interactions.columns.rating (or use target: label)")
+        self._check_als_target()
         if self.asof.mode == "daily" and self.interactions.columns.split is not None:
             raise ConfigError("interactions.columns.split: a given split column is the benchmark mode's (set "
                               "asof.mode: split); the daily mode splits by each day's cutoff")
         if self.score.scorer == "collm" and self.model is None:
             raise ConfigError("score.scorer: 'collm' needs a model section (the scorer to train)")
+
+    def _check_als_target(self) -> None:
+        """Resolve als.target and refuse what ALS could not honour (the params of a fit record the resolved one)."""
+        a, ic = self.als, self.interactions
+        if a.target is None:
+            a.target = "rating" if a.implicit and ic.columns.rating is not None else "label"
+        if a.target == "rating" and ic.columns.rating is None:
+            raise ConfigError("als.target: 'rating' needs interactions.columns.rating (or use target: label)")
+        if a.implicit and a.target == "rating":
+            if a.alpha <= 0:
+                raise ConfigError("als.alpha: implicit ALS with target rating weighs each interaction by 1 + alpha * "
+                                  "rating; alpha = 0 would ignore the rating (set alpha > 0, or target: label)")
+            if ic.rating_min is None or ic.rating_min < 0:
+                raise ConfigError("interactions.rating_min: implicit ALS with target rating uses the rating as a "
+                                  "confidence weight, which must be >= 0; set rating_min: 0 (or higher)")
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -117,7 +117,18 @@ def test_numeric_timestamps_in_mixed_units_are_caught(spark, tmp_path):
     result, dq, _ = ingest(spark, conf(tmp_path, ev, max_bad_fraction=0.05))
     f = [x for x in dq.findings if x.check.startswith("timestamp in the future")][0]
     assert f.rows == 3 and result["interactions"] == 297
-    assert int(f.example[:5]) > dt.date.today().year
+    raw, read_as = f.example.split(" (read as ")  # the source's number, and the date it was read as
+    assert int(raw) == secs.iloc[0] * 1000 and int(read_as[:5]) > dt.date.today().year
+
+
+def test_the_failure_over_the_threshold_shows_the_raw_value_that_the_cast_made_null(spark, tmp_path):
+    ev = good_events()
+    ev["r"] = ev["r"].astype(str)  # a STRING rating column, cast to double by ingest
+    ev.loc[:20, "r"] = "five"
+    with pytest.raises(DataQualityError, match=r"21 of 300 interaction rows are unusable.*table interactions "
+                                               r"\(.*events\.parquet\), column r: 21 rows rating null or NaN "
+                                               r"\(e\.g\. five\) -> dropped"):
+        ingest(spark, conf(tmp_path, ev))
 
 
 def test_undecodable_item_text_is_counted(spark, tmp_path):

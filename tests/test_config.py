@@ -95,3 +95,37 @@ def test_load_config_names_file_and_merges_overrides(tmp_path):
     p.write_text(yaml.safe_dump(d))
     cfg = load_config(p, {"tables": {"root": str(tmp_path / "wh")}})
     assert cfg.tables.root == str(tmp_path / "wh")
+
+
+def test_implicit_als_target_is_the_mapped_count_and_impossible_combinations_are_refused():
+    d = base()
+    d["als"] = {"implicit": True}
+    assert config_from_dict(d).als.target == "rating"  # a mapped rating (e.g. a listen count) weighs the fit
+    d["als"] = {"implicit": True, "target": "label"}
+    assert config_from_dict(d).als.target == "label"
+    assert config_from_dict(base()).als.target == "label"  # explicit: the like label, as before
+    for als, interactions, message in [
+            ({"implicit": True, "alpha": 0.0}, {}, r"als\.alpha: implicit ALS with target rating .* alpha = 0"),
+            ({"implicit": True}, {"rating_min": None}, r"interactions\.rating_min: .* must be >= 0"),
+            ({"implicit": True}, {"rating_min": -1.0}, r"interactions\.rating_min: .* must be >= 0")]:
+        d = base()
+        d["als"] = als
+        d["interactions"].update(interactions)
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(d)
+    d = base()
+    d["interactions"]["columns"] = {"user": "u", "item": "i", "timestamp": "t", "label": "y"}
+    d["als"] = {"implicit": True, "target": "rating"}
+    with pytest.raises(ConfigError, match="needs interactions.columns.rating"):
+        config_from_dict(d)
+    d["als"] = {"implicit": True}
+    assert config_from_dict(d).als.target == "label"  # no rating column: the given label
+
+
+def test_csv_modes_that_drop_rows_uncounted_are_refused():
+    d = base()
+    d["interactions"]["source"] = {"path": "/x.csv", "format": "csv", "options": {"mode": "dropMalformed"}}
+    with pytest.raises(ConfigError, match="mode: DROPMALFORMED drops malformed CSV rows without counting them"):
+        config_from_dict(d)
+    d["interactions"]["source"]["options"] = {"mode": "FAILFAST"}
+    assert config_from_dict(d).interactions.source.options == {"mode": "FAILFAST"}

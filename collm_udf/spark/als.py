@@ -37,8 +37,9 @@ from collm_udf.spark.tables import Tables
 
 
 def training_frame(cfg: Config, tables: Tables, part: DataFrame) -> DataFrame:
-    """(user_idx, item_idx, target) of the pairs `part`; target is the like label or the rating."""
-    target = F.col("label") if (cfg.als.implicit or cfg.als.target == "label") else F.col("rating")
+    """(user_idx, item_idx, target) of the pairs `part`; target is the like label or the rating (als.target):
+    explicit ALS fits it, implicit ALS takes it as the confidence weight (1 + alpha * target)."""
+    target = F.col("rating") if cfg.als.target == "rating" else F.col("label")
     return (part.join(idmap.indices(tables, "user", "user"), "user_id")
             .join(idmap.indices(tables, "item", "item"), "item_id")
             .select("user_idx", "item_idx", target.cast("float").alias("target")))

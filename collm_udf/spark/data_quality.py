@@ -1,7 +1,8 @@
 """Every repair a run makes to its input is counted here and lands in the data_quality table and the summary.
 
 data_quality: run_id, ds DATE, stage, table_name, column_name, check_name, rows LONG, action
-              (dropped | merged | truncated | kept), example (one offending value), checked_at TIMESTAMP
+              (dropped | canonicalised | merged | truncated | removed | kept), example (one offending raw
+              value), checked_at TIMESTAMP
               (appended: one row per check that found something)
 
 A repair that touches more than interactions.max_bad_fraction of the rows is not a repair but a broken

@@ -3,22 +3,27 @@
 interactions: user_id STRING, item_id STRING, ts TIMESTAMP, rating DOUBLE, label INT, split STRING
 items:        item_id STRING, text STRING
 
-Ids become strings whatever their source type, so string and long warehouse ids take one path; the id-map
-stage gives ALS its dense ints. Unusable rows (null or blank ids, unparseable or future timestamps, null/NaN
-or out-of-range ratings, labels other than 0/1) are dropped and counted in data_quality; more than
-interactions.max_bad_fraction of them fails the stage before it writes. Item texts: duplicates merged, long
-texts truncated, empty or undecodable texts and interaction items missing from the catalog counted.
+Ids become strings whatever their source type, so string and long warehouse ids take one path ("42.0" and 42.0
+become "42", counted); the id-map stage gives ALS its dense ints. Unusable rows (malformed CSV rows, null or
+blank ids, unparseable, pre-1970 or future timestamps, null/NaN or out-of-range ratings, labels other than 0/1)
+are dropped and counted in data_quality with an example raw value; more than interactions.max_bad_fraction of
+them fails the stage before it writes. Item texts: duplicates merged, long texts truncated, control characters
+removed; empty or undecodable texts, doubled quotes, malformed catalog rows and interaction items missing from
+the catalog counted. The checks are in collm_udf/spark/ingest_checks.py.
 """
 from __future__ import annotations
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from collm_udf.config import Config, SourceConfig
-from collm_udf.datasets import resolve_uri
+from collm_udf.datasets import DatasetError, resolve_uri
+from collm_udf.spark import ingest_checks as chk
 from collm_udf.spark.asof import AsOf, ts_from
 from collm_udf.spark.data_quality import DataQuality, DataQualityError
+from collm_udf.spark.ingest_checks import CORRUPT
 from collm_udf.spark.tables import Tables
 
 
@@ -30,24 +35,44 @@ def source_name(src: SourceConfig) -> str:
     return src.table if src.table else src.path
 
 
-def read_source(spark: SparkSession, src: SourceConfig) -> DataFrame:
+def read_source(spark: SparkSession, src: SourceConfig, key: str = "source") -> DataFrame:
+    """The source of conf section `key` (interactions or items). A CSV source is read in PERMISSIVE mode with
+    its raw line kept in CORRUPT for every row with a field too many or too few or a value that does not parse
+    (columnPruning off: with it, Spark checks only the fields a query selects)."""
     if src.table:
         if not spark.catalog.tableExists(src.table):
-            raise SourceError(f"source table {src.table} does not exist")
+            raise SourceError(f"source table {src.table} does not exist (conf key {key}.source.table)")
         return spark.read.table(src.table)
-    path = resolve_uri(src.path)
-    reader = spark.read.format(src.format).options(**src.options)
-    if src.schema:
-        reader = reader.schema(src.schema)
-    return reader.load(path)
+    try:
+        path = resolve_uri(src.path)
+    except DatasetError as e:
+        raise SourceError(f"source {src.path} (conf key {key}.source.path): {e}") from None
+    try:
+        if src.format != "csv":
+            reader = spark.read.format(src.format).options(**src.options)
+            return (reader.schema(src.schema) if src.schema else reader).load(path)
+        opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **src.options, "columnPruning": "false"}
+        reader = spark.read.format("csv").options(**opts)
+        corrupt = opts["columnNameOfCorruptRecord"]
+        if src.schema:
+            reader = reader.schema(f"{src.schema}, `{corrupt}` STRING")
+        else:  # the header's (or inferred) columns, as Spark reads them without a schema
+            inferred = spark.read.format("csv").options(**src.options).load(path).schema
+            reader = reader.schema(inferred.add(corrupt, T.StringType()))
+        df = reader.load(path)
+        return df.withColumnRenamed(corrupt, CORRUPT) if corrupt != CORRUPT else df
+    except AnalysisException as e:
+        cond = getattr(e, "getCondition", getattr(e, "getErrorClass", lambda: None))()
+        what = "not found" if cond == "PATH_NOT_FOUND" else f"cannot be read as {src.format}: {str(e).splitlines()[0]}"
+        raise SourceError(f"source {path} {what} (conf key {key}.source.path)") from None
 
 
 def require_columns(df: DataFrame, src: SourceConfig, mapping: dict[str, str | None]) -> None:
-    have = set(df.columns)
+    have = set(df.columns) - {CORRUPT}
     for role, col in mapping.items():
         if col is not None and col not in have:
             raise SourceError(f"source {source_name(src)}: mapped column {role}={col!r} not found; "
-                              f"columns are: {', '.join(df.columns)}")
+                              f"columns are: {', '.join(c for c in df.columns if c != CORRUPT)}")
 
 
 def _timestamp(df: DataFrame, col: str, unit: str):
@@ -59,84 +84,60 @@ def _timestamp(df: DataFrame, col: str, unit: str):
         return c.cast("timestamp")
     if isinstance(dtype, T.NumericType):
         return {"s": F.timestamp_seconds, "ms": F.timestamp_millis, "us": F.timestamp_micros}[unit](
-            c.cast("long"))
-    return F.to_timestamp(c)
-
-
-def _id(df: DataFrame, col: str):
-    """Canonical string id. Fractional ids (a CSV inferred as double gives 42.0) go through long first so
-    that the same id reads '42' from every source."""
-    c = F.col(col)
-    if isinstance(df.schema[col].dataType, T.FractionalType):
-        c = c.cast("long")
-    return F.trim(c.cast("string"))
+            c.try_cast("long"))
+    return F.try_to_timestamp(c)  # try_: an unparseable value is null, counted with its raw text (ANSI casts throw)
 
 
 def normalise_interactions(df: DataFrame, cfg: Config) -> DataFrame:
+    """The canonical columns, plus the raw values and flags the checks show (ingest_checks)."""
     src, cols = cfg.interactions.source, cfg.interactions.columns
-    require_columns(df, src, {"user": cols.user, "item": cols.item, "timestamp": cols.timestamp,
-                              "rating": cols.rating, "label": cols.label, "split": cols.split})
+    roles = {"user": cols.user, "item": cols.item, "timestamp": cols.timestamp, "rating": cols.rating,
+             "label": cols.label}
+    require_columns(df, src, {**roles, "split": cols.split})
+    user, user_dec = chk.canonical_id(df, cols.user)
+    item, item_dec = chk.canonical_id(df, cols.item)
     return df.select(
-        _id(df, cols.user).alias("user_id"),
-        _id(df, cols.item).alias("item_id"),
+        user.alias("user_id"),
+        item.alias("item_id"),
         _timestamp(df, cols.timestamp, cfg.interactions.timestamp_unit).alias("ts"),
-        (F.col(cols.rating).cast("double") if cols.rating else F.lit(None).cast("double")).alias("rating"),
-        (F.col(cols.label).cast("int") if cols.label else F.lit(None).cast("int")).alias("label"),
+        (F.col(cols.rating).try_cast("double") if cols.rating else F.lit(None).cast("double")).alias("rating"),
+        (F.col(cols.label).try_cast("int") if cols.label else F.lit(None).cast("int")).alias("label"),
         (F.lower(F.col(cols.split).cast("string")) if cols.split else F.lit(None).cast("string")).alias("split"),
-    )
+        user_dec.alias("_user_decimal"), item_dec.alias("_item_decimal"), *chk.raw_columns(df, roles))
+
+
+INTERACTION_COLUMNS = ["user_id", "item_id", "ts", "rating", "label", "split"]
 
 
 def normalise_items(df: DataFrame, cfg: Config) -> DataFrame:
     src, cols = cfg.items.source, cfg.items.columns
     require_columns(df, src, {"item": cols.item, **{f"text[{i}]": c for i, c in enumerate(cols.text)}})
     text = F.concat_ws(cfg.items.text_separator, *[F.col(c).cast("string") for c in cols.text])
-    return df.select(_id(df, cols.item).alias("item_id"), text.alias("text"))
+    item, item_dec = chk.canonical_id(df, cols.item)
+    return df.select(item.alias("item_id"), text.alias("text"), item_dec.alias("_item_decimal"),
+                     *chk.raw_columns(df, {"item": cols.item}))
 
 
-def interaction_checks(df: DataFrame, cfg: Config) -> dict:
-    """check name -> (column, condition that makes a row unusable, example value shown in the report)."""
-    cols, ic = cfg.interactions.columns, cfg.interactions
-    blank = lambda c: F.col(c).isNull() | (F.col(c) == "")  # noqa: E731
-    checks = {
-        "null or blank user id": (cols.user, blank("user_id"), F.lit(None)),
-        "null or blank item id": (cols.item, blank("item_id"), F.lit(None)),
-        "null or unparseable timestamp": (cols.timestamp, F.col("ts").isNull(), F.lit(None)),
-        # more than a day ahead: a clock error, or a numeric column in a smaller unit than timestamp_unit says
-        "timestamp in the future (mixed units?)": (cols.timestamp, F.col("ts") > F.current_timestamp()
-                                                   + F.expr("INTERVAL 1 DAY"), F.col("ts").cast("string")),
-    }
-    if cols.label is None:
-        r = F.col("rating")
-        checks["rating null or NaN"] = (cols.rating, r.isNull() | F.isnan(r), F.lit(None))
-        if ic.rating_min is not None:
-            checks[f"rating below {ic.rating_min:g}"] = (cols.rating, r < ic.rating_min, r.cast("string"))
-        if ic.rating_max is not None:
-            checks[f"rating above {ic.rating_max:g}"] = (cols.rating, r > ic.rating_max, r.cast("string"))
-    else:
-        checks["label not 0 or 1"] = (cols.label, F.col("label").isNull() | ~F.col("label").isin(0, 1),
-                                      F.col("label").cast("string"))
-    return checks
+def _report(dq: DataQuality, table: str, checks: list, got) -> None:
+    for i, ch in enumerate(checks):
+        dq.add("ingest", table, ch.column, ch.name, got[f"c{i}"], ch.action, got[f"e{i}"])
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None = None,
         ds: str | None = None) -> dict:
     """Copy the sources into `interactions` and `items`. The whole history is kept, also what lies after the
-    cutoff of `ds` (a backfilled day's backtest needs it); daily mode counts those rows in data_quality, and no
-    other stage of that day reads them (collm_udf/spark/asof.py)."""
+    cutoff of `ds` (a backfilled day's backtest needs it): daily mode counts those rows against the day's cutoff
+    (not the wall clock) in data_quality, and no other stage of that day reads them (collm_udf/spark/asof.py)."""
     dq = dq if dq is not None else DataQuality()
     src = source_name(cfg.interactions.source)
-    raw = normalise_interactions(read_source(spark, cfg.interactions.source), cfg)
-    checks = interaction_checks(raw, cfg)
-    aggs = [F.count("*").alias("n")]
-    for i, (_, cond, ex) in enumerate(checks.values()):
-        aggs += [F.count(F.when(cond, 1)).alias(f"c{i}"), F.first(F.when(cond, ex), ignorenulls=True).alias(f"e{i}")]
-    got = raw.agg(*aggs).first()
+    table = f"interactions ({src})"
+    raw_source = read_source(spark, cfg.interactions.source, "interactions")
+    raw = normalise_interactions(raw_source, cfg)
+    checks = chk.interaction_checks(cfg, CORRUPT in raw_source.columns)
+    got = chk.count(raw, checks)
     n_raw = got["n"]
-    bad = F.lit(False)
-    for i, (name, (column, cond, _)) in enumerate(checks.items()):
-        bad = bad | F.coalesce(cond, F.lit(True))
-        dq.add("ingest", f"interactions ({src})", column, name, got[f"c{i}"], "dropped", got[f"e{i}"])
-    inter = raw.where(~bad)
+    _report(dq, table, checks, got)
+    inter = raw.where(~chk.unusable(checks)).select(*INTERACTION_COLUMNS)
     n_inter = inter.count()
     if n_inter == 0:  # checked before writing: an empty day never replaces a good table
         raise SourceError(f"source {src}: no usable interactions ({n_raw} rows read)"
@@ -147,41 +148,33 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None
                                "nothing written. " + "; ".join(f.describe() for f in dq.findings))
 
     if ds is not None and cfg.asof.mode == "daily":
-        late = inter.where(ts_from(AsOf.of(cfg, ds).cutoff)).agg(
+        cutoff = AsOf.of(cfg, ds).cutoff
+        late = inter.where(ts_from(cutoff)).agg(
             F.count(F.lit(1)).alias("n"), F.min("ts").cast("string").alias("e")).first()
-        dq.add("ingest", f"interactions ({src})", cfg.interactions.columns.timestamp, f"at or after the cutoff of "
-               f"ds={ds} (kept for backtests; the day's stages do not read them)", late["n"], "kept", late["e"])
+        dq.add("ingest", table, cfg.interactions.columns.timestamp, f"at or after the cutoff of ds={ds} "
+               f"({cutoff:%Y-%m-%d %H:%M} UTC; kept for backtests, the day's stages do not read them)",
+               late["n"], "kept", late["e"])
 
     isrc = source_name(cfg.items.source)
-    items = normalise_items(read_source(spark, cfg.items.source), cfg)
-    n_items_raw = items.count()
-    items = items.where(F.col("item_id").isNotNull() & (F.col("item_id") != ""))
-    n_items_ok = items.count()
-    dq.add("ingest", f"items ({isrc})", cfg.items.columns.item, "null or blank item id", n_items_raw - n_items_ok,
-           "dropped")
+    itable = f"items ({isrc})"
+    raw_items = read_source(spark, cfg.items.source, "items")
+    items = normalise_items(raw_items, cfg)
+    row_checks = chk.item_row_checks(cfg, CORRUPT in raw_items.columns)
+    got = chk.count(items, row_checks)
+    _report(dq, itable, row_checks, got)
+    items = items.where(~chk.unusable(row_checks))
     # One row per item id: a catalog that lists an item twice keeps the first text in id order.
     items = items.groupBy("item_id").agg(F.min("text").alias("text"))
-    limit = cfg.items.max_text_chars
-    text_col = "+".join(cfg.items.columns.text)
-    t = items.agg(F.count("*").alias("n"),
-                  F.count(F.when(F.length("text") > limit, 1)).alias("long"),
-                  F.first(F.when(F.length("text") > limit, F.col("item_id")), ignorenulls=True).alias("long_e"),
-                  F.count(F.when(F.coalesce(F.trim("text"), F.lit("")) == "", 1)).alias("empty"),
-                  F.first(F.when(F.coalesce(F.trim("text"), F.lit("")) == "", F.col("item_id")),
-                          ignorenulls=True).alias("empty_e"),
-                  F.count(F.when(F.col("text").contains("\ufffd"), 1)).alias("bad"),
-                  F.first(F.when(F.col("text").contains("\ufffd"), F.col("item_id")), ignorenulls=True).alias("bad_e")
-                  ).first()
-    dq.add("ingest", f"items ({isrc})", cfg.items.columns.item, "duplicate item id", n_items_ok - t["n"], "merged")
-    dq.add("ingest", f"items ({isrc})", text_col, f"text longer than {limit} characters (item id)", t["long"],
-           "truncated", t["long_e"])
-    dq.add("ingest", f"items ({isrc})", text_col, "empty text (item id)", t["empty"], "kept", t["empty_e"])
-    dq.add("ingest", f"items ({isrc})", text_col, "text with invalid bytes, decoded as U+FFFD (item id)", t["bad"],
-           "kept", t["bad_e"])
-    items = items.withColumn("text", F.substring(F.coalesce("text", F.lit("")), 1, limit))
+    text_checks = chk.item_text_checks(cfg)
+    t = chk.count(items, text_checks)
+    n_kept = got["n"] - sum(got[f"c{i}"] for i, ch in enumerate(row_checks) if ch.action == "dropped")
+    dq.add("ingest", itable, cfg.items.columns.item, "duplicate item id", n_kept - t["n"], "merged")
+    _report(dq, itable, text_checks, t)
+    text = F.regexp_replace(F.coalesce("text", F.lit("")), chk.CONTROL_CHARS, "")
+    items = items.withColumn("text", F.substring(text, 1, cfg.items.max_text_chars))
     missing = inter.select("item_id").distinct().join(items.select("item_id"), "item_id", "left_anti")
     m = missing.agg(F.count("*").alias("n"), F.min("item_id").alias("e")).first()
-    dq.add("ingest", f"interactions ({src})", cfg.interactions.columns.item, "item ids missing from the item "
+    dq.add("ingest", table, cfg.interactions.columns.item, "item ids missing from the item "
            "table (scored with empty text)", m["n"], "kept", m["e"])
 
     tables.overwrite(inter, "interactions")
