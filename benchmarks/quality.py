@@ -63,7 +63,7 @@ def prepare(cfg, work: Path):
     # Test pairs carry their statistics as of the test split's start (train + valid), like a served day; the
     # item like-rate among them is also the one-line prior the model must beat.
     known = asof.known(pairs)
-    names = list(dict.fromkeys([*cfg.model.signals, "item_like_rate"]))
+    names = list(dict.fromkeys([*(n for n in cfg.model.signals if n in STATISTICS), "item_like_rate"]))
     test = add_stats(test, known, end_of(known, None), names, cfg.candidates.recent_days)
     frames["test"] = (test.orderBy("ts", "user_id", "item_id")
                       .select(*train.PAIR_COLUMNS, "warm", "cold_item", *[column(n) for n in names]).toPandas())
@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--projector-mult", type=int, default=10, help="projector width = mult x ALS rank")
     ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/signals.py; "
                     "'' for none; default: the conf's model.signals)")
+    ap.add_argument("--skip-hidden", type=int, default=None, help="hidden width of the skip (default: the conf's)")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
     ap.add_argument("--resume", action="store_true", help="resume training state of an interrupted run")
@@ -106,6 +107,8 @@ def main() -> int:
                   "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
                             args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
                             "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed}}
+    if args.skip_hidden is not None:
+        model_conf["skip_hidden"] = args.skip_hidden
     if args.signals is not None:
         model_conf["signals"] = [n for n in args.signals.split(",") if n]
     cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
@@ -136,7 +139,7 @@ def main() -> int:
 
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
     stage1 = {"als_run_id": run["als_run_id"], "model": {k: v for k, v in dataclasses.asdict(cfg.model).items()
-                                                          if k not in ("projector_mult", "signals")},
+                                                          if k not in ("projector_mult", "signals", "skip_hidden")},
               "history": use_hist, "test_pairs": args.test_pairs,
               "sample": hashlib.sha1(pd.concat([frames["text"], frames["hold"]])[["user_id", "item_id"]]
                                      .to_csv(index=False).encode()).hexdigest()}

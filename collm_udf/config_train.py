@@ -63,6 +63,8 @@ class TrainingConfig:
     cf_epochs: int = _help("stage-2 epochs", 2)
     text_lr: float = _help("stage-1 learning rate (AdamW)", 5e-5)
     cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
+    skip_lr: float = _help("stage-2 learning rate of the signals' skip (model.signals): a linear model on "
+                           "standardised inputs, it needs larger steps than the projector", 0.05)
     batch_size: int = _help("training batch size", 32)
     cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
                               "users of a new day have no factors)", 0.2)
@@ -87,7 +89,7 @@ class TrainingConfig:
                               "text_pairs and patience >= 0")
         if not 0.0 <= self.cf_train_share <= 1.0 or not 0.0 <= self.cf_dropout < 1.0:
             raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
-        if self.text_lr <= 0 or self.cf_lr <= 0:
+        if self.text_lr <= 0 or self.cf_lr <= 0 or self.skip_lr <= 0:
             raise ConfigError("train: learning rates must be > 0")
         if self.retrain_every_days < 1 or self.cf_negatives < 0:
             raise ConfigError("train: retrain_every_days must be >= 1 and cf_negatives >= 0")
@@ -114,6 +116,9 @@ class ModelConfig:
     signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
                                "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
                                "user_count (collm_udf/signals.py); all computed as of the cutoff", factory=list)
+    skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
+                             "signal's weight can depend on another (u . v counts for more where both sides have "
+                             "many interactions)", 0)
     attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
                            "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
@@ -127,8 +132,8 @@ class ModelConfig:
             raise ConfigError(f"model.attention: {self.attention!r} is not block or full")
         if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
             raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
-        if self.projector_mult < 1 or self.lora_r < 1:
-            raise ConfigError("model: projector_mult and lora_r must be >= 1")
+        if self.projector_mult < 1 or self.lora_r < 1 or self.skip_hidden < 0:
+            raise ConfigError("model: projector_mult and lora_r must be >= 1, skip_hidden >= 0")
         from collm_udf.prompt import TEMPLATES, PromptError, parse_template
         from collm_udf.signals import SignalError, check_names
 

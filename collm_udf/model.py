@@ -11,8 +11,9 @@ Top-down:
      (collm_udf/attention.py computes it without a dense mask; segment_mask below is the reference)
   5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
-  6. + skip: Linear(F, 1) over the candidate's standardised signals (collm_udf/signals.py: u . v, item and
-             user statistics as of the cutoff), when the spec names any                   (J,)
+  6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
+             (collm_udf/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any
+                                                                                                    (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
 the skip.
 Nothing here imports pyspark.
@@ -67,6 +68,7 @@ class ModelSpec:
         "help": "sha1 of the backbone's config.json when the model was built; a checkpoint refuses another"})
     signals: list = field(default_factory=list, metadata={
         "help": "per-pair signals added to the logit by a linear skip (collm_udf/signals.py), in this order"})
+    skip_hidden: int = field(default=0, metadata={"help": "hidden width of the skip (0: linear)"})
     signal_mean: list = field(default_factory=list, metadata={"help": "standardisation of the signals (stage-2 "
                                                                      "training set): mean"})
     signal_std: list = field(default_factory=list, metadata={"help": "... and standard deviation"})
@@ -78,8 +80,8 @@ class ModelSpec:
             raise ModelError(f"model.tuning: {self.tuning!r} is not none, full or lora")
         if self.attention not in ("block", "full"):
             raise ModelError(f"model.attention: {self.attention!r} is not block or full")
-        if self.factor_dim < 1:
-            raise ModelError("model.factor_dim must be >= 1")
+        if self.factor_dim < 1 or self.skip_hidden < 0:
+            raise ModelError("model.factor_dim must be >= 1 and skip_hidden >= 0")
         try:
             self.signals = check_names(self.signals)
         except SignalError as e:
@@ -164,10 +166,13 @@ class CoLLM(nn.Module):
         self.no_cf = nn.Parameter(emb.detach().std() * torch.randn(2, H, generator=torch.Generator().manual_seed(0)))
         self.head = nn.Linear(2 * H, 1) if spec.kind == "encoder" else None  # on [prefix ; candidate] means
         # The signals' skip starts at zero: before stage 2 the model scores as if it had none.
-        self.skip = nn.Linear(len(spec.signals), 1) if spec.signals else None
+        F_, h = len(spec.signals), spec.skip_hidden
+        self.skip = None if not F_ else (nn.Linear(F_, 1) if not h else
+                                         nn.Sequential(nn.Linear(F_, h), nn.ReLU(), nn.Linear(h, 1)))
         if self.skip is not None:
-            nn.init.zeros_(self.skip.weight)
-            nn.init.zeros_(self.skip.bias)
+            last = self.skip if not h else self.skip[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.set_signal_scale(spec.signal_mean or [0.0] * len(spec.signals),
                               spec.signal_std or [1.0] * len(spec.signals))
         if spec.kind == "causal" and answer_id is None:

@@ -252,6 +252,37 @@ def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_
         ModelSpec(signals=["bogus"])
 
 
+def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_encoder, tmp_path):
+    # the label is the sign of (u . v) x (like rate): a weight that depends on another signal
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.train import auc
+
+    def xor_pairs(n, seed):
+        ps = pairs(n, seed)
+        rate = np.random.default_rng(seed + 7).normal(size=n)
+        ps.label = ((np.einsum("nd,nd->n", ps.user_f, ps.item_f) * rate) > 0).astype(np.int64)
+        ps.stats, ps.item_has = {"item_like_rate": rate}, np.ones(n, bool)
+        return ps
+
+    got = {}
+    for hidden in (0, 16):
+        model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], skip_hidden=hidden)
+        ps, hold = xor_pairs(192, 0).encode(pb), xor_pairs(96, 1).encode(pb)
+        x = ps.signals(model.spec.signals)
+        model.set_signal_scale(x.mean(0), x.std(0))
+        train_stage(model, "cf", ps, hold, TrainConfig(lr=1e-3, skip_lr=2e-2, epochs=6, patience=6, batch_size=16,
+                                                       cf_dropout=0.0, bf16="off"), tok.pad_token_id,
+                    log=lambda m: None)
+        got[hidden] = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
+    assert got[16] > 0.85 and got[16] > got[0] + 0.2, got
+    checkpoint.save(model, tmp_path / "c")
+    assert checkpoint.read_spec(tmp_path / "c").skip_hidden == 16
+    fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
+    np.testing.assert_allclose(fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has,
+                                  hold.item_has, hold.stats),
+                               predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"), rtol=1e-5, atol=1e-6)
+
+
 def test_core_imports_without_pyspark():
     # GPU scoring machines have no JVM, and need neither sklearn nor pandas to score
     code = ("import sys; sys.modules['pyspark'] = sys.modules['sklearn'] = sys.modules['pandas'] = None\n"
