@@ -148,7 +148,7 @@ def main() -> int:
     if (cache / "done.json").is_file():
         state = load_file(str(cache / "text.safetensors"))
         missing = model.load_state_dict(state, strict=False).missing_keys
-        assert all(m.startswith("projector.") or m in state for m in missing) and "no_cf" in state
+        assert all(m.startswith(("projector.", "skip.")) or m in state for m in missing) and "no_cf" in state
         h1 = json.loads((cache / "done.json").read_text())
         test_df["text_only"] = np.load(cache / "text_only.npy")
         times["stage1_cached"] = str(cache.relative_to(ROOT))
@@ -162,7 +162,7 @@ def main() -> int:
         times["score_text_s"] = round(time.time() - t, 1)
         cache.mkdir(parents=True, exist_ok=True)
         save_file({n: p.detach().contiguous() for n, p in model.state_dict().items()
-                   if not n.startswith("projector.")}, str(cache / "text.safetensors"))
+                   if not n.startswith(("projector.", "skip."))}, str(cache / "text.safetensors"))
         np.save(cache / "text_only.npy", test_df["text_only"].to_numpy())
         (cache / "done.json").write_text(json.dumps(h1))
     for k in ("cf", "hold", "test"):
