@@ -7,7 +7,8 @@ Row format (the model's keyword arguments; R rows of T tokens, K CF slots, J sco
   slot_row, slot_pos, slot_kind (K,)  where each CF token goes; kind 0 = user, 1 = item
   slot_f (K, d), slot_has (K,)        its factors, and whether they exist (else the no-CF vector)
   out_row, out_seg, out_last (J,)     each candidate's row, segment and last token
-  out_x (J, F)                        each candidate's signals (collm_udf/signals.py; F = 0 without any)
+  out_x (J, F)                        each candidate's signals (collm_udf/signals.py); absent when the caller
+                                      gives none (the model then leaves its skip out)
 Attention (model.segment_mask; collm_udf/attention.py computes the same without a dense mask): a token sees
 the prefix and its own segment only, so a packed candidate sees exactly what it would see in its own prompt;
 that is why packed and one-prompt-per-pair scores are equal.
@@ -31,7 +32,7 @@ class _Rows:
     pos: list = field(default_factory=list)
     slots: list = field(default_factory=list)  # (row, pos, kind, factors, has)
     outs: list = field(default_factory=list)  # (row, seg, last)
-    xs: list = field(default_factory=list)  # (F,) signals per out
+    xs: list = field(default_factory=list)  # (F,) signals per out, or None
 
     def new_row(self, prefix: Sequence[int], user_pos, user_f, user_has) -> int:
         self.ids.append(list(prefix))
@@ -43,7 +44,7 @@ class _Rows:
         return r
 
     def add_candidate(self, r: int, part: Sequence[int], slots: dict, prefix_len: int, user_f, user_has,
-                      item_f, item_has, x: np.ndarray) -> None:
+                      item_f, item_has, x: "np.ndarray | None") -> None:
         start, k = len(self.ids[r]), max(self.seg[r], default=0) + 1
         self.ids[r] += list(part)
         self.seg[r] += [k] * len(part)
@@ -70,22 +71,20 @@ class _Rows:
             "slot_f": torch.as_tensor(np.stack(f).astype(np.float32)), "slot_has": torch.tensor(has, dtype=torch.bool),
             "out_row": torch.from_numpy(out[:, 0].copy()), "out_seg": torch.from_numpy(out[:, 1].copy()),
             "out_last": torch.from_numpy(out[:, 2].copy()),
-            "out_x": torch.as_tensor(np.stack(self.xs).astype(np.float32)),
-        }
+        } | ({} if self.xs[0] is None else {"out_x": torch.as_tensor(np.stack(self.xs).astype(np.float32))})
 
 
 def collate(enc: Sequence[Encoded], user_f: np.ndarray, item_f: np.ndarray, user_has: np.ndarray,
             item_has: np.ndarray, pad_id: int, x: "np.ndarray | None" = None) -> dict[str, torch.Tensor]:
     """One prompt per row. enc: B prompts; user_f/item_f: (B, d); *_has: (B,) bool; x: (B, F) signals."""
     rows = _Rows(pad_id)
-    x = np.zeros((len(enc), 0), np.float32) if x is None else x
     for i, e in enumerate(enc):
         cs = e.candidate_start
         in_prefix = e.user_pos < cs
         r = rows.new_row(e.input_ids[:cs], e.user_pos if in_prefix else None, user_f[i], bool(user_has[i]))
         slots = {"item_cf": e.item_pos - cs} | ({} if in_prefix else {"user_cf": e.user_pos - cs})
         rows.add_candidate(r, e.input_ids[cs:], slots, cs, user_f[i], bool(user_has[i]), item_f[i],
-                           bool(item_has[i]), x[i])
+                           bool(item_has[i]), None if x is None else x[i])
     return rows.tensors()
 
 
@@ -112,13 +111,12 @@ def pack(groups: Sequence[UserGroup], pad_id: int, max_row_tokens: int = 512) ->
     rows, order = _Rows(pad_id), []
     for g, grp in enumerate(groups):
         r, used = None, 0
-        x = np.zeros((len(grp.parts), 0), np.float32) if grp.x is None else grp.x
         for c, (part, slots) in enumerate(grp.parts):
             if r is None or used + len(part) > max_row_tokens:
                 r = rows.new_row(grp.prefix, grp.user_pos, grp.user_f, grp.user_has)
                 used = len(grp.prefix)
             rows.add_candidate(r, part, slots, len(grp.prefix), grp.user_f, grp.user_has, grp.item_f[c],
-                               bool(grp.item_has[c]), x[c])
+                               bool(grp.item_has[c]), None if grp.x is None else grp.x[c])
             used += len(part)
             order.append((g, c))
     return rows.tensors(), np.asarray(order, np.int64).reshape(-1, 2)

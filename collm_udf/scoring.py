@@ -53,8 +53,6 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
 
     def flush():
         rows, order = pack([g for g, _ in pending], pad_id, max_row_tokens)
-        if not (use_cf and model.spec.signals):
-            rows.pop("out_x")  # no skip without CF
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             s = model(**{k: v.to(device) for k, v in rows.items()}).float().cpu().numpy()
         for (g, c), v in zip(order, s):

@@ -136,8 +136,6 @@ def _batch(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
         uh, ih = uh & keep[0], ih & keep[1]
     x = ps.signals(model.spec.signals, idx, uh, ih) if use_cf and model.spec.signals else None
     b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x)
-    if x is None:
-        b.pop("out_x")  # text-only: no skip
     return {k: v.to(device) for k, v in b.items()}
 
 

@@ -1,7 +1,7 @@
 """The statistics among a CoLLM model's signals (collm_udf/signals.py), computed in Spark as of a cutoff.
 
 add_stats joins to each pair, as column `_sig_<name>`, what the interactions of `known` (those before the
-cutoff) say about its item and user: nothing at or after the cutoff enters (tests/test_signals.py plants rows
+cutoff) say about its item and user: nothing at or after the cutoff enters (tests/test_daily.py plants rows
 there). Serving uses the day's known part; training the part its ALS fit saw (the label window's start).
 """
 from __future__ import annotations
