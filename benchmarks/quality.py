@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,24 @@ def prepare(cfg, work: Path):
     return frames, text, U, V, run
 
 
-def main() -> int:
+def bench_conf(args: argparse.Namespace, work: Path):
+    """The conf this bench trains: the pipeline conf in the fixed-split mode, its model overridden by the flags."""
+    model_conf = {"template": args.template, "max_tokens": args.max_tokens, "candidate_max_tokens": 16,
+                  "tuning": "full", "projector_mult": args.projector_mult,
+                  "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
+                            args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
+                            "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed,
+                            "cf_negatives": 0}}  # a fixed split has no day's candidate pool: rated pairs only
+    if args.skip_hidden is not None:
+        model_conf["skip_hidden"] = args.skip_hidden
+    if args.signals is not None:
+        model_conf["signals"] = [n for n in args.signals.split(",") if n]
+    return load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
+                        {"tables": {"root": str(work / "warehouse")}, "model": model_conf,
+                        "asof": {"mode": "split"}})  # the paper's protocol: one fixed split
+
+
+def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=os.environ.get("DATASET", "ml-100k"))
     ap.add_argument("--conf", default=None, help="pipeline conf (default conf/local.yaml for ml-100k)")
@@ -96,24 +114,17 @@ def main() -> int:
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
     ap.add_argument("--resume", action="store_true", help="resume training state of an interrupted run")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     name = args.dataset + (f"-{args.tag}" if args.tag else "")
     work = ROOT / "benchmarks" / ".work" / name
     times, t0 = {}, time.time()
 
-    model_conf = {"template": args.template, "max_tokens": args.max_tokens, "candidate_max_tokens": 16,
-                  "tuning": "full", "projector_mult": args.projector_mult,
-                  "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
-                            args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
-                            "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed}}
-    if args.skip_hidden is not None:
-        model_conf["skip_hidden"] = args.skip_hidden
-    if args.signals is not None:
-        model_conf["signals"] = [n for n in args.signals.split(",") if n]
-    cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
-                      {"tables": {"root": str(work / "warehouse")}, "model": model_conf,
-                       "asof": {"mode": "split"}})  # the paper's protocol: one fixed split
+    cfg = bench_conf(args, work)
     frames, text, U, V, run = prepare(cfg, work)
     times["spark_prepare_s"] = round(time.time() - t0, 1)
     d = len(next(iter(U.values())))

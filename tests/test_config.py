@@ -52,6 +52,7 @@ def test_defaults_and_types():
     ({"model": {"backbone": "https://huggingface.co/x"}}, "must be a local directory"),
     ({"model": {"train": {"text_lr": "fast"}}}, "model.train.text_lr: expected a number"),
     ({"asof": {"mode": "weekly"}}, "asof.mode: 'weekly' is not daily or split"),
+    ({"asof": {"mode": "split"}, "model": {"train": {"cf_negatives": 10}}}, "cf_negatives: 10 candidate-pool"),
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
     ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
     ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),
