@@ -37,7 +37,7 @@ from collm_udf.model import build  # noqa: E402
 from collm_udf.prompt import PromptBuilder  # noqa: E402
 from collm_udf.signals import STATISTICS  # noqa: E402
 from collm_udf.spark.signals import column  # noqa: E402
-from collm_udf.train import (PairSet, predict, spec_from_conf, stage_config, standardise_signals,  # noqa: E402
+from collm_udf.train import (PairSet, predict, spec_from_conf, stage_config, init_skip,  # noqa: E402
                              train_stage)
 
 RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
@@ -84,6 +84,8 @@ def bench_conf(args: argparse.Namespace, work: Path):
                             "cf_negatives": 0}}  # a fixed split has no day's candidate pool: rated pairs only
     if args.skip_hidden is not None:
         model_conf["skip_hidden"] = args.skip_hidden
+    if args.skip_segments:
+        model_conf["skip_segments"] = True
     if args.signals is not None:
         model_conf["signals"] = [n for n in args.signals.split(",") if n]
     return load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
@@ -110,6 +112,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     ap.add_argument("--projector-mult", type=int, default=10, help="projector width = mult x ALS rank")
     ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/signals.py; "
                     "'' for none; default: the conf's model.signals)")
+    ap.add_argument("--skip-segments", action="store_true", help="warm and cold pairs get their own skip weights")
     ap.add_argument("--skip-hidden", type=int, default=None, help="hidden width of the skip (default: the conf's)")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
@@ -149,8 +152,10 @@ def main() -> int:
     times["tokenize_s"] = round(time.time() - t, 1)
 
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
-    stage1 = {"als_run_id": run["als_run_id"], "model": {k: v for k, v in dataclasses.asdict(cfg.model).items()
-                                                          if k not in ("projector_mult", "signals", "skip_hidden")},
+    stage2_only = ("projector_mult", "signals", "skip_hidden", "skip_segments")
+    model_key = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in stage2_only}
+    model_key["train"] = {k: v for k, v in model_key["train"].items() if not k.startswith(("cf_", "skip_"))}
+    stage1 = {"als_run_id": run["als_run_id"], "model": model_key,
               "history": use_hist, "test_pairs": args.test_pairs,
               "sample": hashlib.sha1(pd.concat([frames["text"], frames["hold"]])[["user_id", "item_id"]]
                                      .to_csv(index=False).encode()).hexdigest()}
@@ -181,7 +186,7 @@ def main() -> int:
             sets[k].user_has[:] = False
         if args.ablate == "no_item":
             sets[k].item_has[:] = False
-    standardise_signals(model, sets["cf"])
+    init_skip(model, sets["cf"], cfg.model.train.skip_init)
     t = time.time()
     h2 = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(cfg.model, "cf"), tok.pad_token_id,
                      str(work / "state"))

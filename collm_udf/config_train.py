@@ -65,6 +65,8 @@ class TrainingConfig:
     cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
     skip_lr: float = _help("stage-2 learning rate of the signals' skip (model.signals): a linear model on "
                            "standardised inputs, it needs larger steps than the projector", 0.05)
+    skip_init: str = _help("where the signals' skip starts in stage 2: logistic (a logistic regression of the "
+                           "stage-2 labels on the signals, fitted first) or zero", "logistic")
     batch_size: int = _help("training batch size", 32)
     cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
                               "users of a new day have no factors)", 0.2)
@@ -93,6 +95,8 @@ class TrainingConfig:
             raise ConfigError("train: learning rates must be > 0")
         if self.retrain_every_days < 1 or self.cf_negatives < 0:
             raise ConfigError("train: retrain_every_days must be >= 1 and cf_negatives >= 0")
+        if self.skip_init not in ("logistic", "zero"):
+            raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic or zero")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 
@@ -119,6 +123,8 @@ class ModelConfig:
     skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
                              "signal's weight can depend on another (u . v counts for more where both sides have "
                              "many interactions)", 0)
+    skip_segments: bool = _help("the linear skip weighs each signal apart for warm pairs (user and item both have "
+                                "ALS factors) and the rest; needs als_missing among the signals", False)
     attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
                            "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
@@ -141,6 +147,9 @@ class ModelConfig:
             check_names(self.signals)
         except SignalError as e:
             raise ConfigError(f"model.{e}") from None
+        if self.skip_segments and "als_missing" not in self.signals:
+            raise ConfigError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
+                              "model.signals")
 
         if self.template not in TEMPLATES:
             try:

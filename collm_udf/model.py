@@ -12,7 +12,8 @@ Top-down:
   5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
   6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
-             (collm_udf/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any
+             (collm_udf/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any;
+             with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights
                                                                                                     (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
 the skip.
@@ -69,6 +70,8 @@ class ModelSpec:
     signals: list = field(default_factory=list, metadata={
         "help": "per-pair signals added to the logit by a linear skip (collm_udf/signals.py), in this order"})
     skip_hidden: int = field(default=0, metadata={"help": "hidden width of the skip (0: linear)"})
+    skip_segments: bool = field(default=False, metadata={
+        "help": "the skip weighs each signal apart for warm pairs (both factors) and the rest; needs als_missing"})
     signal_mean: list = field(default_factory=list, metadata={"help": "standardisation of the signals (stage-2 "
                                                                      "training set): mean"})
     signal_std: list = field(default_factory=list, metadata={"help": "... and standard deviation"})
@@ -86,6 +89,9 @@ class ModelSpec:
             self.signals = check_names(self.signals)
         except SignalError as e:
             raise ModelError(str(e)) from None
+        if self.skip_segments and "als_missing" not in self.signals:
+            raise ModelError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
+                             "model.signals")
         for name in ("signal_mean", "signal_std"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.signals):
                 raise ModelError(f"model.{name}: {len(getattr(self, name))} values for {len(self.signals)} signals")
@@ -166,7 +172,7 @@ class CoLLM(nn.Module):
         self.no_cf = nn.Parameter(emb.detach().std() * torch.randn(2, H, generator=torch.Generator().manual_seed(0)))
         self.head = nn.Linear(2 * H, 1) if spec.kind == "encoder" else None  # on [prefix ; candidate] means
         # The signals' skip starts at zero: before stage 2 the model scores as if it had none.
-        F_, h = len(spec.signals), spec.skip_hidden
+        F_, h = len(spec.signals) * (2 if spec.skip_segments else 1), spec.skip_hidden
         self.skip = None if not F_ else (nn.Linear(F_, 1) if not h else
                                          nn.Sequential(nn.Linear(F_, h), nn.ReLU(), nn.Linear(h, 1)))
         if self.skip is not None:
@@ -216,8 +222,15 @@ class CoLLM(nn.Module):
             raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
                              f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
         with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
-            x = (out_x.float() - self._sig_mean) / self._sig_std
-            return logit.float() + self.skip(x).squeeze(-1)
+            return logit.float() + self.skip(self.skip_inputs(out_x)).squeeze(-1)
+
+    def skip_inputs(self, out_x: torch.Tensor) -> torch.Tensor:
+        """(J, F) signals -> the skip's input: standardised, (J, F); with skip_segments [x ; x * warm] (J, 2F)."""
+        x = (out_x.float() - self._sig_mean) / self._sig_std
+        if self.spec.skip_segments:
+            warm = 1.0 - out_x[:, self.spec.signals.index("als_missing")].float().unsqueeze(-1)
+            x = torch.cat([x, x * warm], dim=-1)
+        return x
 
     def _lm_logit(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
                   out_row, out_seg, out_last) -> torch.Tensor:

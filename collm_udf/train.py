@@ -352,14 +352,27 @@ def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]
                      tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
                      template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
                      candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id, signals=list(mc.signals),
-                     skip_hidden=mc.skip_hidden)
+                     skip_hidden=mc.skip_hidden, skip_segments=mc.skip_segments)
 
 
-def standardise_signals(model: CoLLM, cf: PairSet) -> None:
-    """The skip's signals are standardised as the stage-2 training set has them (recorded in the spec)."""
-    if model.spec.signals:
-        x = cf.signals(model.spec.signals)
-        model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
+def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic") -> None:
+    """Before stage 2: standardise the skip's signals as the stage-2 set has them (recorded in the spec) and, with
+    how="logistic" and a linear skip, start it at a logistic regression of the set's labels on them. From zero
+    the skip spends stage 2 catching up with what this closed-form fit gives at once, and the projector learns
+    alongside a skip still far from its optimum."""
+    if not model.spec.signals:
+        return
+    x = cf.signals(model.spec.signals)
+    model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
+    if how != "logistic" or model.spec.skip_hidden or len(np.unique(cf.label)) < 2:
+        return
+    from sklearn.linear_model import LogisticRegression  # training machines only (see auc)
+
+    z = model.skip_inputs(torch.as_tensor(x).to(model._sig_mean.device)).cpu().numpy()
+    lr = LogisticRegression(max_iter=1000).fit(z, cf.label)
+    with torch.no_grad():
+        model.skip.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
+        model.skip.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
 
 
 def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
@@ -385,7 +398,7 @@ def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
     for ps in sets.values():
         ps.encode(pb)
-    standardise_signals(model, sets["cf"])
+    init_skip(model, sets["cf"], mc.train.skip_init)
     report = {"pairs": {k: len(v) for k, v in sets.items()}}
     if len(sets["text"]):
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),

@@ -53,6 +53,7 @@ def test_defaults_and_types():
     ({"model": {"train": {"text_lr": "fast"}}}, "model.train.text_lr: expected a number"),
     ({"asof": {"mode": "weekly"}}, "asof.mode: 'weekly' is not daily or split"),
     ({"asof": {"mode": "split"}, "model": {"train": {"cf_negatives": 10}}}, "cf_negatives: 10 candidate-pool"),
+    ({"model": {"signals": ["als_dot"], "skip_segments": True}}, "skip_segments: .*add it to model.signals"),
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
     ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
     ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),

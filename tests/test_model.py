@@ -252,6 +252,51 @@ def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_
         ModelSpec(signals=["bogus"])
 
 
+def test_the_logistic_start_scores_the_signals_before_any_step_and_zero_leaves_the_skip_out(tiny_encoder):
+    from collm_udf.train import auc, init_skip
+
+    model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
+    ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
+    init_skip(model, ps, "zero")
+    assert float(model.skip.weight.abs().sum() + model.skip.bias.abs().sum()) == 0.0
+    assert model.spec.signal_std[1] == pytest.approx(float(ps.stats["item_like_rate"].std()), rel=1e-5)
+    init_skip(model, ps, "logistic")
+    skip_part = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off") - \
+        predict(model, hold, tok.pad_token_id, use_cf=False, bf16="off")
+    assert auc(hold.label, skip_part) > 0.9 and float(model.skip.weight[0, 1]) > 0.5  # the like rate decides
+
+
+def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other_for_cold(tiny_encoder, tmp_path):
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.train import auc, init_skip
+
+    def seg_pairs(n, seed):
+        ps = pairs(n, seed)
+        rng = np.random.default_rng(seed + 3)
+        rate = rng.normal(size=n)
+        ps.item_has = rng.random(n) > 0.5  # warm: both factors (users all have them)
+        ps.label = (np.where(ps.item_has, rate, -rate) > 0).astype(np.int64)
+        ps.stats = {"item_like_rate": rate}
+        return ps
+
+    got = {}
+    for seg in (False, True):
+        model, tok, pb = make(tiny_encoder, signals=["als_missing", "item_like_rate"], skip_segments=seg)
+        ps, hold = seg_pairs(200, 0).encode(pb), seg_pairs(96, 1).encode(pb)
+        init_skip(model, ps, "logistic")
+        got[seg] = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
+    assert got[True] > 0.9 and got[False] < 0.7, got
+    assert model.skip.weight.shape == (1, 4)
+    checkpoint.save(model, tmp_path / "c")
+    assert checkpoint.read_spec(tmp_path / "c").skip_segments
+    fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
+    np.testing.assert_allclose(fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has,
+                                  hold.item_has, hold.stats),
+                               predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="skip_segments"):
+        ModelSpec(signals=["item_like_rate"], skip_segments=True)
+
+
 def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_encoder, tmp_path):
     # the label is the sign of (u . v) x (like rate): a weight that depends on another signal
     from collm_udf.scoring import load_predict_fn
