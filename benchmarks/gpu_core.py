@@ -113,11 +113,12 @@ def _rel(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(a)).max(), 1e-12))
 
 
-def run_shape(name: str, kind: str, ck: Path, cols, n_cand: int, args, peak: float, r: dict, save) -> None:
+def run_shape(name: str, kind: str, ck: Path, users: int, n_cand: int, d: int, args, peak: float, r: dict,
+              save) -> None:
     """Every figure of one backbone into r, saved after each."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    head = [c[: 2 * n_cand] for c in cols]  # the first two users
     bt, mrt = args.batch_tokens, min(args.batch_tokens, 2048)
+    head = [c[: 2 * n_cand] for c in day(2, n_cand, d)]  # the day's first two users
 
     # correctness, fp32 on the scoring device: packed (split and dense) == one prompt per pair
     fn = load_predict_fn(str(ck), None, batch_tokens=bt, max_row_tokens=mrt, bf16="off", compile="off")
@@ -126,6 +127,11 @@ def run_shape(name: str, kind: str, ck: Path, cols, n_cand: int, args, peak: flo
     for kernel in ("split", "dense"):
         fn.model.block_kernel = kernel
         r[f"fp32_packed_{kernel}_vs_per_pair_max_rel"] = _rel(ref, fn(*head))
+    # the day: whole batches only (one padded shape for the compiled layers to compile; the last batch of a
+    # real day adds one more), at least `users` users
+    per_batch = max(1, bt // int(np.ceil(tokens_per_pair(fn, head, n_cand) * n_cand)))
+    cols = day(per_batch * -(-users // per_batch), n_cand, d)
+    r["users_per_batch"] = per_batch
     del fn
     hf = None
     for compile_ in ("off", "on"):
@@ -142,7 +148,8 @@ def run_shape(name: str, kind: str, ck: Path, cols, n_cand: int, args, peak: flo
             key = f"packed_{kernel}_{label}"
             try:
                 f.model.block_kernel = kernel
-                r[f"bf16_{key}_vs_fp32_per_pair_max_rel"] = _rel(ref, f(*head))
+                first = f(*cols)  # compiles, for a compiled model: once per padded shape
+                r[f"bf16_{key}_vs_fp32_per_pair_max_rel"] = _rel(ref, first[: len(ref)])
                 per, calls = timed(lambda: f(*cols), f.device, args.seconds)
                 pps = len(cols[1]) / per
                 r[f"{key}_pairs_per_s"] = round(pps, 1)
@@ -230,7 +237,7 @@ def main() -> int:
             r: dict = {"build_and_save_s": round(time.perf_counter() - t0, 1)}
             report["models"][name] = r
             try:
-                run_shape(name, kind, ck, day(args.users or users, 50, d), 50, args, peak, r, save)
+                run_shape(name, kind, ck, args.users or users, 50, d, args, peak, r, save)
             except Exception as e:  # noqa: BLE001 - the next shape may still run
                 r["error"] = f"{type(e).__name__}: {str(e)[:500]}"
                 traceback.print_exc()

@@ -81,7 +81,7 @@ def test_compiled_scores_equal_eager_on_gpu(kind, bf16, tiny_encoder, tiny_causa
     ps = pairs(90)
     ps.user_f[:] = ps.user_f[np.arange(90) // 10]  # users of 10 candidates: packed rows of several candidates
     args = (ps.history, ps.candidate, ps.user_f, ps.item_f, ps.user_has, ps.item_has)
-    kw = dict(bf16=bf16, max_row_tokens=60, batch_tokens=300)  # several batches, rows and shapes
+    kw = dict(bf16=bf16, max_row_tokens=60, batch_tokens=600)  # two batches of several rows: two shapes
     eager = load_predict_fn(str(tmp_path / "c"), compile="off", **kw)
     compiled = load_predict_fn(str(tmp_path / "c"), **kw)
     assert compiled.compiled and not eager.compiled and compiled.device.type == "cuda"
