@@ -59,25 +59,20 @@ def minilm_fp16(dst: Path) -> dict:
 
 def full_data(path: Path, work: Path, holdout: int, seed: int) -> dict:
     """Every pair of the fixed split through the pipeline's own stages -> an .npz (quality_core.save_npz)."""
-    from collm_udf.config import load_config
     from collm_udf.train import spec_from_conf, stage_config
-    from quality import prepare
+    from quality import bench_conf, parse_args, prepare
     from quality_core import SPLITS, save_npz
 
-    everything = 10 ** 9  # training_frames takes min(n, what the split has)
-    cfg = load_config(str(ROOT / "conf" / "local.yaml"), {
-        "tables": {"root": str(work / "warehouse")}, "asof": {"mode": "split"},
-        # bench-quality's model: the conf's backbone, signals and skip; its prompt, tuning and learning rates
-        "model": {"template": "compact", "max_tokens": 64, "candidate_max_tokens": 16, "tuning": "full",
-                  "train": {"text_pairs": everything, "cf_pairs": everything, "holdout_pairs": holdout,
-                            "cf_negatives": 0, "text_epochs": 2, "cf_epochs": 2, "text_lr": 5e-5, "cf_lr": 1e-3,
-                            "seed": seed}}})
+    everything = str(10 ** 9)  # training_frames takes min(n, what the split has)
+    cfg = bench_conf(parse_args(["--text-pairs", everything, "--cf-pairs", everything, "--holdout-pairs",
+                                 str(holdout), "--seed", str(seed)]), work)  # bench-quality's conf, all pairs
     frames, text, U, V, run = prepare(cfg, work)
     d = len(next(iter(U.values())))
     spec = spec_from_conf(cfg.model, d, run["als_run_id"]).to_dict()
     meta = {"splits": list(SPLITS), "factor_dim": d, "als_run_id": run["als_run_id"],
             "target_mean": float(run["target_mean"]), "signals": list(cfg.model.signals), "spec": spec,
             "train": {s: stage_config(cfg.model, s).__dict__ for s in ("text", "cf")},
+            "skip_init": cfg.model.train.skip_init,
             "pairs": {k: len(frames[k]) for k in SPLITS}, "warm_share_test": float(np.mean(frames["test"]["warm"]))}
     save_npz(path, {k: frames[k] for k in SPLITS}, text, U, V, meta)
     return meta

@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collm_udf.model import ModelSpec, build  # noqa: E402
 from collm_udf.prompt import TEMPLATES, PromptBuilder  # noqa: E402
-from collm_udf.train import (PairSet, TrainConfig, _batch, predict, standardise_signals,  # noqa: E402
-                             train_stage)
+from collm_udf.train import PairSet, TrainConfig, _batch, init_skip, predict, train_stage  # noqa: E402
 from gpu_common import RESULTS, card, writer  # noqa: E402
 from gpu_core import QWEN2, TINY, day, make_backbone  # noqa: E402
 
@@ -179,8 +178,8 @@ def quality(args, device, report: dict, save) -> None:
         tc = TrainConfig(**{**meta["train"][stage], **({"batch_size": args.batch_size} if args.batch_size else {})})
         if args.smoke:
             tc.epochs, tc.bf16 = 1, "off"  # CPU autocast can be ~15x slower than fp32 (README)
-        if stage == "cf":
-            standardise_signals(model, sets["cf"])
+        if stage == "cf":  # as bench-quality: the skip's scale and start from the stage-2 set
+            init_skip(model, sets["cf"], meta["skip_init"])
         t = time.time()
         h = train_stage(model, stage, sets[stage], sets["hold"], tc, tok.pad_token_id)
         q[f"train_{stage}_s"] = round(time.time() - t, 1)
