@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/.work/out}
 mkdir -p "$OUT"
 PREP=${PREP:-benchmarks/.work/gpu}
-BUDGET=${BUDGET:-540}
+SCALE=1; [ "${SMOKE:-0}" = 1 ] && SCALE=3  # CPU smoke: tiny sizes, but a slow (and shared) CPU
+BUDGET=${BUDGET:-$((540 * SCALE))}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export COLLM_TOKENIZER_DIR="$PREP/tok"
@@ -28,7 +29,7 @@ left() { echo $((BUDGET - (SECONDS - START))); }
 # part NAME CAP CMD...: run CMD under min(CAP, what is left of the budget) seconds; record its status
 STATUS=()
 part() {
-  local name=$1 cap=$2; shift 2
+  local name=$1 cap=$(($2 * SCALE)); shift 2
   local t=$(( $(left) < cap ? $(left) : cap ))
   if (( t < 20 )); then echo "== $name: skipped, ${t}s left of the ${BUDGET}s budget"; STATUS+=("$name=skipped"); return; fi
   echo "== $name (timeout ${t}s): $*"
