@@ -55,12 +55,17 @@ bench-alignment: venv
 bench-speed: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py
 
-# A GPU machine has torch + transformers but no collm wheel: this copies MiniLM's tokenizer files (no weights) to
-# benchmarks/.work/tok; carry that folder to the GPU machine and run
-#   python benchmarks/gpu_core.py --tokenizer benchmarks/.work/tok --out benchmarks/results/gpu-core.json
-.PHONY: gpu-prep
-gpu-prep: venv
-	$(BIN)/python benchmarks/gpu_core.py --save-tokenizer benchmarks/.work/tok
+# A GPU machine has torch + transformers but no collm wheel, no Spark and no internet: this writes what it needs to
+# benchmarks/.work/gpu (git-ignored, ~48 MiB: MiniLM's tokenizer, its weights in fp16, every pair of ML-100K's
+# fixed split prepared with Spark). Carry that folder and run `bash benchmarks/gpu_device.sh` there (README, GPU).
+.PHONY: gpu-prep gpu-smoke
+gpu-prep: benchmarks/.work/gpu/prep.json
+benchmarks/.work/gpu/prep.json: benchmarks/gpu_prep.py benchmarks/quality_core.py | venv
+	$(BIN)/python benchmarks/gpu_prep.py --out benchmarks/.work/gpu
+
+# The device script end to end on this CPU, tiny sizes (a few minutes): outputs in benchmarks/.work/out
+gpu-smoke: benchmarks/.work/gpu/prep.json
+	SMOKE=1 PY=$(BIN)/python bash benchmarks/gpu_device.sh
 
 # Issue 18's probe: a copy of ML-100K with 0.5% of the rows garbled in each way found, ingested through
 # conf/local.yaml; every garbled row must be counted in data_quality or refused -> ingest-probe-ml-100k.json

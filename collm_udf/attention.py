@@ -206,5 +206,7 @@ def _register() -> None:
     from transformers.masking_utils import AttentionMaskInterface
 
     if IMPL not in AttentionInterface._global_mapping:
-        AttentionInterface.register(IMPL, block_attention)
+        # Left out of torch.compile graphs (a graph break around it): a compiled layer then sees only shapes of
+        # (rows, tokens), which the scorer pads to a few buckets, never the layout's per-batch candidate shapes.
+        AttentionInterface.register(IMPL, torch.compiler.disable(block_attention))
         AttentionMaskInterface.register(IMPL, _no_mask)

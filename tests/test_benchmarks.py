@@ -1,10 +1,14 @@
-"""The benchmark scripts that tests can afford: the GPU script's packed path on a tiny CPU model."""
+"""The benchmark scripts that tests can afford: the GPU scripts' paths on tiny CPU models, the carried frames."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+
+import numpy as np
+import pandas as pd
 
 from conftest import ROOT
 
@@ -33,3 +37,35 @@ def test_bench_quality_conf_loads_from_the_shipped_conf(tmp_path):
     cfg = quality.bench_conf(quality.parse_args([]), tmp_path)
     assert cfg.asof.mode == "split" and cfg.model.train.cf_negatives == 0
     assert cfg.model.train.cf_pairs == 8000 and cfg.model.signals
+
+
+def test_gpu_train_script_ddp_with_one_process_matches_plain_training(tmp_path):
+    """benchmarks/gpu_train.py's DDP check (world size 1, gloo here, nccl on the GPU machine) on a tiny model."""
+    out = tmp_path / "train.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train.py"), "--smoke", "--parts", "ddp",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ddp = json.loads(out.read_text())["ddp"]
+    assert ddp["ok"] and ddp["backend"] == "gloo" and ddp["ddp_vs_plain_grad_max_rel"] < 1e-4
+
+
+def test_frames_carried_to_the_gpu_machine_round_trip(tmp_path):
+    """quality_core.save_npz / load_npz: plain arrays, no pickle, no parquet; histories and signals intact."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality_core import load_npz, save_npz
+
+    frames = {"text": pd.DataFrame({"user_id": ["1", "2"], "item_id": ["10", "11"], "label": [1, 0],
+                                    "history": [["10", "12"], []], "_sig_item_count": [1.5, 0.0]}),
+              "test": pd.DataFrame({"user_id": ["3"], "item_id": ["12"], "label": [1], "history": [None],
+                                    "warm": [True], "cold_item": [False], "prior": [0.25]})}
+    U, V = {"1": np.ones(4, np.float32)}, {"10": np.arange(4, dtype=np.float32)}
+    save_npz(tmp_path / "d.npz", frames, {"10": "Heat (1995)", "12": "Fargo (1996)"}, U, V,
+             {"splits": ["text", "test"], "factor_dim": 4})
+    got, text, U2, V2, meta = load_npz(tmp_path / "d.npz")
+    assert got["text"]["history"].tolist() == [["10", "12"], []] and got["test"]["history"].tolist() == [[]]
+    assert got["text"]["_sig_item_count"].tolist() == [1.5, 0.0] and got["test"]["warm"].tolist() == [True]
+    assert got["text"]["user_id"].tolist() == ["1", "2"] and got["text"]["label"].tolist() == [1, 0]
+    assert text == {"10": "Heat (1995)", "12": "Fargo (1996)"} and meta["factor_dim"] == 4
+    np.testing.assert_array_equal(V2["10"], V["10"])
+    assert set(U2) == {"1"} and set(V2) == {"10"}
