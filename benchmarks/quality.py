@@ -35,7 +35,7 @@ from collm_udf.config import load_config  # noqa: E402
 from collm_udf.model import build  # noqa: E402
 from collm_udf.prompt import PromptBuilder  # noqa: E402
 from collm_udf.signals import STATISTICS  # noqa: E402
-from collm_udf.spark.signals import column  # noqa: E402
+from collm_udf.signals import column  # noqa: E402
 from collm_udf.train import init_skip, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

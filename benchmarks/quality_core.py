@@ -2,7 +2,7 @@
 benchmarks/gpu_train.py (the GPU machine: no pyspark, frames carried as an .npz that gpu_prep.py writes).
 
 Frames are pandas frames with quality.prepare's columns: user_id, item_id, label, history (item ids), the
-signals' statistics as `_sig_<name>` (collm_udf/spark/signals.column), and for the test split warm, cold_item,
+signals' statistics as `_sig_<name>` (collm_udf/signals.column), and for the test split warm, cold_item,
 prior.
 """
 from __future__ import annotations
@@ -15,21 +15,17 @@ import numpy as np
 import pandas as pd
 
 from collm_udf.metrics import auc_uauc
-from collm_udf.signals import STATISTICS
+from collm_udf.signals import STATISTICS, column
 from collm_udf.train import PairSet
 
 RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
 SPLITS = ("text", "cf", "hold", "test")
 
 
-def sig(name: str) -> str:
-    return f"_sig_{name}"  # collm_udf/spark/signals.column (that module needs pyspark)
-
-
 def pair_sets(frames: Mapping[str, pd.DataFrame], text: Mapping, U: Mapping, V: Mapping, d: int,
               use_history: bool, signals: Sequence[str]) -> dict[str, PairSet]:
     return {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text, U, V, d,
-                                use_history, stats={n: df[sig(n)] for n in signals if n in STATISTICS})
+                                use_history, stats={n: df[column(n)] for n in signals if n in STATISTICS})
             for k, df in frames.items()}
 
 

@@ -25,6 +25,11 @@ STATISTICS = {
 SIGNALS = {**DERIVED, **STATISTICS}
 
 
+def column(name: str) -> str:
+    """The column that carries statistic `name` beside a pair (in Spark and in pandas frames)."""
+    return f"_sig_{name}"
+
+
 class SignalError(ValueError):
     pass
 

@@ -309,17 +309,25 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
                      model={"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
                             "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"],
                             "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
-                                      "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60}})
+                                      "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60,
+                                      "cf_pool_positives": True}})
     tables = Tables(spark, cfg.tables)
     first = train.run(spark, cfg, tables, DAYS[0], log=lambda m: None)
-    assert first["pairs"]["cf"] == 96 + 48 and first["pairs"]["hold"] == 48 + 12  # rated + candidate negatives
     model = train.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
+    # the candidate pool one window back, labelled as the backtest labels a day: liked in the window -> 1
+    start = cutoff(DAYS[0]) - pd.Timedelta(days=28)
+    pool = train.candidate_pool(cfg, tables, AsOf.of(cfg, DAYS[0]), als.find_run(tables, model["als_run_id"]))
+    pool = pool.toPandas()
+    liked = events[(events.ts >= start) & (events.ts < cutoff(DAYS[0])) & (events.label == 1)]
+    want = pool.merge(liked[["user_id", "item_id"]].drop_duplicates().assign(want=1), how="left")["want"]
+    assert (pool["label"].to_numpy() == want.fillna(0).to_numpy()).all() and 0 < pool["label"].sum() < len(pool)
+    pos = min(60, int(pool["label"].sum()))  # rated pairs + 60 ignored candidates + up to 60 liked ones
+    assert first["pairs"]["cf"] == 96 + 48 + pos - pos // 5 and first["pairs"]["hold"] == 48 + 12 + pos // 5
     spec = json.loads(model["spec"])
     assert spec["signals"][2:] == ["item_recent", "item_like_rate", "user_count"] and len(spec["signal_std"]) == 5
     assert model["model_version"] == first["model_version"] and model["mode"] == "daily"
     assert model["cutoff"].isoformat() == f"{DAYS[0]}T00:00:00+00:00"
     label_fit = als.find_run(tables, model["als_run_id"])  # the fit behind stage 2 ends where its window starts
-    start = cutoff(DAYS[0]) - pd.Timedelta(days=28)
     assert label_fit["cutoff"].isoformat() == f"{start.date()}T00:00:00+00:00"
     assert label_fit["train_rows"] == (events.ts < start).sum()
     assert train.model_as_of(tables, AsOf.of(cfg, "1998-04-01"), required=False) is None  # never a later model
@@ -336,7 +344,8 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
 
 def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):
     from collm_udf.spark.asof import AsOf
-    from collm_udf.spark.signals import add_stats, column, end_of
+    from collm_udf.signals import column
+    from collm_udf.spark.signals import add_stats, end_of
 
     cfg, a, _, _ = daily
     _, b, _, _ = planted

@@ -25,7 +25,8 @@ from collm_udf.config import Config
 from collm_udf.spark import als, train
 from collm_udf.signals import STATISTICS
 from collm_udf.spark.asof import AsOf, history_as_of
-from collm_udf.spark.signals import add_stats, column, end_of
+from collm_udf.signals import column
+from collm_udf.spark.signals import add_stats, end_of
 from collm_udf.spark.score import Scorer
 from collm_udf.spark.tables import Tables
 

@@ -12,14 +12,10 @@ from typing import Optional, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from collm_udf.signals import STATISTICS
+from collm_udf.signals import STATISTICS, column
 from collm_udf.spark.asof import data_end, ts_from
 
 LIKE_PRIOR = 5.0  # pseudo-interactions at the global like rate (collm_udf/signals.py: item_like_rate)
-
-
-def column(name: str) -> str:
-    return f"_sig_{name}"
 
 
 def end_of(known: DataFrame, cutoff: Optional[dt.datetime]) -> dt.datetime:

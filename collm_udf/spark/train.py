@@ -38,7 +38,8 @@ from collm_udf.config import Config
 from collm_udf.signals import STATISTICS
 from collm_udf.spark import als, candidates
 from collm_udf.spark.asof import AsOf, history_as_of, micros, newest_as_of
-from collm_udf.spark.signals import add_stats, column, end_of
+from collm_udf.signals import column
+from collm_udf.spark.signals import add_stats, end_of
 from collm_udf.spark.tables import Tables
 
 PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
@@ -65,7 +66,8 @@ def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
 def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None) -> dict:
     """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig),
     with the statistics among the model's signals as of the label window's start (`_sig_<name>` columns).
-    With model.train.cf_negatives, cf and hold also hold candidate-pool negatives, from the ALS fit `run`."""
+    With model.train.cf_negatives, cf and hold also hold candidate-pool rows (candidate_pool, from the ALS fit
+    `run`): that many the user ignored and, with cf_pool_positives, up to as many the user then liked."""
     t = cfg.model.train
     pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
     labels, before = asof.labels(pairs), asof.label_fit(pairs)
@@ -80,10 +82,13 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
         if not asof.daily or run is None:
             raise ValueError("model.train.cf_negatives: candidate-pool negatives need the daily mode (asof.mode: "
                              "daily) and the label window's ALS fit")
-        negs = candidate_negatives(cfg, tables, asof, run).cache()
-        n_hold = t.cf_negatives // 5
-        parts["hold_neg"] = _take(negs, n_hold, t.seed)
-        parts["cf_neg"] = _take(negs, t.cf_negatives - n_hold, t.seed, skip=n_hold)
+        pool = candidate_pool(cfg, tables, asof, run).cache()
+        # a fifth of each label to the holdout, so that early stopping also judges the table's task
+        for label, name, n in ((0, "neg", t.cf_negatives), (1, "pos", t.cf_negatives if t.cf_pool_positives else 0)):
+            rows = pool.where(F.col("label") == label)
+            n = min(n, rows.count())
+            parts[f"hold_{name}"] = _take(rows, n // 5, t.seed)
+            parts[f"cf_{name}"] = _take(rows, n - n // 5, t.seed, skip=n // 5)
     # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
     names = cfg.model.signals
     end = end_of(before, asof.label_start)
@@ -92,10 +97,11 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
               .select(*PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas()
               for k, v in parts.items()}
     if t.cf_negatives:
-        negs.unpersist()
-    frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg") if k in frames],
+        pool.unpersist()
+    frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg", "cf_pos") if k in frames],
                              ignore_index=True)
-    frames["hold"] = pd.concat([frames.pop(k) for k in ("hold", "hold_neg") if k in frames], ignore_index=True)
+    frames["hold"] = pd.concat([frames.pop(k) for k in ("hold", "hold_neg", "hold_pos") if k in frames],
+                               ignore_index=True)
     if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
         where = (f"the label window [{asof.label_start:%Y-%m-%d %H:%M}, {asof.cutoff:%Y-%m-%d %H:%M}) UTC"
                  if asof.daily else "the validation split")
@@ -104,17 +110,18 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
     return frames
 
 
-def candidate_negatives(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
+def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     """The table's task, one window back: the candidates the day of the label window's start would have offered
-    (its audience, the label fit's ALS top-K, its popular and cold items) that their user then did not interact
-    with in the window; label 0, history as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
+    (its audience, the label fit's ALS top-K, its popular and cold items), labelled as the backtest labels a day:
+    1 where the user then liked the item in the window, else 0 (ignored, or rated below the like threshold).
+    History as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
     start = dataclasses.replace(asof, cutoff=asof.label_start)
     pairs = tables.read("pairs")
     offered = candidates.build(cfg, tables, start, run).select("user_id", "item_id")
-    window = asof.labels(pairs).select("user_id", "item_id").distinct()
+    window = asof.labels(pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
     hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
-    return (offered.join(window, ["user_id", "item_id"], "left_anti").join(hist, "user_id", "left")
-            .select("user_id", "item_id", F.lit(0).alias("label"),
+    return (offered.join(window, ["user_id", "item_id"], "left").join(hist, "user_id", "left")
+            .select("user_id", "item_id", F.coalesce("_liked", F.lit(0)).cast("int").alias("label"),
                     F.coalesce("history", F.array().cast("array<string>")).alias("history"),
                     F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
 
