@@ -65,9 +65,10 @@ class TrainingConfig:
     cf_lr: float = _help("stage-2 learning rate (AdamW)", 1e-3)
     skip_lr: float = _help("stage-2 learning rate of the signals' skip (model.signals): a linear model on "
                            "standardised inputs, it needs larger steps than the projector", 0.05)
-    skip_init: str = _help("where the signals' skip starts in stage 2: zero, or logistic (a logistic regression "
-                           "of the stage-2 labels on the signals, fitted first: pair AUC 0.717 vs 0.710 on "
-                           "ML-100K, but the daily table's NDCG@10 0.016 vs 0.049; README)", "zero")
+    skip_init: str = _help("where the signals' skip starts in stage 2: logistic (a logistic regression of the "
+                           "stage-2 labels on the signals, fitted first) or zero. Fit it to the table's task "
+                           "(cf_pool_positives): on like/dislike pairs against ignored candidates alone it learns "
+                           "that a high u . v means ignored (README)", "logistic")
     batch_size: int = _help("training batch size", 32)
     cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
                               "users of a new day have no factors)", 0.2)
@@ -82,8 +83,7 @@ class TrainingConfig:
                                     "then liked join as positives (label 1, up to cf_negatives), so that stage 2 "
                                     "learns the table's task from both labels of one pool: without them every "
                                     "positive comes from outside the pool, and a source's own score (u . v of the "
-                                    "ALS top-K) looks like a sign of being ignored (ML-100K replay: NDCG@10 "
-                                    "0.046 with them, 0.049 without; README)", False)
+                                    "ALS top-K) looks like a sign of being ignored", True)
     retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
                                     "model conf is this many days older than the cutoff; in between, days are "
                                     "scored by it with the newest ALS fit's factors aligned into its space", 7)

@@ -355,7 +355,7 @@ def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]
                      skip_hidden=mc.skip_hidden, skip_segments=mc.skip_segments)
 
 
-def init_skip(model: CoLLM, cf: PairSet, how: str = "zero") -> None:
+def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic") -> None:
     """Before stage 2: standardise the skip's signals as the stage-2 set has them (recorded in the spec) and, with
     how="logistic" and a linear skip, start it at a logistic regression of the set's labels on them. From zero
     the skip spends stage 2 catching up with what this closed-form fit gives at once, and the projector learns
