@@ -78,7 +78,8 @@ class TrainingConfig:
     seed: int = _help("seed of sampling, initialisation and shuffling", 0)
     cf_negatives: int = _help("daily mode: stage 2 also learns the table's task from this many pairs that the "
                               "candidate sources offered, as of the label window's start, to users who then did not "
-                              "interact with them in the window (label 0); a fifth of them join the holdout", 0)
+                              "like them in the window (ignored, or rated below the like threshold: label 0); a fifth "
+                              "of them join the holdout", 0)
     cf_pool_positives: bool = _help("daily mode, with cf_negatives: the candidates of the same pool that their user "
                                     "then liked join as positives (label 1, up to cf_negatives), so that stage 2 "
                                     "learns the table's task from both labels of one pool: without them every "
