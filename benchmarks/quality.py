@@ -150,7 +150,7 @@ def main() -> int:
     times["tokenize_s"] = round(time.time() - t, 1)
 
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
-    stage2_only = ("projector_mult", "signals", "skip_hidden", "skip_segments")
+    stage2_only = ("projector_mult", "signals", "skip_hidden", "skip_segments", "lm_scale")
     model_key = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in stage2_only}
     model_key["train"] = {k: v for k, v in model_key["train"].items() if not k.startswith(("cf_", "skip_"))}
     stage1 = {"als_run_id": run["als_run_id"], "model": model_key,
@@ -185,7 +185,7 @@ def main() -> int:
             sets[k].user_has[:] = False
         if args.ablate == "no_item":
             sets[k].item_has[:] = False
-    init_skip(model, sets["cf"], cfg.model.train.skip_init)
+    init_skip(model, sets["cf"], cfg.model.train.skip_init, tok.pad_token_id)
     t = time.time()
     h2 = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(cfg.model, "cf"), tok.pad_token_id,
                      str(work / "state"))

@@ -133,6 +133,9 @@ class ModelConfig:
                              "many interactions)", 0)
     skip_segments: bool = _help("the linear skip weighs each signal apart for warm pairs (user and item both have "
                                 "ALS factors) and the rest; needs als_missing among the signals", False)
+    lm_scale: bool = _help("stage 2 also learns a scalar weight of the LM's logit against the signals' skip (with "
+                           "train.skip_init logistic it starts at a logistic fit of the LM's logit beside the "
+                           "signals); needs signals", False)
     attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
                            "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
@@ -157,6 +160,9 @@ class ModelConfig:
             raise ConfigError(f"model.{e}") from None
         if self.skip_segments and "als_missing" not in self.signals:
             raise ConfigError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
+                              "model.signals")
+        if self.lm_scale and not self.signals:
+            raise ConfigError("model.lm_scale: the LM's scale is learned beside the signals' skip; name "
                               "model.signals")
 
         if self.template not in TEMPLATES:

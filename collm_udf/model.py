@@ -13,10 +13,10 @@ Top-down:
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
   6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
              (collm_udf/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any;
-             with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights
-                                                                                                    (J,)
+             with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights;
+             with lm_scale the LM's logit of step 5 is first multiplied by a learned scalar      (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
-the skip.
+the skip (with its LM scale).
 Nothing here imports pyspark.
 """
 from __future__ import annotations
@@ -72,6 +72,8 @@ class ModelSpec:
     skip_hidden: int = field(default=0, metadata={"help": "hidden width of the skip (0: linear)"})
     skip_segments: bool = field(default=False, metadata={
         "help": "the skip weighs each signal apart for warm pairs (both factors) and the rest; needs als_missing"})
+    lm_scale: bool = field(default=False, metadata={
+        "help": "with signals: a learned scalar weighs the LM's logit against the skip (stage 2); needs signals"})
     signal_mean: list = field(default_factory=list, metadata={"help": "standardisation of the signals (stage-2 "
                                                                      "training set): mean"})
     signal_std: list = field(default_factory=list, metadata={"help": "... and standard deviation"})
@@ -92,6 +94,8 @@ class ModelSpec:
         if self.skip_segments and "als_missing" not in self.signals:
             raise ModelError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
                              "model.signals")
+        if self.lm_scale and not self.signals:
+            raise ModelError("model.lm_scale: the LM's scale is learned beside the signals' skip; name signals")
         for name in ("signal_mean", "signal_std"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.signals):
                 raise ModelError(f"model.{name}: {len(getattr(self, name))} values for {len(self.signals)} signals")
@@ -179,6 +183,8 @@ class CoLLM(nn.Module):
             last = self.skip if not h else self.skip[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        # What the LM's logit counts against the skip: 1 until stage 2 (or the logistic start) learns it.
+        self.lm_scale = nn.Parameter(torch.ones(())) if spec.lm_scale else None
         self.set_signal_scale(spec.signal_mean or [0.0] * len(spec.signals),
                               spec.signal_std or [1.0] * len(spec.signals))
         if spec.kind == "causal" and answer_id is None:
@@ -222,7 +228,8 @@ class CoLLM(nn.Module):
             raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
                              f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
         with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
-            return logit.float() + self.skip(self.skip_inputs(out_x)).squeeze(-1)
+            lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_scale
+            return lm + self.skip(self.skip_inputs(out_x)).squeeze(-1)
 
     def skip_inputs(self, out_x: torch.Tensor) -> torch.Tensor:
         """(J, F) signals -> the skip's input: standardised, (J, F); with skip_segments [x ; x * warm] (J, 2F)."""
@@ -291,6 +298,8 @@ class CoLLM(nn.Module):
             if self.skip is not None:
                 for p in self.skip.parameters():
                     p.requires_grad_(True)
+            if self.lm_scale is not None:
+                self.lm_scale.requires_grad_(True)
         else:
             raise ModelError(f"unknown training stage {stage!r}")
 

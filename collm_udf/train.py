@@ -266,8 +266,8 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
     params = _trainable(model)
     # The skip is a logistic regression on standardised signals: at the projector's rate it barely moves in an
     # epoch (measured: |w| < 0.1 after 113 steps at 1e-3), so it gets its own.
-    skip = [p for n, p in params.items() if n.startswith("skip.")]
-    rest = [p for n, p in params.items() if not n.startswith("skip.")]
+    skip = [p for n, p in params.items() if n.startswith("skip.") or n == "lm_scale"]
+    rest = [p for n, p in params.items() if not (n.startswith("skip.") or n == "lm_scale")]
     opt = torch.optim.AdamW([{"params": rest}] + ([{"params": skip, "lr": tc.skip_lr}] if skip else []),
                             lr=tc.lr, weight_decay=tc.weight_decay)
     use_cf = stage == "cf"
@@ -352,14 +352,16 @@ def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]
                      tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
                      template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
                      candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id, signals=list(mc.signals),
-                     skip_hidden=mc.skip_hidden, skip_segments=mc.skip_segments)
+                     skip_hidden=mc.skip_hidden, skip_segments=mc.skip_segments, lm_scale=mc.lm_scale)
 
 
-def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic") -> None:
+def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional[int] = None) -> None:
     """Before stage 2: standardise the skip's signals as the stage-2 set has them (recorded in the spec) and, with
     how="logistic" and a linear skip, start it at a logistic regression of the set's labels on them. From zero
     the skip spends stage 2 catching up with what this closed-form fit gives at once, and the projector learns
-    alongside a skip still far from its optimum."""
+    alongside a skip still far from its optimum. With the model's lm_scale the fit also sees the LM's logit as it
+    stands after stage 1 (one pass over the set; needs pad_id), and its coefficient starts the scale: the start
+    then scores like the fit, LM and signals weighed against each other on the table's labels."""
     if not model.spec.signals:
         return
     x = cf.signals(model.spec.signals)
@@ -369,10 +371,25 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic") -> None:
     from sklearn.linear_model import LogisticRegression  # training machines only (see auc)
 
     z = model.skip_inputs(torch.as_tensor(x).to(model._sig_mean.device)).cpu().numpy()
+    if model.lm_scale is not None:
+        if pad_id is None:
+            raise ValueError("init_skip: a model with lm_scale needs pad_id (its logistic start scores the set)")
+        with torch.no_grad():  # the skip out of the logit, the scale at 1: the LM's own logit
+            model.skip.weight.zero_()
+            model.skip.bias.zero_()
+            model.lm_scale.fill_(1.0)
+        lm = predict(model, cf, pad_id, use_cf=True)
+        m, s = float(lm.mean()), max(float(lm.std()), 1e-6)  # standardised like the signals, for the same penalty
+        z = np.concatenate([((lm - m) / s)[:, None], z], axis=1)
     lr = LogisticRegression(max_iter=1000).fit(z, cf.label)
+    coef, bias = lr.coef_[0], float(lr.intercept_[0])
     with torch.no_grad():
-        model.skip.weight.copy_(torch.as_tensor(lr.coef_, dtype=torch.float32))
-        model.skip.bias.copy_(torch.as_tensor(lr.intercept_, dtype=torch.float32))
+        if model.lm_scale is not None:  # coef[0] (lm - m) / s = (coef[0] / s) lm - coef[0] m / s
+            model.lm_scale.fill_(float(coef[0]) / s)
+            bias -= float(coef[0]) * m / s
+            coef = coef[1:]
+        model.skip.weight.copy_(torch.as_tensor(coef[None, :], dtype=torch.float32))
+        model.skip.bias.fill_(bias)
 
 
 def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
@@ -398,11 +415,11 @@ def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
     for ps in sets.values():
         ps.encode(pb)
-    init_skip(model, sets["cf"], mc.train.skip_init)
     report = {"pairs": {k: len(v) for k, v in sets.items()}}
     if len(sets["text"]):
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),
                                      tok.pad_token_id, state_dir, log)
+    init_skip(model, sets["cf"], mc.train.skip_init, tok.pad_token_id)  # after stage 1: the LM it weighs
     report["cf"] = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(mc, "cf"), tok.pad_token_id,
                                state_dir, log)
     return model, tok, report

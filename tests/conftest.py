@@ -122,14 +122,14 @@ def _tokenizer_files(dst: Path) -> None:
 D = 4  # factor dim of the tiny models
 
 
-def make(path, kind="encoder", tuning="none", signals=(), skip_hidden=0, skip_segments=False):
+def make(path, kind="encoder", tuning="none", signals=(), skip_hidden=0, skip_segments=False, lm_scale=False):
     """(CoLLM, tokenizer, PromptBuilder) on a tiny backbone directory, with the compact template."""
     from collm_udf.model import ModelSpec, build
     from collm_udf.prompt import COMPACT_TEMPLATE, PromptBuilder
 
     spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,
                      max_tokens=48, candidate_max_tokens=12, als_run_id="als_test", signals=list(signals),
-                     skip_hidden=skip_hidden, skip_segments=skip_segments)
+                     skip_hidden=skip_hidden, skip_segments=skip_segments, lm_scale=lm_scale)
     model, tok = build(spec)
     return model, tok, PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 

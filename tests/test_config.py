@@ -54,6 +54,7 @@ def test_defaults_and_types():
     ({"asof": {"mode": "weekly"}}, "asof.mode: 'weekly' is not daily or split"),
     ({"asof": {"mode": "split"}, "model": {"train": {"cf_negatives": 10}}}, "cf_negatives: 10 candidate-pool"),
     ({"model": {"signals": ["als_dot"], "skip_segments": True}}, "skip_segments: .*add it to model.signals"),
+    ({"model": {"signals": [], "lm_scale": True}}, "model.lm_scale: .*name model.signals"),
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
     ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
     ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),

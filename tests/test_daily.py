@@ -304,13 +304,12 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     cfg0, _, summary, _ = daily
     root = tmp_path_factory.mktemp("daily-lm-wh")
     shutil.copytree(cfg0.tables.root, root, dirs_exist_ok=True)  # this test's copy: it adds models and fits
+    model_sec = {"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
+                 "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"],
+                 "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
+                           "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60, "cf_pool_positives": True}}
     cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
-                                             "arrow_batch_rows": 500},
-                     model={"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
-                            "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"],
-                            "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
-                                      "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60,
-                                      "cf_pool_positives": True}})
+                                             "arrow_batch_rows": 500}, model=model_sec)
     tables = Tables(spark, cfg.tables)
     first = train.run(spark, cfg, tables, DAYS[0], log=lambda m: None)
     model = train.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
@@ -340,6 +339,22 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     recs = day(tables, "recommendations", DAYS[1])
     assert set(recs.user_id) == active_users(events, DAYS[1]) and (recs.groupby("user_id").size() == TOP_N).all()
     assert recs.lm_score.notna().all()
+    # A newer model of another model conf in the same warehouse (another replay, a conf changed since): each
+    # conf's scorer takes its own conf's model, never the newest of any.
+    from pyspark.sql import functions as F
+
+    from collm_udf.spark.score_lm import CoLLMScorer
+
+    other = daily_conf(slice_dir, root, score={"scorer": "collm"},
+                       model={**model_sec, "train": {**model_sec["train"], "text_pairs": 97}})
+    row = (tables.read("collm_models").where(F.col("model_version") == first["model_version"])
+           .withColumn("model_version", F.lit("collm_other")).withColumn("train", F.lit(train.model_conf_json(other)))
+           .withColumn("trained_at", F.col("trained_at") + F.expr("INTERVAL 1 DAY")))
+    tables.append(row, "collm_models")
+    for c, want in ((cfg, first["model_version"]), (other, "collm_other")):
+        assert CoLLMScorer(spark, c, tables, AsOf.of(c, DAYS[1])).model["model_version"] == want
+    with pytest.raises(FileNotFoundError, match="of the conf's model section"):
+        train.model_as_of(tables, AsOf.of(cfg, DAYS[1]), conf="{}")
 
 
 def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):

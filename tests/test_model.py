@@ -266,6 +266,48 @@ def test_the_logistic_start_scores_the_signals_before_any_step_and_zero_leaves_t
     assert auc(hold.label, skip_part) > 0.9 and float(model.skip.weight[0, 1]) > 0.5  # the like rate decides
 
 
+def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_and_round_trips(tiny_encoder,
+                                                                                                   tmp_path):
+    # The label follows the signal and the *opposite* of the LM's logit: a start that keeps the LM at weight 1
+    # cannot score it; the joint fit gives the LM a negative scale.
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.train import auc, init_skip
+
+    model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], lm_scale=True)
+    plain, _, _ = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "lm_scale"})
+
+    def anti_lm_pairs(n, seed):
+        ps = signal_pairs(n, seed).encode(pb)
+        lm = predict(plain, ps, tok.pad_token_id, use_cf=True, bf16="off")  # the skip is still zero
+        rate = ps.stats["item_like_rate"]
+        ps.label = ((rate - rate.mean()) / rate.std() - (lm - lm.mean()) / lm.std() > 0).astype(np.int64)
+        return ps
+
+    ps, hold = anti_lm_pairs(160, 0), anti_lm_pairs(96, 1)
+    got = {}
+    for name, m in (("plain", plain), ("lm_scale", model)):
+        init_skip(m, ps, "logistic", tok.pad_token_id)
+        got[name] = auc(hold.label, predict(m, hold, tok.pad_token_id, use_cf=True, bf16="off"))
+    assert got["lm_scale"] > 0.9 and got["lm_scale"] > got["plain"] + 0.15, got
+    assert float(model.lm_scale) < 0
+    with pytest.raises(ValueError, match="needs pad_id"):
+        init_skip(model, ps, "logistic")
+    # stage 2 trains the scale with the skip; packed scoring and the checkpoint keep it
+    model.set_stage("cf")
+    assert model.lm_scale.requires_grad
+    want = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off")
+    packed = predict_packed(model, pb, hold, tok.pad_token_id, max_row_tokens=60, batch_tokens=150, bf16="off")
+    np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)
+    checkpoint.save(model, tmp_path / "c")
+    assert checkpoint.read_spec(tmp_path / "c").lm_scale
+    fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
+    np.testing.assert_allclose(fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has,
+                                  hold.item_has, hold.stats), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="lm_scale"):
+        ModelSpec(lm_scale=True)
+
+
 def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other_for_cold(tiny_encoder, tmp_path):
     from collm_udf.scoring import load_predict_fn
     from collm_udf.train import auc, init_skip

@@ -94,7 +94,9 @@ class CoLLMScorer(Scorer):
                  run: dict | None = None, fail_once: str | None = None):
         self.spark, self.cfg, self.tables, self.asof = spark, cfg, tables, asof
         self.fail_once = fail_once  # tests: a marker path; the first scoring task raises once
-        self.model = model or train.model_as_of(tables, asof)
+        # the newest model of this conf's model section: a warehouse may hold models of other confs (a replay
+        # of another conf, a conf changed since), and those are not what this conf asks for
+        self.model = model or train.model_as_of(tables, asof, conf=train.model_conf_json(cfg))
         self.run = run or als.run_as_of(tables, asof)
         self.alignment = self._align()
 

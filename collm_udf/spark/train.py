@@ -277,6 +277,7 @@ def model_as_of(tables: Tables, asof: AsOf, conf: Optional[str] = None, required
                          None if conf is None else F.col("train") == conf)
     if found is None and required:
         when = f"as of ds={asof.ds} (cutoff {asof.cutoff:%Y-%m-%d %H:%M} UTC)" if asof.daily else "in split mode"
+        when += "" if conf is None else " of the conf's model section"
         raise FileNotFoundError(f"table collm_models: no CoLLM model {when}: run the train stage first (it needs "
                                 "a model section)")
     return found
