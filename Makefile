@@ -47,6 +47,11 @@ bench-ablations: venv
 bench-ranking: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset $(DATASET)
 
+# after bench-ranking: the LM's part and the skip's part of its models' logits, each ranking the table alone
+.PHONY: bench-ranking-parts
+bench-ranking-parts: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking_parts.py --dataset $(DATASET)
+
 .PHONY: bench-alignment
 bench-alignment: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/alignment.py --dataset $(DATASET)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality_core import als_scores, pair_sets, results_table  # noqa: E402
 
 ABLATIONS = ("none", "no_history", "no_user", "no_item")
+STAGE2_TENSORS = ("projector.", "skip.", "lm_scale")  # what stage 2 trains: never in the stage-1 cache
 DS = "2026-01-01"  # split mode: the day does not matter
 
 
@@ -86,6 +87,8 @@ def bench_conf(args: argparse.Namespace, work: Path):
         model_conf["skip_hidden"] = args.skip_hidden
     if args.skip_segments:
         model_conf["skip_segments"] = True
+    if args.lm_scale:
+        model_conf["lm_scale"] = True
     if args.signals is not None:
         model_conf["signals"] = [n for n in args.signals.split(",") if n]
     return load_config(args.conf or str(ROOT / "conf" / "local.yaml"),
@@ -113,6 +116,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/signals.py; "
                     "'' for none; default: the conf's model.signals)")
     ap.add_argument("--skip-segments", action="store_true", help="warm and cold pairs get their own skip weights")
+    ap.add_argument("--lm-scale", action="store_true", help="stage 2 learns the LM logit's weight (model.lm_scale)")
     ap.add_argument("--skip-hidden", type=int, default=None, help="hidden width of the skip (default: the conf's)")
     ap.add_argument("--test-pairs", type=int, default=0, help="score only this many test pairs (0 = all; smoke)")
     ap.add_argument("--tag", default="", help="suffix of the result files (ablations)")
@@ -161,9 +165,9 @@ def main() -> int:
     cache = ROOT / "benchmarks" / ".work" / f"stage1-{args.dataset}-{key}"
     if (cache / "done.json").is_file():
         state = {n: t for n, t in load_file(str(cache / "text.safetensors")).items()
-                 if not n.startswith(("projector.", "skip."))}  # stage 2's, whatever an older cache holds
+                 if not n.startswith(STAGE2_TENSORS)}  # stage 2's, whatever an older cache holds
         missing = model.load_state_dict(state, strict=False).missing_keys
-        assert all(m.startswith(("projector.", "skip.")) or m in state for m in missing) and "no_cf" in state
+        assert all(m.startswith(STAGE2_TENSORS) or m in state for m in missing) and "no_cf" in state
         h1 = json.loads((cache / "done.json").read_text())
         test_df["text_only"] = np.load(cache / "text_only.npy")
         times["stage1_cached"] = str(cache.relative_to(ROOT))
@@ -177,7 +181,7 @@ def main() -> int:
         times["score_text_s"] = round(time.time() - t, 1)
         cache.mkdir(parents=True, exist_ok=True)
         save_file({n: p.detach().contiguous() for n, p in model.state_dict().items()
-                   if not n.startswith(("projector.", "skip."))}, str(cache / "text.safetensors"))
+                   if not n.startswith(STAGE2_TENSORS)}, str(cache / "text.safetensors"))
         np.save(cache / "text_only.npy", test_df["text_only"].to_numpy())
         (cache / "done.json").write_text(json.dumps(h1))
     for k in ("cf", "hold", "test"):

@@ -37,6 +37,41 @@ def test_bench_quality_conf_loads_from_the_shipped_conf(tmp_path):
     cfg = quality.bench_conf(quality.parse_args([]), tmp_path)
     assert cfg.asof.mode == "split" and cfg.model.train.cf_negatives == 0
     assert cfg.model.train.cf_pairs == 8000 and cfg.model.signals
+    assert quality.bench_conf(quality.parse_args(["--lm-scale"]), tmp_path).model.lm_scale
+
+
+def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(tiny_encoder, tmp_path):
+    """benchmarks/ranking_parts.py ranks by the LM's part (a checkpoint copy with the skip zeroed) and by the
+    skip's (total - LM part): the copy must score exactly scale x LM logit, and the rest must be the skip."""
+    import torch
+
+    from collm_udf import checkpoint
+    from collm_udf.scoring import load_predict_fn
+    from collm_udf.train import PairSet, init_skip
+
+    from conftest import D, make
+
+    spec = importlib.util.spec_from_file_location("ranking_parts", ROOT / "benchmarks" / "ranking_parts.py")
+    parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parts)
+    model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], lm_scale=True)
+    rng = np.random.default_rng(0)
+    n = 64
+    rate = rng.random(n)
+    ps = PairSet([["A (1990)", "B (1991)"]] * n, [f"Item {i % 7}" for i in range(n)],
+                 rng.normal(size=(n, D)).astype(np.float32), rng.normal(size=(n, D)).astype(np.float32),
+                 np.ones(n, bool), np.ones(n, bool), (rate > 0.5).astype(np.int64), stats={"item_like_rate": rate})
+    ps.encode(pb)
+    init_skip(model, ps, "logistic", tok.pad_token_id)
+    checkpoint.save(model, tmp_path / "m")
+    copy = parts.lm_only({"path": str(tmp_path / "m"), "model_version": "v"}, tmp_path)
+    args = (ps.history, ps.candidate, ps.user_f, ps.item_f, ps.user_has, ps.item_has, ps.stats)
+    total = load_predict_fn(str(tmp_path / "m"), "cpu", bf16="off")(*args)
+    lm_part = load_predict_fn(copy["path"], "cpu", bf16="off")(*args)
+    with torch.no_grad():
+        skip = model.skip(model.skip_inputs(torch.as_tensor(ps.signals(model.spec.signals)))).squeeze(-1).numpy()
+    assert np.abs(skip).max() > 0.1 and float(model.lm_scale) != 1.0
+    np.testing.assert_allclose(total - lm_part, skip, rtol=1e-4, atol=1e-5)
 
 
 def test_gpu_train_script_ddp_with_one_process_matches_plain_training(tmp_path):
