@@ -316,9 +316,11 @@ class Config:
         if self.asof.mode == "daily" and self.interactions.columns.split is not None:
             raise ConfigError("interactions.columns.split: a given split column is the benchmark mode's (set "
                               "asof.mode: split); the daily mode splits by each day's cutoff")
-        if self.asof.mode == "split" and self.model is not None and self.model.train.cf_negatives:
-            raise ConfigError(f"model.train.cf_negatives: {self.model.train.cf_negatives} candidate-pool negatives "
-                              "need the daily mode's candidate pool (asof.mode: daily); set 0 for the fixed split")
+        for key in ("cf_negatives", "text_negatives"):
+            n = 0 if self.model is None else getattr(self.model.train, key)
+            if self.asof.mode == "split" and n:
+                raise ConfigError(f"model.train.{key}: {n} candidate-pool negatives need the daily mode's "
+                                  "candidate pool (asof.mode: daily); set 0 for the fixed split")
         if self.score.scorer == "collm" and self.model is None:
             raise ConfigError("score.scorer: 'collm' needs a model section (the scorer to train)")
 

@@ -85,6 +85,10 @@ class TrainingConfig:
                                     "learns the table's task from both labels of one pool: without them every "
                                     "positive comes from outside the pool, and a source's own score (u . v of the "
                                     "ALS top-K) looks like a sign of being ignored", True)
+    text_negatives: int = _help("daily mode: stage 1 also learns the table's task from the text, on the candidate "
+                                "pool one label window further back (offered at its start, labelled by the window "
+                                "before the label window's start, so stage 2's labels stay unseen): this many "
+                                "ignored candidates and up to as many liked ones join the text pairs", 0)
     retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
                                     "model conf is this many days older than the cutoff; in between, days are "
                                     "scored by it with the newest ALS fit's factors aligned into its space", 7)
@@ -101,8 +105,8 @@ class TrainingConfig:
             raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
         if self.text_lr <= 0 or self.cf_lr <= 0 or self.skip_lr <= 0:
             raise ConfigError("train: learning rates must be > 0")
-        if self.retrain_every_days < 1 or self.cf_negatives < 0:
-            raise ConfigError("train: retrain_every_days must be >= 1 and cf_negatives >= 0")
+        if self.retrain_every_days < 1 or self.cf_negatives < 0 or self.text_negatives < 0:
+            raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives and text_negatives >= 0")
         if self.skip_init not in ("logistic", "zero"):
             raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic or zero")
         if self.bf16 not in ("auto", "on", "off"):

@@ -2,6 +2,9 @@
 against a pandas reference built from the source file (what a day may know, who it serves, what judges it)."""
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -307,7 +310,8 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     model_sec = {"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
                  "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"],
                  "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
-                           "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60, "cf_pool_positives": True}}
+                           "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60, "cf_pool_positives": True,
+                           "text_negatives": 40}}
     cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
                                              "arrow_batch_rows": 500}, model=model_sec)
     tables = Tables(spark, cfg.tables)
@@ -322,6 +326,17 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     assert (pool["label"].to_numpy() == want.fillna(0).to_numpy()).all() and 0 < pool["label"].sum() < len(pool)
     pos = min(60, int(pool["label"].sum()))  # rated pairs + 60 ignored candidates + up to 60 liked ones
     assert first["pairs"]["cf"] == 96 + 48 + pos - pos // 5 and first["pairs"]["hold"] == 48 + 12 + pos // 5
+    # stage 1's pool: one window further back, labelled by the window that ends where stage 2's begins
+    back = dataclasses.replace(AsOf.of(cfg, DAYS[0]), cutoff=start.to_pydatetime().replace(tzinfo=dt.timezone.utc))
+    back = dataclasses.replace(back, label_start=back.cutoff - dt.timedelta(days=28))
+    back_fit = als.find_run(tables, train.label_run(spark, cfg, tables, back)["als_run_id"])
+    assert back_fit["cutoff"].isoformat() == f"{(start - pd.Timedelta(days=28)).date()}T00:00:00+00:00"
+    text_pool = train.candidate_pool(cfg, tables, back, back_fit).toPandas()
+    liked = events[(events.ts >= start - pd.Timedelta(days=28)) & (events.ts < start) & (events.label == 1)]
+    want = text_pool.merge(liked[["user_id", "item_id"]].drop_duplicates().assign(want=1), how="left")["want"]
+    assert (text_pool["label"].to_numpy() == want.fillna(0).to_numpy()).all() and text_pool["label"].sum() > 0
+    n_back = {v: min(40, int((text_pool["label"] == v).sum())) for v in (0, 1)}
+    assert first["pairs"]["text"] == 96 + n_back[0] + n_back[1]
     spec = json.loads(model["spec"])
     assert spec["signals"][2:] == ["item_recent", "item_like_rate", "user_count"] and len(spec["signal_std"]) == 5
     assert model["model_version"] == first["model_version"] and model["mode"] == "daily"
@@ -341,8 +356,6 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     assert recs.lm_score.notna().all()
     # A newer model of another model conf in the same warehouse (another replay, a conf changed since): each
     # conf's scorer takes its own conf's model, never the newest of any.
-    from pyspark.sql import functions as F
-
     from collm_udf.spark.score_lm import CoLLMScorer
 
     other = daily_conf(slice_dir, root, score={"scorer": "collm"},

@@ -78,17 +78,28 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
         "text": _take(before, t.text_pairs, t.seed),
         "cf_train": _take(before, n_cf_train, t.seed, skip=t.text_pairs),
     }
+    if (t.cf_negatives or t.text_negatives) and (not asof.daily or run is None):
+        raise ValueError("model.train.cf_negatives / text_negatives: candidate-pool pairs need the daily mode "
+                         "(asof.mode: daily) and the label window's ALS fit")
+    pools = []
     if t.cf_negatives:
-        if not asof.daily or run is None:
-            raise ValueError("model.train.cf_negatives: candidate-pool negatives need the daily mode (asof.mode: "
-                             "daily) and the label window's ALS fit")
         pool = candidate_pool(cfg, tables, asof, run).cache()
+        pools.append(pool)
         # a fifth of each label to the holdout, so that early stopping also judges the table's task
         for label, name, n in ((0, "neg", t.cf_negatives), (1, "pos", t.cf_negatives if t.cf_pool_positives else 0)):
             rows = pool.where(F.col("label") == label)
             n = min(n, rows.count())
             parts[f"hold_{name}"] = _take(rows, n // 5, t.seed)
             parts[f"cf_{name}"] = _take(rows, n - n // 5, t.seed, skip=n // 5)
+    if t.text_negatives:
+        # one window further back: offered at (label start - window), labelled before the label window starts
+        back = dataclasses.replace(asof, cutoff=asof.label_start,
+                                   label_start=asof.label_start - (asof.cutoff - asof.label_start))
+        pool = candidate_pool(cfg, tables, back, label_run(tables.spark, cfg, tables, back)).cache()
+        pools.append(pool)
+        for label, name in ((0, "neg"), (1, "pos")):
+            rows = pool.where(F.col("label") == label)
+            parts[f"text_{name}"] = _take(rows, min(t.text_negatives, rows.count()), t.seed)
     # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
     names = cfg.model.signals
     end = end_of(before, asof.label_start)
@@ -96,8 +107,10 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
               .orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
               .select(*PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas()
               for k, v in parts.items()}
-    if t.cf_negatives:
+    for pool in pools:
         pool.unpersist()
+    frames["text"] = pd.concat([frames.pop(k) for k in ("text", "text_neg", "text_pos") if k in frames],
+                               ignore_index=True)
     frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg", "cf_pos") if k in frames],
                              ignore_index=True)
     frames["hold"] = pd.concat([frames.pop(k) for k in ("hold", "hold_neg", "hold_pos") if k in frames],
