@@ -82,7 +82,7 @@ def bench_conf(args: argparse.Namespace, work: Path):
                   "train": {"text_pairs": args.text_pairs, "cf_pairs": args.cf_pairs, "holdout_pairs":
                             args.holdout_pairs, "cf_train_share": args.cf_train_share, "text_epochs": args.epochs,
                             "cf_epochs": args.cf_epochs, "text_lr": 5e-5, "cf_lr": 1e-3, "seed": args.seed,
-                            "cf_negatives": 0}}  # a fixed split has no day's candidate pool: rated pairs only
+                            "cf_negatives": 0, "text_negatives": 0}}  # a fixed split has no candidate pool
     if args.skip_hidden is not None:
         model_conf["skip_hidden"] = args.skip_hidden
     if args.skip_segments:

@@ -35,7 +35,7 @@ def test_bench_quality_conf_loads_from_the_shipped_conf(tmp_path):
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
     cfg = quality.bench_conf(quality.parse_args([]), tmp_path)
-    assert cfg.asof.mode == "split" and cfg.model.train.cf_negatives == 0
+    assert cfg.asof.mode == "split" and cfg.model.train.cf_negatives == cfg.model.train.text_negatives == 0
     assert cfg.model.train.cf_pairs == 8000 and cfg.model.signals
     assert quality.bench_conf(quality.parse_args(["--lm-scale"]), tmp_path).model.lm_scale
 

@@ -53,6 +53,8 @@ def test_defaults_and_types():
     ({"model": {"train": {"text_lr": "fast"}}}, "model.train.text_lr: expected a number"),
     ({"asof": {"mode": "weekly"}}, "asof.mode: 'weekly' is not daily or split"),
     ({"asof": {"mode": "split"}, "model": {"train": {"cf_negatives": 10}}}, "cf_negatives: 10 candidate-pool"),
+    ({"asof": {"mode": "split"}, "model": {"train": {"cf_negatives": 0, "text_negatives": 5}}},
+     "text_negatives: 5 candidate-pool"),
     ({"model": {"signals": ["als_dot"], "skip_segments": True}}, "skip_segments: .*add it to model.signals"),
     ({"model": {"signals": [], "lm_scale": True}}, "model.lm_scale: .*name model.signals"),
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
