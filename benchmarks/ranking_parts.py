@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,15 +27,17 @@ PARTS = ("total", "lm_part", "skip_part")
 
 def lm_only(model: dict, work: Path) -> dict:
     """The model's row with its path at a copy of the checkpoint whose skip is zero: it scores the LM's part."""
-    from safetensors.torch import load_file, save_file
+    import torch
 
-    src = Path(model["path"])
-    dst = work / f"{src.name}-lm-part"
+    from collm_udf import checkpoint
+
+    dst = work / f"{Path(model['path']).name}-lm-part"
     if not dst.exists():
-        shutil.copytree(src, dst)
-        state = load_file(str(src / "model.safetensors"))
-        state = {k: (v * 0 if k.startswith("skip.") else v) for k, v in state.items()}
-        save_file(state, str(dst / "model.safetensors"), metadata={"format": "collm"})
+        m, _ = checkpoint.load(model["path"])
+        with torch.no_grad():
+            for p in m.skip.parameters():
+                p.zero_()
+        checkpoint.save(m, dst)
     return {**model, "path": str(dst)}
 
 

@@ -266,8 +266,9 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
     params = _trainable(model)
     # The skip is a logistic regression on standardised signals: at the projector's rate it barely moves in an
     # epoch (measured: |w| < 0.1 after 113 steps at 1e-3), so it gets its own.
-    skip = [p for n, p in params.items() if n.startswith("skip.") or n == "lm_scale"]
-    rest = [p for n, p in params.items() if not (n.startswith("skip.") or n == "lm_scale")]
+    in_skip = {n: n.startswith("skip.") or n == "lm_scale" for n in params}  # the LM's scale is the skip's peer
+    skip = [p for n, p in params.items() if in_skip[n]]
+    rest = [p for n, p in params.items() if not in_skip[n]]
     opt = torch.optim.AdamW([{"params": rest}] + ([{"params": skip, "lr": tc.skip_lr}] if skip else []),
                             lr=tc.lr, weight_decay=tc.weight_decay)
     use_cf = stage == "cf"
