@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collm_udf.align import align  # noqa: E402
+from collm_udf.core.align import align  # noqa: E402
 from collm_udf.config import load_config  # noqa: E402
 
 
@@ -68,9 +68,10 @@ def main() -> int:
     ap.add_argument("--ds", default="1998-03-25")
     ap.add_argument("--horizon", type=int, default=14, help="days of truth after the cutoff")
     args = ap.parse_args()
-    from collm_udf.spark import als, evaluate, pipeline, train
+    from collm_udf.spark.stages import als, evaluate, train
+    from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
 

@@ -2,10 +2,10 @@
 the fraction of the FLOP limit.
 
 benchmarks/gpu_scoring.py measures the packed layout at its best (uniform layout, its own split attention). This
-script runs what the Spark UDF runs on an executor: collm_udf.scoring.load_predict_fn on a saved checkpoint,
+script runs what the Spark UDF runs on an executor: collm_udf.core.inference.load_predict_fn on a saved checkpoint,
 device left to pick_device (no Spark here: CUDA_VISIBLE_DEVICES' first GPU), bf16 on ('auto'), over a synthetic
 day of users x 50 candidates with gpu_scoring.py's prompt shape (128-token history, 32-token candidates). In the
-same run, on the same pairs: packed with block attention split (collm_udf/attention.py, the GPU default) and with
+same run, on the same pairs: packed with block attention split (collm_udf/core/attention.py, the GPU default) and with
 the dense segment mask, each eager and compiled (load_predict_fn(compile=...): per-layer torch.compile, batches
 padded to bucketed shapes), and one prompt per pair (a plain Hugging Face forward per pair with a padding mask).
 Backbones are random-init from configs (no weights): Qwen2-0.5B's and Qwen2-1.5B's shapes (causal) and the
@@ -37,11 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collm_udf import checkpoint  # noqa: E402
-from collm_udf.model import ModelSpec, build  # noqa: E402
-from collm_udf.prompt import TEMPLATES  # noqa: E402
-from collm_udf.scoring import load_predict_fn  # noqa: E402
-from collm_udf.train import PairSet, predict as predict_per_pair  # noqa: E402
+from collm_udf.core import checkpoint  # noqa: E402
+from collm_udf.core.model import ModelSpec, build  # noqa: E402
+from collm_udf.core.prompt import TEMPLATES  # noqa: E402
+from collm_udf.core.inference import load_predict_fn  # noqa: E402
+from collm_udf.core.training import PairSet, predict as predict_per_pair  # noqa: E402
 from gpu_common import (RESULTS, card, flop_limit_pairs_per_s, matmul_tflops, non_embedding_params,  # noqa: E402
                         timed, writer)
 
@@ -196,7 +196,7 @@ def main() -> int:
     ap.add_argument("--out", help="default benchmarks/results/gpu-core-<card>.json (smoke: not written)")
     args = ap.parse_args()
     if args.tokenizer is None:
-        from collm_udf.model import default_backbone_dir
+        from collm_udf.core.model import default_backbone_dir
         args.tokenizer = default_backbone_dir()
     if args.smoke:  # the two kinds once (the 1.5B shape is the 0.5B one's code at tiny size)
         args.users, args.naive_users, args.batch_tokens, args.seconds = 3, 2, 2048, 0.0

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from collm_udf.model import default_backbone_dir  # noqa: E402
+from collm_udf.core.model import default_backbone_dir  # noqa: E402
 from gpu_core import TOKENIZER_FILES  # noqa: E402
 
 LIMIT_MIB = 64  # the run tool's limit on the working tree plus carried paths
@@ -59,7 +59,7 @@ def minilm_fp16(dst: Path) -> dict:
 
 def full_data(path: Path, work: Path, holdout: int, seed: int) -> dict:
     """Every pair of the fixed split through the pipeline's own stages -> an .npz (quality_core.save_npz)."""
-    from collm_udf.train import spec_from_conf, stage_config
+    from collm_udf.core.training import spec_from_conf, stage_config
     from quality import bench_conf, parse_args, prepare
     from quality_core import SPLITS, save_npz
 

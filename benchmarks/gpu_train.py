@@ -1,4 +1,4 @@
-"""Training on a GPU through the project's own path (collm_udf.train.train_stage): speed, bf16, DDP in one
+"""Training on a GPU through the project's own path (collm_udf.core.training.train_stage): speed, bf16, DDP in one
 process, and bench-quality's table on every pair of ML-100K's fixed split. torch + transformers (+ peft for LoRA,
 pandas and scikit-learn for the table); no Spark, no collm wheel: what it needs is carried (make gpu-prep).
 
@@ -37,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collm_udf.model import ModelSpec, build  # noqa: E402
-from collm_udf.prompt import TEMPLATES, PromptBuilder  # noqa: E402
-from collm_udf.train import PairSet, TrainConfig, _batch, init_skip, predict, train_stage  # noqa: E402
+from collm_udf.core.model import ModelSpec, build  # noqa: E402
+from collm_udf.core.prompt import TEMPLATES, PromptBuilder  # noqa: E402
+from collm_udf.core.training import PairSet, TrainConfig, _batch, init_skip, predict, train_stage  # noqa: E402
 from gpu_common import RESULTS, card, writer  # noqa: E402
 from gpu_core import QWEN2, TINY, day, make_backbone  # noqa: E402
 
@@ -213,7 +213,7 @@ def main() -> int:
     ap.add_argument("--quality-out", help="default benchmarks/results/quality-ml-100k-full-<card>.json (+ .md)")
     args = ap.parse_args()
     if args.tokenizer is None:
-        from collm_udf.model import default_backbone_dir
+        from collm_udf.core.model import default_backbone_dir
         args.tokenizer = default_backbone_dir()
     args.tokenizer = Path(args.tokenizer)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collm_udf import checkpoint  # noqa: E402
+from collm_udf.core import checkpoint  # noqa: E402
 from collm_udf.config import load_config  # noqa: E402
-from collm_udf.model import build  # noqa: E402
-from collm_udf.prompt import PromptBuilder  # noqa: E402
-from collm_udf.signals import STATISTICS  # noqa: E402
-from collm_udf.signals import column  # noqa: E402
-from collm_udf.train import init_skip, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
+from collm_udf.core.model import build  # noqa: E402
+from collm_udf.core.prompt import PromptBuilder  # noqa: E402
+from collm_udf.core.signals import STATISTICS  # noqa: E402
+from collm_udf.core.signals import column  # noqa: E402
+from collm_udf.core.training import init_skip, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality_core import als_scores, pair_sets, results_table  # noqa: E402
@@ -48,7 +48,8 @@ DS = "2026-01-01"  # split mode: the day does not matter
 
 def prepare(cfg, work: Path):
     """Pipeline stages up to ALS, then the train stage's sample plus the whole test split, as pandas."""
-    from collm_udf.spark import als, pipeline, train
+    from collm_udf.spark.stages import als, train
+    from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf, segments
     from collm_udf.spark.signals import add_stats, end_of
     from collm_udf.spark.session import get_spark
@@ -113,7 +114,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     ap.add_argument("--ablate", default="none", choices=ABLATIONS,
                     help="no_history: prompts without history; no_user / no_item: that CF slot always no-CF")
     ap.add_argument("--projector-mult", type=int, default=10, help="projector width = mult x ALS rank")
-    ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/signals.py; "
+    ap.add_argument("--signals", default=None, help="comma-separated signals of the skip (collm_udf/core/signals.py; "
                     "'' for none; default: the conf's model.signals)")
     ap.add_argument("--skip-segments", action="store_true", help="warm and cold pairs get their own skip weights")
     ap.add_argument("--lm-scale", action="store_true", help="stage 2 learns the LM logit's weight (model.lm_scale)")

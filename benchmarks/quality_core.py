@@ -14,9 +14,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from collm_udf.metrics import auc_uauc
-from collm_udf.signals import STATISTICS, column
-from collm_udf.train import PairSet
+from collm_udf.core.metrics import auc_uauc
+from collm_udf.core.signals import STATISTICS, column
+from collm_udf.core.training import PairSet
 
 RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
 SPLITS = ("text", "cf", "hold", "test")

@@ -29,7 +29,7 @@ def lm_only(model: dict, work: Path) -> dict:
     """The model's row with its path at a copy of the checkpoint whose skip is zero: it scores the LM's part."""
     import torch
 
-    from collm_udf import checkpoint
+    from collm_udf.core import checkpoint
 
     dst = work / f"{Path(model['path']).name}-lm-part"
     if not dst.exists():
@@ -51,10 +51,10 @@ def main() -> int:
 
     from collm_udf.spark import backtest
     from collm_udf.spark.asof import AsOf
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
-    from collm_udf.spark.train import model_as_of, model_conf_json
+    from collm_udf.spark.stages.train import model_as_of, model_conf_json
 
     replay = json.loads((ROOT / "benchmarks" / "results" / f"ranking-{args.dataset}{args.tag}.json").read_text())
     cfg = load_config(replay["conf"], replay["override"])

@@ -3,7 +3,7 @@
 1. bare vs Spark: the scorer core (load_predict_fn on pandas columns) vs the same pairs through the Spark
    stage's mapInPandas scorer (written to Spark's noop sink), same checkpoint, same threads in total.
 2. packed vs one prompt per pair: 50 candidates per user, bare core; then the same packed pairs with block
-   attention split (collm_udf/attention.py) vs the dense segment mask.
+   attention split (collm_udf/core/attention.py) vs the dense segment mask.
 3. scaling: wall time of the whole score stage (join inputs, UDF, rank, write the Delta partition) for 1x, 2x
    and 4x users, each user with 50 ALS candidates.
 The model is the MiniLM CoLLM with an untrained projector: throughput does not depend on the weights' values.
@@ -61,14 +61,15 @@ def main() -> int:
     args = ap.parse_args()
     from pyspark.sql import functions as F
 
-    from collm_udf.model import build
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.spark import als, pipeline, score, train
+    from collm_udf.core.model import build
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.spark.stages import als, score, train
+    from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
-    from collm_udf.train import PairSet, predict, spec_from_conf
+    from collm_udf.core.training import PairSet, predict, spec_from_conf
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -132,7 +133,7 @@ def main() -> int:
                               "max_abs_diff": float(np.abs(packed - naive).max()),
                               "tokens_naive": int(sum(len(e.input_ids) for e in ps.encoded))}
 
-    # 2b. block attention on the same pairs: split (collm_udf/attention.py) vs the dense segment mask
+    # 2b. block attention on the same pairs: split (collm_udf/core/attention.py) vs the dense segment mask
     core = predict_fn.model
 
     def with_kernel(kernel):

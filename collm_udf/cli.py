@@ -20,7 +20,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from collm_udf.config import ConfigError, Config, load_config
-from collm_udf.stages import STAGES
+from collm_udf.spark.stages import STAGES
 
 # Nothing here imports pyspark at module level: `--help`, `collm stages` and conf errors need no JVM.
 
@@ -142,8 +142,8 @@ def input_errors() -> tuple:
     Any other exception is a bug and keeps its traceback."""
     from collm_udf.datasets import DatasetError
     from collm_udf.spark.data_quality import DataQualityError
-    from collm_udf.spark.ingest import SourceError
-    from collm_udf.spark.prepare import PrepareError
+    from collm_udf.spark.stages.ingest import SourceError
+    from collm_udf.spark.stages.prepare import PrepareError
 
     return SourceError, DataQualityError, DatasetError, PrepareError
 
@@ -174,7 +174,7 @@ def report(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None:
         return 2
-    from collm_udf.spark.report import write_report  # lazily: pyspark and matplotlib only when used
+    from collm_udf.spark.report_data import write_report  # lazily: pyspark and matplotlib only when used
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
 

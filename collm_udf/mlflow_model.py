@@ -1,7 +1,7 @@
 """The CoLLM scorer as an MLflow pyfunc model. collm_udf/tracking.py logs this file "from code" (MLflow's
 models-from-code: the file is copied into the model and run at load time), so nothing is pickled; the weights
 are the checkpoint directory, logged as the artifact "checkpoint" and loaded with
-collm_udf.scoring.load_predict_fn (safetensors + JSON, checked against the backbone).
+collm_udf.core.inference.load_predict_fn (safetensors + JSON, checked against the backbone).
 
 Input, a pandas frame with one row per (user, candidate) pair:
   history       list of the user's recent liked item titles, oldest first (null or empty: none)
@@ -44,7 +44,7 @@ def factor_column(values, dim: int, column: str) -> tuple[np.ndarray, np.ndarray
 
 class CoLLMScorer(PythonModel):
     def load_context(self, context) -> None:
-        from collm_udf.scoring import load_predict_fn
+        from collm_udf.core.inference import load_predict_fn
 
         # The GPU Spark assigned to the task (spark_udf), else the first visible GPU, else the CPU.
         self._predict = load_predict_fn(context.artifacts["checkpoint"])

@@ -172,19 +172,19 @@ def head(spark, cfg: Config, name: str, ds: Optional[str] = None, n: int = 5, or
 
 def report_data(spark, cfg: Config, ds: str):
     """The frames of the day's evaluation report (collm_udf.report.ReportData)."""
-    from collm_udf.spark.report import collect
+    from collm_udf.spark.report_data import collect
 
     return collect(spark, cfg, tables(spark, cfg), ds)
 
 
 def examples(spark, cfg: Config, ds: str, users: int = 3, per_user: int = 5) -> pd.DataFrame:
-    from collm_udf.spark.report import example_recommendations
+    from collm_udf.spark.report_data import example_recommendations
 
     return example_recommendations(cfg, tables(spark, cfg), ds, users, per_user)
 
 
 def write_report(spark, cfg: Config, ds: str, out_dir: Optional[str] = None) -> str:
-    from collm_udf.spark.report import write_report as write
+    from collm_udf.spark.report_data import write_report as write
 
     return write(spark, cfg, tables(spark, cfg), ds, out_dir)
 

@@ -1,6 +1,6 @@
 """The evaluation report: plots and an HTML page from small pandas frames (no pyspark here).
 
-collm_udf/spark/report.py aggregates the Delta tables into a ReportData (a few hundred rows at most); this
+collm_udf/spark/report_data.py aggregates the Delta tables into a ReportData (a few hundred rows at most); this
 module turns it into matplotlib Figures and writes index.html with PNG files next to it. Figures are built
 with the object-oriented API on an explicit Agg canvas, never pyplot: no display, no global figure state, and a
 notebook's own matplotlib backend is left alone (notebooks show figures through `figure_png`).

@@ -1,4 +1,4 @@
-"""Split block attention (collm_udf/attention.py) against the reference: the dense segment mask."""
+"""Split block attention (collm_udf/core/attention.py) against the reference: the dense segment mask."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn.attention.bias import CausalBias
 
-from collm_udf import attention
-from collm_udf.batching import UserGroup, pack
+from collm_udf.core import attention
+from collm_udf.core.batching import UserGroup, pack
 from conftest import D, make
 
 HISTORIES = [["Toy Story (1995)"], ["Toy Story (1995)", "Fargo (1996)", "Heat (1995)"], ["Alien (1979)", "Heat"]]
@@ -109,7 +109,7 @@ def test_unsupported_features_fall_back_to_the_dense_mask():
     """A sliding window shorter than the row is not implemented by the split path: SDPA with the dense mask."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from collm_udf.model import segment_mask
+    from collm_udf.core.model import segment_mask
 
     seg = torch.tensor([[0, 0, 1, 1, 2, 2, 2, -1]])
     lay = attention.Layout.of(seg, causal=True)

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import config_from_dict
 from collm_udf.spark.data_quality import DataQualityError
-from collm_udf.spark.ingest import SourceError
+from collm_udf.spark.stages.ingest import SourceError
 
 pytestmark = pytest.mark.slow
 T0 = pd.Timestamp("2024-01-01")
@@ -40,7 +40,7 @@ def conf(tmp_path, events, items=None, **interactions):
 
 
 def ingest(spark, cfg):
-    from collm_udf.spark import ingest as stage
+    from collm_udf.spark.stages import ingest as stage
     from collm_udf.spark.data_quality import DataQuality
     from collm_udf.spark.tables import Tables
 
@@ -77,7 +77,7 @@ def test_repairs_are_counted_with_examples(spark, tmp_path):
     assert found["item ids missing from the item table (scored with empty text)"].rows == 1
     assert result["dropped_rows"] == 7 and result["interactions"] == len(ev) + len(dup) + 1
     assert t.read("items").agg(F.max(F.length("text"))).first()[0] == 500
-    from collm_udf.spark import prepare
+    from collm_udf.spark.stages import prepare
 
     prepare.run(spark, cfg, t, dq)
     assert [f.rows for f in dq.findings if f.stage == "prepare"] == [4]  # the duplicated events merged
@@ -147,7 +147,7 @@ def test_undecodable_item_text_is_counted(spark, tmp_path):
 
 
 def test_an_empty_day_fails_before_writing(spark, pipeline_run):
-    from collm_udf.spark import score
+    from collm_udf.spark.stages import score
 
     cfg, tables, _ = pipeline_run
     with pytest.raises(ValueError, match="table candidates: no rows for ds=2030-01-01"):

@@ -45,9 +45,9 @@ def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(
     skip's (total - LM part): the copy must score exactly scale x LM logit, and the rest must be the skip."""
     import torch
 
-    from collm_udf import checkpoint
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.train import PairSet, init_skip
+    from collm_udf.core import checkpoint
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.training import PairSet, init_skip
 
     from conftest import D, make
 

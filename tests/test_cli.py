@@ -10,7 +10,7 @@ import pytest
 
 from collm_udf import cli
 from collm_udf.config import load_config
-from collm_udf.stages import STAGES
+from collm_udf.spark.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("pyspark", "py4j", "torch", "transformers", "matplotlib")
@@ -99,7 +99,7 @@ def test_report_with_a_bad_conf_exits_2_before_spark(tmp_path, capsys):
 
 def test_report_calls_write_report_with_the_conf_tables_ds_and_out(tmp_path, monkeypatch, capsys):
     """The wiring only (the report itself is tested with its module): a stand-in session and write_report."""
-    import collm_udf.spark.report as report_mod
+    import collm_udf.spark.report_data as report_mod
     import collm_udf.spark.session as session_mod
 
     fake_spark = object()

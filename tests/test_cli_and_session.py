@@ -6,7 +6,7 @@ import pytest
 
 from collm_udf.cli import main
 from collm_udf.config import config_from_dict
-from collm_udf.stages import STAGES
+from collm_udf.spark.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from collm_udf import checkpoint
-from collm_udf.batching import bucket, pad_to_buckets
-from collm_udf.scoring import load_predict_fn, predict_packed
+from collm_udf.core import checkpoint
+from collm_udf.core.batching import bucket, pad_to_buckets
+from collm_udf.core.inference import load_predict_fn, predict_packed
 from conftest import make
 from test_attention import HISTORIES, rows_for
 from test_model import pairs

@@ -232,7 +232,7 @@ def planted(spark, daily, slice_dir, events, tmp_path_factory):
 
 
 def test_no_stage_reads_an_interaction_at_or_after_the_cutoff(daily, planted, events):
-    from collm_udf.spark import train
+    from collm_udf.spark.stages import train
     from collm_udf.spark.asof import AsOf, history_as_of
 
     cfg_a, a, summary_a, _ = daily
@@ -281,7 +281,7 @@ def slice_conf_dict(cfg) -> dict:
 def test_backtest_without_future_data_says_so_writes_nothing_and_catches_up_later(spark, planted):
     import dataclasses
 
-    from collm_udf.spark import evaluate
+    from collm_udf.spark.stages import evaluate
 
     cfg, tables, _, _ = planted
     cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, catch_up_days=30))
@@ -300,7 +300,7 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     import json
     import shutil
 
-    from collm_udf.spark import als, score, train
+    from collm_udf.spark.stages import als, score, train
     from collm_udf.spark.asof import AsOf
     from collm_udf.spark.tables import Tables
 
@@ -356,7 +356,7 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     assert recs.lm_score.notna().all()
     # A newer model of another model conf in the same warehouse (another replay, a conf changed since): each
     # conf's scorer takes its own conf's model, never the newest of any.
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.scorers.collm import CoLLMScorer
 
     other = daily_conf(slice_dir, root, score={"scorer": "collm"},
                        model={**model_sec, "train": {**model_sec["train"], "text_pairs": 97}})
@@ -372,7 +372,7 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
 
 def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):
     from collm_udf.spark.asof import AsOf
-    from collm_udf.signals import column
+    from collm_udf.core.signals import column
     from collm_udf.spark.signals import add_stats, end_of
 
     cfg, a, _, _ = daily

@@ -2,7 +2,7 @@
 the same pairs of a MovieLens-100K slice.
 
 Each rank trains on its strided share of every global batch with a loss scaled so that DDP's averaged gradient
-is the whole batch's (collm_udf/train.py), and the backbone below has dropout off, so the two runs differ only
+is the whole batch's (collm_udf/core/training.py), and the backbone below has dropout off, so the two runs differ only
 by float summation order: their per-epoch losses must agree to LOSS_TOL. A wrong share (ranks overlapping,
 pairs skipped, another batch size) moves the curve by far more (checked by hand: ranks sharing one share: ~1e-2).
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collm_udf import checkpoint
+from collm_udf.core import checkpoint
 from collm_udf.config import config_from_dict
 from collm_udf.spark.asof import AsOf
-from collm_udf.train import PairSet, fit, predict
+from collm_udf.core.training import PairSet, fit, predict
 from conftest import load_ml100k, save_tiny_bert, slice_conf
 
 D = 4  # factor dim
@@ -107,7 +107,7 @@ def test_train_stage_uses_the_distributor_and_logs_to_mlflow(spark, pipeline_run
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store in tmp (see tests/test_tracking.py)
     previous = mlflow.get_tracking_uri()
-    from collm_udf.spark import train
+    from collm_udf.spark.stages import train
     from collm_udf.spark.tables import Tables
 
     cfg0, _, _ = pipeline_run

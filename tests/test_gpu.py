@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from collm_udf import checkpoint
-from collm_udf.scoring import load_predict_fn, pick_device
-from collm_udf.train import TrainConfig, predict, train_stage
+from collm_udf.core import checkpoint
+from collm_udf.core.inference import load_predict_fn, pick_device
+from collm_udf.core.training import TrainConfig, predict, train_stage
 from conftest import make
 from test_attention import HISTORIES, rows_for, scores
 from test_model import pairs

@@ -2,7 +2,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from collm_udf.config import TablesConfig
-from collm_udf.spark import idmap
+from collm_udf.spark.stages import idmap
 from collm_udf.spark.tables import Tables
 
 

@@ -193,7 +193,7 @@ def test_input_errors_print_one_line_naming_the_conf_key(spark, ml100k, tmp_path
 
 
 def test_a_missing_item_file_names_the_items_key(spark, ml100k, tmp_path):
-    from collm_udf.spark import ingest
+    from collm_udf.spark.stages import ingest
     from collm_udf.spark.tables import Tables
 
     src = tmp_path / "src"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from collm_udf import checkpoint
-from collm_udf.batching import collate
-from collm_udf.model import ModelError, ModelSpec
-from collm_udf.prompt import PromptBuilder, PromptError
-from collm_udf.scoring import group_pairs, predict_packed
-from collm_udf.train import PairSet, TrainConfig, predict, train_stage
+from collm_udf.core import checkpoint
+from collm_udf.core.batching import collate
+from collm_udf.core.model import ModelError, ModelSpec
+from collm_udf.core.prompt import PromptBuilder, PromptError
+from collm_udf.core.inference import group_pairs, predict_packed
+from collm_udf.core.training import PairSet, TrainConfig, predict, train_stage
 from conftest import D, make
 
 def batch(tok, pb, n=3, user_has=True, item_has=True, seed=0):
@@ -125,7 +125,7 @@ def test_packed_scores_equal_one_prompt_per_pair(kind, tiny_encoder, tiny_causal
 
 
 def pack_groups_for(pb, ps, pad_id):
-    from collm_udf.batching import UserGroup, pack
+    from collm_udf.core.batching import UserGroup, pack
 
     groups = []
     for idx in group_pairs(ps):
@@ -141,7 +141,7 @@ def test_encoder_prefix_never_sees_the_candidate(tiny_encoder):
     model.eval()
     enc = [pb.encode(["Toy Story (1995)"], c) for c in ("Alien (1979)", "A much longer candidate title (2001)")]
     b = collate(enc, np.ones((2, D)), np.ones((2, D)), np.ones(2, bool), np.ones(2, bool), tok.pad_token_id)
-    from collm_udf.model import segment_mask
+    from collm_udf.core.model import segment_mask
 
     with torch.no_grad():
         emb = model.embed(b["input_ids"], b["slot_row"], b["slot_pos"],
@@ -218,9 +218,9 @@ def signal_pairs(n=96, seed=0) -> PairSet:
 
 
 def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_encoder, tmp_path):
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.signals import SignalError
-    from collm_udf.train import auc
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.signals import SignalError
+    from collm_udf.core.training import auc
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
     ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
@@ -253,7 +253,7 @@ def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_
 
 
 def test_the_logistic_start_scores_the_signals_before_any_step_and_zero_leaves_the_skip_out(tiny_encoder):
-    from collm_udf.train import auc, init_skip
+    from collm_udf.core.training import auc, init_skip
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
     ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
@@ -270,8 +270,8 @@ def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_a
                                                                                                    tmp_path):
     # The label follows the signal and the *opposite* of the LM's logit: a start that keeps the LM at weight 1
     # cannot score it; the joint fit gives the LM a negative scale.
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.train import auc, init_skip
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.training import auc, init_skip
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], lm_scale=True)
     plain, _, _ = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
@@ -309,8 +309,8 @@ def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_a
 
 
 def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other_for_cold(tiny_encoder, tmp_path):
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.train import auc, init_skip
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.training import auc, init_skip
 
     def seg_pairs(n, seed):
         ps = pairs(n, seed)
@@ -341,8 +341,8 @@ def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other
 
 def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_encoder, tmp_path):
     # the label is the sign of (u . v) x (like rate): a weight that depends on another signal
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.train import auc
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.training import auc
 
     def xor_pairs(n, seed):
         ps = pairs(n, seed)
@@ -373,8 +373,8 @@ def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_enco
 def test_core_imports_without_pyspark():
     # GPU scoring machines have no JVM, and need neither sklearn nor pandas to score
     code = ("import sys; sys.modules['pyspark'] = sys.modules['sklearn'] = sys.modules['pandas'] = None\n"
-            "import collm_udf.model, collm_udf.prompt, collm_udf.train, collm_udf.checkpoint, "
-            "collm_udf.batching, collm_udf.scoring\n"
+            "import collm_udf.core.model, collm_udf.core.prompt, collm_udf.core.training, collm_udf.core.checkpoint, "
+            "collm_udf.core.batching, collm_udf.core.inference\n"
             "assert not any(m.startswith('pyspark') for m in sys.modules if sys.modules[m] is not None)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

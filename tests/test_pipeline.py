@@ -184,7 +184,7 @@ def test_metrics_table_and_summary(frames, pipeline_run):
 
 
 def test_rerun_same_ds_replaces_partition(spark, pipeline_run):
-    from collm_udf.spark import candidates, score
+    from collm_udf.spark.stages import candidates, score
 
     cfg, tables, _ = pipeline_run
     before = tables.read("recommendations").toPandas()
@@ -204,8 +204,8 @@ def test_rerun_same_ds_replaces_partition(spark, pipeline_run):
 
 
 def test_output_guard_refuses_a_shrunken_day_and_writes_nothing(spark, pipeline_run):
-    from collm_udf.spark import score
-    from collm_udf.spark.score import OutputGuardError
+    from collm_udf.spark.stages import score
+    from collm_udf.spark.stages.score import OutputGuardError
 
     cfg, tables, _ = pipeline_run
     ds = "2026-01-20"
@@ -221,7 +221,7 @@ def test_output_guard_refuses_a_shrunken_day_and_writes_nothing(spark, pipeline_
 def test_two_runs_of_the_same_day_at_once_never_mix(spark, pipeline_run):
     import threading
 
-    from collm_udf.spark import score
+    from collm_udf.spark.stages import score
 
     cfg, tables, _ = pipeline_run
     ds = "2026-01-25"
@@ -252,7 +252,7 @@ def test_two_runs_of_the_same_day_at_once_never_mix(spark, pipeline_run):
 def test_active_within_days_limits_candidates_to_recent_users(spark, pipeline_run, frames):
     import dataclasses
 
-    from collm_udf.spark import candidates
+    from collm_udf.spark.stages import candidates
 
     cfg, tables, _ = pipeline_run
     ds = "2026-01-27"
@@ -268,7 +268,7 @@ def test_als_checkpoints_and_reruns_identically(spark, pipeline_run):
     """MLlib ALS's failure modes: lineage is cut at the conf'd interval into a checkpoint dir, and the input
     is deterministic (persisted from Delta), so a refit gives the same run id and bit-identical factors (and
     the stage reuses a fit of the same input instead of repeating it)."""
-    from collm_udf.spark import als
+    from collm_udf.spark.stages import als
     from collm_udf.spark.asof import AsOf
 
     cfg, tables, summary = pipeline_run

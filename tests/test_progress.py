@@ -70,7 +70,7 @@ def test_an_existing_job_group_is_kept_and_its_earlier_jobs_ignored(spark):
 def test_the_score_stage_reports_through_the_pipeline_callback(spark, pipeline_run, monkeypatch):
     """score.run wires its scoring action to the helper: with a short interval its lines come through the
     callback the pipeline passes (`collm run` prints them to stderr), ending with the day's pairs."""
-    from collm_udf.spark import score
+    from collm_udf.spark.stages import score
     from conftest import TEST_DS
 
     cfg, tables, _ = pipeline_run

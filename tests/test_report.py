@@ -161,7 +161,7 @@ def test_evaluate_stage_writes_a_report_that_renders_in_chromium(pipeline_run, t
 
 @pytest.mark.slow
 def test_write_report_to_a_given_folder(spark, pipeline_run, tmp_path):
-    from collm_udf.spark.report import write_report
+    from collm_udf.spark.report_data import write_report
 
     cfg, tables, summary = pipeline_run
     path = Path(write_report(spark, cfg, tables, TEST_DS, str(tmp_path / "out")))

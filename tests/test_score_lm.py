@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from collm_udf.align import AlignmentError
+from collm_udf.core.align import AlignmentError
 from collm_udf.config import config_from_dict
 from collm_udf.spark.asof import AsOf
 from conftest import slice_conf
@@ -67,8 +67,8 @@ def test_daily_table_is_ranked_by_the_lm(lm_run):
 
 
 def test_spark_scores_equal_the_bare_core(spark, lm_run):
-    from collm_udf.scoring import load_predict_fn
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.spark.scorers.collm import CoLLMScorer
 
     cfg, tables, _ = lm_run
     scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
@@ -91,7 +91,7 @@ def test_spark_scores_equal_the_bare_core(spark, lm_run):
 def _probe(inner):
     """Wrap the real scoring function; report this worker's pid and how often it loaded a model."""
     def fn(batches):
-        from collm_udf.spark import model_cache
+        from collm_udf.spark.scorers import model_cache
 
         for out in inner(batches):
             yield pd.DataFrame({"pid": [os.getpid()], "loads": [max(model_cache.LOADS.values())],
@@ -100,7 +100,7 @@ def _probe(inner):
 
 
 def test_model_is_loaded_once_per_worker(spark, lm_run):
-    from collm_udf.spark.score_lm import DROP, CoLLMScorer, _score_fn
+    from collm_udf.spark.scorers.collm import DROP, CoLLMScorer, _score_fn
 
     cfg, tables, _ = lm_run
     scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
@@ -127,7 +127,7 @@ def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
 
 
 def test_rerun_of_the_day_gives_the_same_rows(spark, lm_run):
-    from collm_udf.spark import score
+    from collm_udf.spark.stages import score
 
     cfg, tables, _ = lm_run
     before = day(tables)
@@ -153,7 +153,7 @@ def _fake_run(spark, tables, run0: str, new: str, transform) -> dict:
 
 
 def test_new_als_run_is_aligned_or_refused(spark, lm_run):
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.scorers.collm import CoLLMScorer
 
     cfg, tables, _ = lm_run
     base = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
@@ -181,8 +181,8 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
 
 
 def test_a_task_that_fails_once_is_retried_and_the_table_is_unchanged(spark, lm_run, tmp_path):
-    from collm_udf.spark import score
-    from collm_udf.spark.score_lm import CoLLMScorer
+    from collm_udf.spark.stages import score
+    from collm_udf.spark.scorers.collm import CoLLMScorer
 
     cfg, tables, _ = lm_run
     before = day(tables)

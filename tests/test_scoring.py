@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from collm_udf import scoring
-from collm_udf.align import AlignmentError, align
+from collm_udf.core import inference as scoring
+from collm_udf.core.align import AlignmentError, align
 
 
 @pytest.mark.parametrize("cuda, count, addrs, prefer, want", [

@@ -6,7 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from collm_udf.config import config_from_dict, load_config
-from collm_udf.spark import ingest, prepare
+from collm_udf.spark.stages import ingest, prepare
 from collm_udf.spark.tables import Tables
 from conftest import slice_conf
 

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_udf import checkpoint
+from collm_udf.core import checkpoint
 from collm_udf.config import config_from_dict
-from collm_udf.config_train import MlflowConfig
-from collm_udf.scoring import load_predict_fn
-from collm_udf.train import PairSet, fit
+from collm_udf.config.model import MlflowConfig
+from collm_udf.core.inference import load_predict_fn
+from collm_udf.core.training import PairSet, fit
 from conftest import slice_conf
 
 mlflow = pytest.importorskip("mlflow")

@@ -1,14 +1,14 @@
 """Training in several processes through pyspark's TorchDistributor (DistributedDataParallel in the core).
 
 conf: model.train.distributed {num_processes, local_mode, use_gpu}; num_processes 0 or 1 keeps the
-single-process trainer on the driver (collm_udf/spark/train.py never comes here then).
+single-process trainer on the driver (collm_udf/spark/stages/train.py never comes here then).
 
   driver: the sampled pairs -> <work>/pairs/<set>.parquet (history titles, candidate text, factors, labels)
   TorchDistributor(num_processes, local_mode, use_gpu).run(train_worker, conf dict, paths, ...)
      local_mode true:  torchrun starts num_processes workers on the driver (one per GPU, or CPU processes)
      local_mode false: one Spark barrier task per process on the executors, each running torchrun
-  every rank: init_process_group (nccl on GPUs, gloo on CPUs) -> read the same pairs -> collm_udf.train.fit,
-     whose train_stage shards each global batch by rank (see collm_udf/train.py)
+  every rank: init_process_group (nccl on GPUs, gloo on CPUs) -> read the same pairs -> collm_udf.core.training.fit,
+     whose train_stage shards each global batch by rank (see collm_udf/core/training.py)
   rank 0: checkpoint -> <work>/out/model; every rank returns rank 0's {checkpoint, report}
 
 The work directory must be readable and writable by every process: on the driver's disk for local_mode, a
@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from collm_udf.config import Config, to_dict
-from collm_udf.config_train import DistributedConfig
-from collm_udf.train import PairSet
+from collm_udf.config.model import DistributedConfig
+from collm_udf.core.training import PairSet
 
 _SCHEMA_FIELDS = ("history", "candidate", "user_f", "item_f", "user_has", "item_has", "label")
 
@@ -84,9 +84,9 @@ def train_worker(conf: dict, pairs_dir: str, factor_dim: int, als_run_id: str, o
     import torch
     import torch.distributed as dist
 
-    from collm_udf import checkpoint
+    from collm_udf.core import checkpoint
     from collm_udf.config import config_from_dict
-    from collm_udf.train import fit
+    from collm_udf.core.training import fit
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_gpu:

@@ -14,14 +14,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import als, candidates, evaluate, idmap, ingest, prepare, score, train
+from collm_udf.spark.stages import als, candidates, evaluate, idmap, ingest, prepare, score, train
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.data_quality import DataQuality
 from collm_udf.spark.tables import TABLES, Tables, check_ds
 
 log = logging.getLogger(__name__)
 
-from collm_udf.stages import STAGES  # noqa: E402
+from collm_udf.spark.stages import STAGES  # noqa: E402
 PARTITIONED_BY_DS = ("candidates", "recommendations")
 
 

@@ -18,7 +18,7 @@ from collm_udf.config import Config
 from collm_udf.spark import pipeline
 from collm_udf.spark.asof import data_end
 from collm_udf.spark.tables import Tables, check_ds
-from collm_udf.stages import STAGES
+from collm_udf.spark.stages import STAGES
 
 ONCE = ("ingest", "prepare")
 DAILY = tuple(s for s in STAGES if s not in ONCE)

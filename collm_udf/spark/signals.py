@@ -1,4 +1,4 @@
-"""The statistics among a CoLLM model's signals (collm_udf/signals.py), computed in Spark as of a cutoff.
+"""The statistics among a CoLLM model's signals (collm_udf/core/signals.py), computed in Spark as of a cutoff.
 
 add_stats joins to each pair, as column `_sig_<name>`, what the interactions of `known` (those before the
 cutoff) say about its item and user: nothing at or after the cutoff enters (tests/test_daily.py plants rows
@@ -12,10 +12,10 @@ from typing import Optional, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from collm_udf.signals import STATISTICS, column
+from collm_udf.core.signals import STATISTICS, column
 from collm_udf.spark.asof import data_end, ts_from
 
-LIKE_PRIOR = 5.0  # pseudo-interactions at the global like rate (collm_udf/signals.py: item_like_rate)
+LIKE_PRIOR = 5.0  # pseudo-interactions at the global like rate (collm_udf/core/signals.py: item_like_rate)
 
 
 def end_of(known: DataFrame, cutoff: Optional[dt.datetime]) -> dt.datetime:

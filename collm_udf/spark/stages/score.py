@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import als, idmap
+from collm_udf.spark.stages import als, idmap
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.tables import Tables
@@ -78,7 +78,7 @@ def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:
     if cfg.score.scorer == "als":
         return ALSScorer(tables, als.run_as_of(tables, asof))
     if cfg.score.scorer == "collm":
-        from collm_udf.spark.score_lm import CoLLMScorer
+        from collm_udf.spark.scorers.collm import CoLLMScorer
 
         return CoLLMScorer(tables.spark, cfg, tables, asof)
     raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")

@@ -34,10 +34,11 @@ from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from collm_udf.config import Config
-from collm_udf.metrics import SEGMENTS, segment_masks
-from collm_udf.spark import als, backtest
+from collm_udf.core.metrics import SEGMENTS, segment_masks
+from collm_udf.spark.stages import als
+from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
-from collm_udf.spark.score import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark.stages.score import ALSScorer, Scorer, make_scorer, rank
 from collm_udf.spark.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def report(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
     The metrics are the stage's product and are committed by now; the report is a view of them, so a report
     that fails (an unwritable directory, say) is logged and named in the summary instead of failing the
     stage, whose rerun would append the same metrics again."""
-    from collm_udf.spark.report import write_report
+    from collm_udf.spark.report_data import write_report
 
     try:
         return {"report": write_report(spark, cfg, tables, ds)}

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import als, idmap
+from collm_udf.spark.stages import als, idmap
 from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, served_users
 from collm_udf.spark.tables import Tables
 

@@ -2,17 +2,17 @@
 
 Top-down:
   rows: R prompts of T tokens; a row is a user prefix plus one candidate part, or (packed) several candidate
-        parts of the same user; see collm_udf/batching.py for the row format
+        parts of the same user; see collm_udf/core/batching.py for the row format
   1. token embeddings of the rows                         (R, T, H)
   2. projector(factors) -> CF vectors                     (K, H)   CoLLM's MLP: d -> 10d -> H, ReLU
      missing factors (cold user/item) -> a learned no-CF vector per slot kind, never random noise
   3. CF vectors overwrite the embeddings at their slots   (R, T, H)
   4. backbone on inputs_embeds with block attention: prefix sees prefix; a candidate sees prefix + itself
-     (collm_udf/attention.py computes it without a dense mask; segment_mask below is the reference)
+     (collm_udf/core/attention.py computes it without a dense mask; segment_mask below is the reference)
   5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
   6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
-             (collm_udf/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any;
+             (collm_udf/core/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any;
              with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights;
              with lm_scale the LM's logit of step 5 is first multiplied by a learned scalar      (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
@@ -30,8 +30,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from collm_udf import attention
-from collm_udf.signals import SignalError, check_names
+from collm_udf.core import attention
+from collm_udf.core.signals import SignalError, check_names
 
 
 class ModelError(ValueError):
@@ -68,7 +68,7 @@ class ModelSpec:
     backbone_sha: Optional[str] = field(default=None, metadata={
         "help": "sha1 of the backbone's config.json when the model was built; a checkpoint refuses another"})
     signals: list = field(default_factory=list, metadata={
-        "help": "per-pair signals added to the logit by a linear skip (collm_udf/signals.py), in this order"})
+        "help": "per-pair signals added to the logit by a linear skip (collm_udf/core/signals.py), in this order"})
     skip_hidden: int = field(default=0, metadata={"help": "hidden width of the skip (0: linear)"})
     skip_segments: bool = field(default=False, metadata={
         "help": "the skip weighs each signal apart for warm pairs (both factors) and the rest; needs als_missing"})
@@ -190,7 +190,7 @@ class CoLLM(nn.Module):
         if spec.kind == "causal" and answer_id is None:
             raise ModelError("causal backbone: the answer token id is required")
         self.answer_id = answer_id
-        # How block attention runs (not part of the spec: all are exact). "split" (collm_udf/attention.py, no
+        # How block attention runs (not part of the spec: all are exact). "split" (collm_udf/core/attention.py, no
         # dense mask) where the backbone supports pluggable attention, else "dense" (segment_mask). "auto": split
         # on a GPU, where a dense mask keeps SDPA off its flash kernels and spends most of its work on masked
         # pairs; dense on CPU, where attention is ~10% of the time and the split's gathers cost as much as they
@@ -218,7 +218,7 @@ class CoLLM(nn.Module):
 
     def forward(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
                 out_row, out_seg, out_last, out_x=None) -> torch.Tensor:
-        """Rows (see collm_udf/batching.py) -> one logit per candidate, (J,). out_x (J, F): the candidates'
+        """Rows (see collm_udf/core/batching.py) -> one logit per candidate, (J,). out_x (J, F): the candidates'
         signals; None leaves the skip out (text-only scoring)."""
         logit = self._lm_logit(input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
                                out_row, out_seg, out_last)

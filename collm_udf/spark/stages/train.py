@@ -12,7 +12,7 @@ its own (model_as_of), its factors rotated into the model's ALS space by the sco
 
 Spark samples the pairs deterministically (a hash of the pair and the seed orders them, so a rerun picks the
 same rows) and collects only those rows, the titles they mention and their factors; the torch core
-(collm_udf.train.fit) trains on the driver, or, with model.train.distributed.num_processes > 1, in that many
+(collm_udf.core.training.fit) trains on the driver, or, with model.train.distributed.num_processes > 1, in that many
 DistributedDataParallel processes started by pyspark's TorchDistributor (collm_udf/spark/distributed.py). The
 model version is derived from the model conf, the ALS run and the sample, so a rerun of the same inputs replaces
 its own checkpoint and row. With model.train.mlflow.enabled the run is logged to MLflow (collm_udf/tracking.py).
@@ -35,10 +35,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.signals import STATISTICS
-from collm_udf.spark import als, candidates
+from collm_udf.core.signals import STATISTICS
+from collm_udf.spark.stages import als, candidates
 from collm_udf.spark.asof import AsOf, history_as_of, micros, newest_as_of
-from collm_udf.signals import column
+from collm_udf.core.signals import column
 from collm_udf.spark.signals import add_stats, end_of
 from collm_udf.spark.tables import Tables
 
@@ -185,7 +185,7 @@ def label_run(spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf) -> d
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) -> dict:
-    from collm_udf.train import PairSet, fit
+    from collm_udf.core.training import PairSet, fit
 
     if cfg.model is None:
         return {"skipped": "no model section in the conf"}
@@ -243,7 +243,7 @@ def _collm_dir(cfg: Config) -> str:
 def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: str, asof: AsOf,
              report: dict) -> dict:
     """Write the checkpoint under <models_dir>/collm/<version> and its row in collm_models."""
-    from collm_udf import checkpoint
+    from collm_udf.core import checkpoint
 
     return _publish(spark, cfg, tables, lambda staging: checkpoint.save(model, staging), model.spec, version, asof,
                     report)
@@ -252,7 +252,7 @@ def register(spark: SparkSession, cfg: Config, tables: Tables, model, version: s
 def register_checkpoint(spark: SparkSession, cfg: Config, tables: Tables, path: str, version: str, asof: AsOf,
                         report: dict) -> dict:
     """register() for a checkpoint directory already written (by rank 0 of a distributed training): moved."""
-    from collm_udf import checkpoint
+    from collm_udf.core import checkpoint
 
     return _publish(spark, cfg, tables, lambda staging: shutil.move(path, staging), checkpoint.read_spec(path),
                     version, asof, report)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from collm_udf.config_base import ConfigError, help_field as _help
+from collm_udf.config.base import ConfigError, help_field as _help
 
 
 @dataclass
@@ -50,7 +50,7 @@ class MlflowConfig:
 
 @dataclass
 class TrainingConfig:
-    """How the CoLLM scorer is trained (stage 1 text-only, stage 2 projector only; see collm_udf/train.py)."""
+    """How the CoLLM scorer is trained (stage 1 text-only, stage 2 projector only; see collm_udf/core/training.py)."""
 
     text_pairs: int = _help("pairs sampled for stage 1 (text-only tuning; 0 skips stage 1): split mode, the "
                             "training split; daily mode, the interactions before the label window", 5000)
@@ -131,7 +131,7 @@ class ModelConfig:
     projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
     signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
                                "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
-                               "user_count (collm_udf/signals.py); all computed as of the cutoff", factory=list)
+                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list)
     skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
                              "signal's weight can depend on another (u . v counts for more where both sides have "
                              "many interactions)", 0)
@@ -155,8 +155,8 @@ class ModelConfig:
             raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
         if self.projector_mult < 1 or self.lora_r < 1 or self.skip_hidden < 0:
             raise ConfigError("model: projector_mult and lora_r must be >= 1, skip_hidden >= 0")
-        from collm_udf.prompt import TEMPLATES, PromptError, parse_template
-        from collm_udf.signals import SignalError, check_names
+        from collm_udf.core.prompt import TEMPLATES, PromptError, parse_template
+        from collm_udf.core.signals import SignalError, check_names
 
         try:
             check_names(self.signals)

@@ -7,9 +7,9 @@ Row format (the model's keyword arguments; R rows of T tokens, K CF slots, J sco
   slot_row, slot_pos, slot_kind (K,)  where each CF token goes; kind 0 = user, 1 = item
   slot_f (K, d), slot_has (K,)        its factors, and whether they exist (else the no-CF vector)
   out_row, out_seg, out_last (J,)     each candidate's row, segment and last token
-  out_x (J, F)                        each candidate's signals (collm_udf/signals.py); absent when the caller
+  out_x (J, F)                        each candidate's signals (collm_udf/core/signals.py); absent when the caller
                                       gives none (the model then leaves its skip out)
-Attention (model.segment_mask; collm_udf/attention.py computes the same without a dense mask): a token sees
+Attention (model.segment_mask; collm_udf/core/attention.py computes the same without a dense mask): a token sees
 the prefix and its own segment only, so a packed candidate sees exactly what it would see in its own prompt;
 that is why packed and one-prompt-per-pair scores are equal.
 """
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from collm_udf.prompt import Encoded
+from collm_udf.core.prompt import Encoded
 
 
 @dataclass

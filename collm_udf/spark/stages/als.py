@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark import idmap
+from collm_udf.spark.stages import idmap
 from collm_udf.spark.asof import AsOf, fit_dict, fit_rows, micros, newest_as_of
 from collm_udf.spark.tables import Tables
 

@@ -1,6 +1,6 @@
 """Block attention without a dense mask: a prefix attends to itself, each candidate to [its prefix ; itself].
 
-A row (collm_udf/batching.py) holds a user prefix (segment 0) and one or more candidate parts (segments 1..n).
+A row (collm_udf/core/batching.py) holds a user prefix (segment 0) and one or more candidate parts (segments 1..n).
 The reference semantics are model.segment_mask, a dense (R, 1, T, T) mask: it costs T^2 per row, mostly spent on
 masked pairs, and keeps SDPA off its flash kernels. Here the same attention is computed in two exact pieces:
 
@@ -56,7 +56,7 @@ class Layout:
     def dense_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """The reference (R, 1, T, T) mask, for layers that fall back: built once per pass, not per layer."""
         if dtype not in self._dense:
-            from collm_udf.model import segment_mask
+            from collm_udf.core.model import segment_mask
 
             self._dense[dtype] = segment_mask(self.segment, self.causal, dtype)
         return self._dense[dtype]
@@ -73,7 +73,7 @@ class Layout:
         first = np.ones(len(rr), bool)
         first[1:] = (rr[1:] != rr[:-1]) | (ss[1:] != ss[:-1])
         start = np.flatnonzero(first)
-        # The row format (collm_udf/batching.py) this relies on: prefix first, each part one contiguous run.
+        # The row format (collm_udf/core/batching.py) this relies on: prefix first, each part one contiguous run.
         if ((seg == 0) != (np.arange(T)[None, :] < plen[:, None])).any():
             raise ValueError("block attention: a row whose prefix (segment 0) is not its first tokens")
         if len(start) != len(np.unique(rr[start] * (int(seg.max()) + 1) + ss[start])):

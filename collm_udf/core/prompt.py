@@ -8,7 +8,7 @@ The candidate text has its own cap (candidate_max_tokens) so one huge item text 
 
 A prompt is two parts: the user prefix (everything before {candidate}) and the candidate part (from {candidate}
 on). The history budget reserves candidate_max_tokens whatever the candidate's length, so a user's prefix is
-the same token sequence for every candidate: packed scoring (collm_udf/batching.py) encodes it once per user.
+the same token sequence for every candidate: packed scoring (collm_udf/core/batching.py) encodes it once per user.
 """
 from __future__ import annotations
 

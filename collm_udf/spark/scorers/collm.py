@@ -3,10 +3,10 @@
 Per pair the UDF gets the user's history titles (the pair's own `history` when the frame has one, as the split
 mode's test pairs do; else the user's latest history_len positives before the day's cutoff), the candidate's
 text, and the ALS factors of the day's fit, rotated into the model's reference run when they differ
-(collm_udf/align.py). Model and fit are the newest ones not after the day's cutoff (collm_udf/spark/asof.py). Rows are
+(collm_udf/core/align.py). Model and fit are the newest ones not after the day's cutoff (collm_udf/spark/asof.py). Rows are
 repartitioned by user and sorted, so a user's candidates arrive together and share one prefix.
 
-On the executor: the checkpoint is loaded once per Python worker (collm_udf/spark/model_cache.py) on the
+On the executor: the checkpoint is loaded once per Python worker (collm_udf/spark/scorers/model_cache.py) on the
 task's GPU when Spark assigned one, else CUDA_VISIBLE_DEVICES' first, else the CPU; torch gets as many threads
 as the task has cores (spark.task.cpus). Arrow batches hold score.arrow_batch_rows rows.
 """
@@ -20,14 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from collm_udf.align import Alignment, AlignmentError, align
+from collm_udf.core.align import Alignment, AlignmentError, align
 from collm_udf.config import Config
-from collm_udf.spark import als, train
-from collm_udf.signals import STATISTICS
+from collm_udf.spark.stages import als, train
+from collm_udf.core.signals import STATISTICS
 from collm_udf.spark.asof import AsOf, history_as_of
-from collm_udf.signals import column
+from collm_udf.core.signals import column
 from collm_udf.spark.signals import add_stats, end_of
-from collm_udf.spark.score import Scorer
+from collm_udf.spark.stages.score import Scorer
 from collm_udf.spark.tables import Tables
 
 DROP = ("_history_text", "_candidate", "_user_f", "_item_f")
@@ -49,8 +49,8 @@ def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, ro
     def fn(batches):
         import torch
 
-        from collm_udf.scoring import load_predict_fn, pick_device
-        from collm_udf.spark import model_cache
+        from collm_udf.core.inference import load_predict_fn, pick_device
+        from collm_udf.spark.scorers import model_cache
 
         try:
             from pyspark import TaskContext

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import yaml
 
-from collm_udf.config_base import ConfigError, check_identifier, check_table_name, help_field as _help  # noqa: F401
-from collm_udf.config_train import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig  # noqa: F401
+from collm_udf.config.base import ConfigError, check_identifier, check_table_name, help_field as _help  # noqa: F401
+from collm_udf.config.model import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------- sources

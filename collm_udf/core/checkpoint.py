@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from collm_udf.model import CoLLM, ModelError, ModelSpec, build
+from collm_udf.core.model import CoLLM, ModelError, ModelSpec, build
 
 WEIGHTS = "model.safetensors"
 CONFIG = "collm.json"

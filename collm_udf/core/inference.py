@@ -3,12 +3,12 @@
 Pairs that share a prefix (same history titles and same user factors: in a daily run, all of a user's
 candidates) form a group; batching.pack puts a group's prefix once per row followed by as many candidate parts
 as fit, and block attention makes every candidate see exactly its own prompt (on a GPU without a dense mask:
-collm_udf/attention.py). So packed scores equal
+collm_udf/core/attention.py). So packed scores equal
 one-prompt-per-pair scores (tests/test_model.py checks it on an encoder and a causal LM) at a fraction of the
 tokens: with a 40-token prefix and 50 candidates of 20 tokens, 1,040 tokens instead of 3,000.
 
 load_predict_fn follows pyspark.ml.functions.predict_batch_udf: it loads the checkpoint once and returns a pure
-function from column arrays to scores; the Spark wrapper (collm_udf/spark/score.py) does the batching.
+function from column arrays to scores; the Spark wrapper (collm_udf/spark/stages/score.py) does the batching.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from collm_udf.batching import UserGroup, pack, pad_to_buckets
-from collm_udf.model import CoLLM
-from collm_udf.prompt import PromptBuilder
-from collm_udf.train import PairSet, autocast_enabled
+from collm_udf.core.batching import UserGroup, pack, pad_to_buckets
+from collm_udf.core.model import CoLLM
+from collm_udf.core.prompt import PromptBuilder
+from collm_udf.core.training import PairSet, autocast_enabled
 
 
 def group_pairs(ps: PairSet) -> list[np.ndarray]:
@@ -41,7 +41,7 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
     after the next batch is packed and launched, so on a GPU the CPU's packing overlaps the GPU's work."""
     if model.spec.kind == "encoder" and model.spec.attention == "full":
         # The prefix sees the candidate under full attention: packing would not be exact.
-        from collm_udf.train import predict
+        from collm_udf.core.training import predict
 
         return predict(model, ps.encode(pb), pad_id, use_cf, bf16=bf16)
     device = next(model.parameters()).device
@@ -152,7 +152,7 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_fa
 
     compile: "auto" (on a GPU only), "on" or "off": the backbone's layers under torch.compile (compile_layers),
     batches padded to a few shapes. On CPU auto leaves the model eager, as it always was."""
-    from collm_udf import checkpoint
+    from collm_udf.core import checkpoint
 
     if compile not in ("auto", "on", "off"):
         raise ValueError(f"compile: {compile!r} is not auto, on or off")
@@ -166,7 +166,7 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_fa
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 
     def predict(history, candidate, user_f, item_f, user_has, item_has, stats=None) -> np.ndarray:
-        """stats: name -> (n,) values of the statistics among the model's signals (collm_udf/signals.py)."""
+        """stats: name -> (n,) values of the statistics among the model's signals (collm_udf/core/signals.py)."""
         n = len(candidate)
         ps = PairSet([list(h) if h is not None else [] for h in history], list(candidate),
                      np.asarray(user_f, np.float32).reshape(n, -1), np.asarray(item_f, np.float32).reshape(n, -1),
@@ -183,7 +183,7 @@ def compile_layers(model: CoLLM, recompile_limit: int = 64) -> int:
     """torch.compile each layer of the backbone's stack (dynamic=False), as benchmarks/gpu_scoring.py measured
     (x1.5 over eager on a 0.5B causal LM): identical layers share one graph, and the compiler fuses the
     memory-bound norm / rotary / activation kernels that eager mode launches one by one. Block attention stays
-    outside the graphs (collm_udf/attention.py). Each padded batch shape (batching.pad_to_buckets) compiles
+    outside the graphs (collm_udf/core/attention.py). Each padded batch shape (batching.pad_to_buckets) compiles
     once; the limit on recompilations is raised to `recompile_limit` so that a day's few shapes all stay
     compiled. Returns how many layers were compiled (0: no layer stack found, the model stays eager)."""
     import torch._dynamo

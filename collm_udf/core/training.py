@@ -33,10 +33,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from collm_udf import signals
-from collm_udf.batching import collate
-from collm_udf.model import CoLLM, ModelSpec, build
-from collm_udf.prompt import TEMPLATES, PromptBuilder
+from collm_udf.core import signals
+from collm_udf.core.batching import collate
+from collm_udf.core.model import CoLLM, ModelSpec, build
+from collm_udf.core.prompt import TEMPLATES, PromptBuilder
 
 if TYPE_CHECKING:  # the core never needs the conf loader (PyYAML) at run time
     from collm_udf.config import ModelConfig
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the core never needs the conf loader (PyYAML) at run time
 @dataclass
 class PairSet:
     """N scored pairs: history titles, candidate text, factors (zeros where missing), labels, and the
-    statistics among the model's signals (collm_udf/signals.py; name -> (N,) values)."""
+    statistics among the model's signals (collm_udf/core/signals.py; name -> (N,) values)."""
 
     history: list
     candidate: list
