@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collm_udf.core import checkpoint  # noqa: E402
-from collm_udf.core.model import ModelSpec, build  # noqa: E402
+from collm_udf.core.spec import ModelSpec  # noqa: E402
+from collm_udf.core.model import build  # noqa: E402
 from collm_udf.core.prompt import TEMPLATES  # noqa: E402
 from collm_udf.core.inference import load_predict_fn  # noqa: E402
-from collm_udf.core.training import PairSet, predict as predict_per_pair  # noqa: E402
+from collm_udf.core.pairs import PairSet  # noqa: E402
+from collm_udf.core.inference import predict as predict_per_pair  # noqa: E402
 from gpu_common import (RESULTS, card, flop_limit_pairs_per_s, matmul_tflops, non_embedding_params,  # noqa: E402
                         timed, writer)
 
@@ -196,7 +198,7 @@ def main() -> int:
     ap.add_argument("--out", help="default benchmarks/results/gpu-core-<card>.json (smoke: not written)")
     args = ap.parse_args()
     if args.tokenizer is None:
-        from collm_udf.core.model import default_backbone_dir
+        from collm_udf.core.spec import default_backbone_dir
         args.tokenizer = default_backbone_dir()
     if args.smoke:  # the two kinds once (the 1.5B shape is the 0.5B one's code at tiny size)
         args.users, args.naive_users, args.batch_tokens, args.seconds = 3, 2, 2048, 0.0

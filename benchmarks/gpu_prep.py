@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from collm_udf.core.model import default_backbone_dir  # noqa: E402
+from collm_udf.core.spec import default_backbone_dir  # noqa: E402
 from gpu_core import TOKENIZER_FILES  # noqa: E402
 
 LIMIT_MIB = 64  # the run tool's limit on the working tree plus carried paths
@@ -59,7 +59,7 @@ def minilm_fp16(dst: Path) -> dict:
 
 def full_data(path: Path, work: Path, holdout: int, seed: int) -> dict:
     """Every pair of the fixed split through the pipeline's own stages -> an .npz (quality_core.save_npz)."""
-    from collm_udf.core.training import spec_from_conf, stage_config
+
     from quality import bench_conf, parse_args, prepare
     from quality_core import SPLITS, save_npz
 
@@ -68,10 +68,10 @@ def full_data(path: Path, work: Path, holdout: int, seed: int) -> dict:
                                  str(holdout), "--seed", str(seed)]), work)  # bench-quality's conf, all pairs
     frames, text, U, V, run = prepare(cfg, work)
     d = len(next(iter(U.values())))
-    spec = spec_from_conf(cfg.model, d, run["als_run_id"]).to_dict()
+    spec = cfg.model.spec(d, run["als_run_id"]).to_dict()
     meta = {"splits": list(SPLITS), "factor_dim": d, "als_run_id": run["als_run_id"],
             "target_mean": float(run["target_mean"]), "signals": list(cfg.model.signals), "spec": spec,
-            "train": {s: stage_config(cfg.model, s).__dict__ for s in ("text", "cf")},
+            "train": {s: cfg.model.stages()[s].__dict__ for s in ("text", "cf")},
             "skip_init": cfg.model.train.skip_init,
             "pairs": {k: len(frames[k]) for k in SPLITS}, "warm_share_test": float(np.mean(frames["test"]["warm"]))}
     save_npz(path, {k: frames[k] for k in SPLITS}, text, U, V, meta)

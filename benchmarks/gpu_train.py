@@ -37,9 +37,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collm_udf.core.model import ModelSpec, build  # noqa: E402
+from collm_udf.core.spec import ModelSpec  # noqa: E402
+from collm_udf.core.model import build  # noqa: E402
 from collm_udf.core.prompt import TEMPLATES, PromptBuilder  # noqa: E402
-from collm_udf.core.training import PairSet, TrainConfig, _batch, init_skip, predict, train_stage  # noqa: E402
+from collm_udf.core.pairs import PairSet  # noqa: E402
+from collm_udf.core.spec import StageSettings  # noqa: E402
+from collm_udf.core.training import init_skip, train_stage  # noqa: E402
+from collm_udf.core.inference import batch_inputs, predict  # noqa: E402
 from gpu_common import RESULTS, card, writer  # noqa: E402
 from gpu_core import QWEN2, TINY, day, make_backbone  # noqa: E402
 
@@ -82,7 +86,7 @@ def speed(args, device, report: dict, save, tmp: str) -> None:
                 n_ = 64 if args.smoke else n
                 train, hold = synthetic(n_, 16, 0).encode(pb), synthetic(64, 16, 1).encode(pb)
                 for stage in ("text", "cf"):
-                    h = train_stage(model, stage, train, hold, TrainConfig(epochs=2, patience=5, bf16=bf16, lr=1e-4),
+                    h = train_stage(model, stage, train, hold, StageSettings(epochs=2, patience=5, bf16=bf16, lr=1e-4),
                                     tk.pad_token_id, log=lambda m: None, progress=lambda m: None)["history"]
                     s = min(e["train_s"] for e in h)  # the warm epoch (the first also builds kernels)
                     r[stage] = {"pairs": n_, "epoch_s": s, "pairs_per_s": round(n_ / max(s, 1e-9), 1),
@@ -114,7 +118,7 @@ def ddp(args, device, report: dict, save, tmp: str) -> None:
     kind, kw, tuning, mt, ct, _, _ = SPEED["minilm-shape encoder full"]
     kw = TINY[kind] if args.smoke else kw
     r = report["ddp"] = {"backend": "nccl" if device.type == "cuda" else "gloo"}
-    tc = TrainConfig(epochs=1, bf16="off", lr=1e-4)
+    tc = StageSettings(epochs=1, bf16="off", lr=1e-4)
 
     def history():
         model, tk, pb = _model(kind, kw, tuning, mt, ct, args.tokenizer, tmp, device)
@@ -135,7 +139,7 @@ def ddp(args, device, report: dict, save, tmp: str) -> None:
         r["train_stage_auc_plain_vs_group"] = [plain["valid_auc"], grouped["valid_auc"]]
         model.set_stage("text")
         model.eval()  # no dropout: the two steps must see the same function
-        b = _batch(model, train, np.arange(32), device, tk.pad_token_id, False)  # the trainer's own rows
+        b = batch_inputs(model, train, np.arange(32), device, tk.pad_token_id, False)  # the trainer's own rows
         y = torch.as_tensor(train.label[:32], dtype=torch.float32, device=device)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         bce(model(**b), y).backward()
@@ -175,7 +179,7 @@ def quality(args, device, report: dict, save) -> None:
     q["tokenize_s"] = round(time.time() - t, 1)
     test_df = frames["test"]
     for stage, use_cf, col in (("text", False, "text_only"), ("cf", True, "collm")):
-        tc = TrainConfig(**{**meta["train"][stage], **({"batch_size": args.batch_size} if args.batch_size else {})})
+        tc = StageSettings(**{**meta["train"][stage], **({"batch_size": args.batch_size} if args.batch_size else {})})
         if args.smoke:
             tc.epochs, tc.bf16 = 1, "off"  # CPU autocast can be ~15x slower than fp32 (README)
         if stage == "cf":  # as bench-quality: the skip's scale and start from the stage-2 set
@@ -213,7 +217,7 @@ def main() -> int:
     ap.add_argument("--quality-out", help="default benchmarks/results/quality-ml-100k-full-<card>.json (+ .md)")
     args = ap.parse_args()
     if args.tokenizer is None:
-        from collm_udf.core.model import default_backbone_dir
+        from collm_udf.core.spec import default_backbone_dir
         args.tokenizer = default_backbone_dir()
     args.tokenizer = Path(args.tokenizer)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -36,7 +36,8 @@ from collm_udf.core.model import build  # noqa: E402
 from collm_udf.core.prompt import PromptBuilder  # noqa: E402
 from collm_udf.core.signals import STATISTICS  # noqa: E402
 from collm_udf.core.signals import column  # noqa: E402
-from collm_udf.core.training import init_skip, predict, spec_from_conf, stage_config, train_stage  # noqa: E402
+from collm_udf.core.training import init_skip, train_stage  # noqa: E402
+from collm_udf.core.inference import predict  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality_core import als_scores, pair_sets, results_table  # noqa: E402
@@ -145,7 +146,7 @@ def main() -> int:
     sets = pair_sets({"text": frames["text"], "cf": frames["cf"], "hold": frames["hold"], "test": test_df}, text,
                      U, V, d, use_hist, cfg.model.signals)
 
-    spec = spec_from_conf(cfg.model, d, run["als_run_id"])
+    spec = cfg.model.spec(d, run["als_run_id"])
     torch.manual_seed(args.seed)
     model, tok = build(spec)
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
@@ -174,8 +175,8 @@ def main() -> int:
         times["stage1_cached"] = str(cache.relative_to(ROOT))
     else:
         t = time.time()
-        h1 = train_stage(model, "text", sets["text"], sets["hold"], stage_config(cfg.model, "text"),
-                         tok.pad_token_id, str(work / "state"))
+        h1 = train_stage(model, "text", sets["text"], sets["hold"], cfg.model.stages()["text"],
+                         tok.pad_token_id, state_dir=str(work / "state"))
         times["train_text_s"] = round(time.time() - t, 1)
         t = time.time()
         test_df["text_only"] = predict(model, sets["test"], tok.pad_token_id, use_cf=False)
@@ -192,8 +193,8 @@ def main() -> int:
             sets[k].item_has[:] = False
     init_skip(model, sets["cf"], cfg.model.train.skip_init, tok.pad_token_id)
     t = time.time()
-    h2 = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(cfg.model, "cf"), tok.pad_token_id,
-                     str(work / "state"))
+    h2 = train_stage(model, "cf", sets["cf"], sets["hold"], cfg.model.stages()["cf"], tok.pad_token_id,
+                     state_dir=str(work / "state"))
     times["train_cf_s"] = round(time.time() - t, 1)
     t = time.time()
     test_df["collm"] = predict(model, sets["test"], tok.pad_token_id, use_cf=True)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from collm_udf.core.metrics import auc_uauc
 from collm_udf.core.signals import STATISTICS, column
-from collm_udf.core.training import PairSet
+from collm_udf.core.pairs import PairSet
 
 RANKERS = ("prior", "als", "text_only", "collm")  # prior: the item's like rate before the test split
 SPLITS = ("text", "cf", "hold", "test")

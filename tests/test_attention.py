@@ -109,7 +109,7 @@ def test_unsupported_features_fall_back_to_the_dense_mask():
     """A sliding window shorter than the row is not implemented by the split path: SDPA with the dense mask."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from collm_udf.core.model import segment_mask
+    from collm_udf.core.attention import segment_mask
 
     seg = torch.tensor([[0, 0, 1, 1, 2, 2, 2, -1]])
     lay = attention.Layout.of(seg, causal=True)

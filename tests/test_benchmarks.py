@@ -47,7 +47,8 @@ def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(
 
     from collm_udf.core import checkpoint
     from collm_udf.core.inference import load_predict_fn
-    from collm_udf.core.training import PairSet, init_skip
+    from collm_udf.core.pairs import PairSet
+    from collm_udf.core.training import init_skip
 
     from conftest import D, make
 

@@ -18,7 +18,9 @@ import pytest
 from collm_udf.core import checkpoint
 from collm_udf.config import config_from_dict
 from collm_udf.spark.asof import AsOf
-from collm_udf.core.training import PairSet, fit, predict
+from collm_udf.core.pairs import PairSet
+from collm_udf.core.training import fit
+from collm_udf.core.inference import predict
 from conftest import load_ml100k, save_tiny_bert, slice_conf
 
 D = 4  # factor dim
@@ -71,7 +73,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(spark, ml100k, 
                   "text_lr": 1e-3, "cf_lr": 1e-2, "cf_dropout": 0.2,
                   "distributed": {"num_processes": 2, "local_mode": True, "use_gpu": False}}}))
     sets = slice_sets(ml100k)
-    ref, _, single = fit(cfg.model, sets, D, "als_slice", log=lambda m: None)
+    ref, _, single = fit(cfg.model.spec(D, "als_slice"), cfg.model.stages(), sets, log=lambda m: None)
     logs: list[str] = []
     ckpt, multi = fit_distributed(spark, cfg, sets, D, "als_slice", str(tmp_path / "work"), log=logs.append)
     assert any("2 processes through TorchDistributor" in m for m in logs)

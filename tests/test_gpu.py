@@ -11,7 +11,9 @@ import torch
 
 from collm_udf.core import checkpoint
 from collm_udf.core.inference import load_predict_fn, pick_device
-from collm_udf.core.training import TrainConfig, predict, train_stage
+from collm_udf.core.spec import StageSettings
+from collm_udf.core.training import train_stage
+from collm_udf.core.inference import predict
 from conftest import make
 from test_attention import HISTORIES, rows_for, scores
 from test_model import pairs
@@ -66,7 +68,7 @@ def test_a_training_step_on_the_gpu_learns(bf16, tiny_encoder):
     model.to("cuda")
     ps, hold = pairs(96).encode(pb), pairs(48, seed=1).encode(pb)
     before = {n: p.detach().clone() for n, p in model.projector.named_parameters()}
-    out = train_stage(model, "cf", ps, hold, TrainConfig(lr=5e-3, epochs=1, batch_size=16, bf16=bf16),
+    out = train_stage(model, "cf", ps, hold, StageSettings(lr=5e-3, epochs=1, batch_size=16, bf16=bf16),
                       tok.pad_token_id, log=lambda m: None)
     assert np.isfinite(out["best_auc"])
     assert any(not torch.equal(p, before[n]) for n, p in model.projector.named_parameters())

@@ -11,10 +11,13 @@ import torch
 
 from collm_udf.core import checkpoint
 from collm_udf.core.batching import collate
-from collm_udf.core.model import ModelError, ModelSpec
+from collm_udf.core.spec import ModelError, ModelSpec
 from collm_udf.core.prompt import PromptBuilder, PromptError
 from collm_udf.core.inference import group_pairs, predict_packed
-from collm_udf.core.training import PairSet, TrainConfig, predict, train_stage
+from collm_udf.core.pairs import PairSet
+from collm_udf.core.spec import StageSettings
+from collm_udf.core.training import train_stage
+from collm_udf.core.inference import predict
 from conftest import D, make
 
 def batch(tok, pb, n=3, user_has=True, item_has=True, seed=0):
@@ -141,7 +144,7 @@ def test_encoder_prefix_never_sees_the_candidate(tiny_encoder):
     model.eval()
     enc = [pb.encode(["Toy Story (1995)"], c) for c in ("Alien (1979)", "A much longer candidate title (2001)")]
     b = collate(enc, np.ones((2, D)), np.ones((2, D)), np.ones(2, bool), np.ones(2, bool), tok.pad_token_id)
-    from collm_udf.core.model import segment_mask
+    from collm_udf.core.attention import segment_mask
 
     with torch.no_grad():
         emb = model.embed(b["input_ids"], b["slot_row"], b["slot_pos"],
@@ -157,7 +160,7 @@ def test_stage_cf_trains_only_the_projector(tiny_encoder):
     model, tok, pb = make(tiny_encoder, tuning="full")
     before = {n: t.clone() for n, t in model.state_dict().items()}
     ps, hold = pairs(64).encode(pb), pairs(32, seed=1).encode(pb)
-    train_stage(model, "cf", ps, hold, TrainConfig(lr=1e-2, epochs=2, batch_size=16, bf16="off"),
+    train_stage(model, "cf", ps, hold, StageSettings(lr=1e-2, epochs=2, batch_size=16, bf16="off"),
                 tok.pad_token_id, log=lambda m: None)
     after = model.state_dict()
     changed = {n for n in before if not torch.equal(before[n], after[n])}
@@ -168,12 +171,12 @@ def test_stage_cf_trains_only_the_projector(tiny_encoder):
 def test_training_resumes_from_saved_state(tiny_encoder, tmp_path):
     model, tok, pb = make(tiny_encoder)
     ps, hold = pairs(32).encode(pb), pairs(16, seed=1).encode(pb)
-    tc = TrainConfig(lr=1e-2, epochs=1, batch_size=16, bf16="off", patience=5)
-    m1 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, str(tmp_path), log=lambda m: None)
+    tc = StageSettings(lr=1e-2, epochs=1, batch_size=16, bf16="off", patience=5)
+    m1 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, state_dir=str(tmp_path), log=lambda m: None)
     assert [h["epoch"] for h in m1["history"]] == [0]
     logs = []
     tc.epochs = 2
-    m2 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, str(tmp_path), log=logs.append)
+    m2 = train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, state_dir=str(tmp_path), log=logs.append)
     assert any("resuming stage cf after epoch 0" in m for m in logs)
     assert [h["epoch"] for h in m2["history"]] == [0, 1]
 
@@ -182,7 +185,7 @@ def test_training_resumes_from_saved_state(tiny_encoder, tmp_path):
 def test_checkpoint_round_trip_gives_identical_scores(kind, tuning, tiny_encoder, tiny_causal, tmp_path):
     model, tok, pb = make(tiny_encoder if kind == "encoder" else tiny_causal, kind, tuning)
     ps, hold = pairs(32).encode(pb), pairs(16, seed=1).encode(pb)
-    tc = TrainConfig(lr=1e-2, epochs=1, batch_size=16, bf16="off")
+    tc = StageSettings(lr=1e-2, epochs=1, batch_size=16, bf16="off")
     train_stage(model, "text", ps, hold, tc, tok.pad_token_id, log=lambda m: None)
     train_stage(model, "cf", ps, hold, tc, tok.pad_token_id, log=lambda m: None)
     want = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off")
@@ -220,14 +223,14 @@ def signal_pairs(n=96, seed=0) -> PairSet:
 def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_encoder, tmp_path):
     from collm_udf.core.inference import load_predict_fn
     from collm_udf.core.signals import SignalError
-    from collm_udf.core.training import auc
+    from collm_udf.core.metrics import auc
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
     ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
     x = ps.signals(model.spec.signals)
     model.set_signal_scale(x.mean(0), x.std(0))
     before = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
-    train_stage(model, "cf", ps, hold, TrainConfig(lr=5e-2, epochs=3, batch_size=16, bf16="off"),
+    train_stage(model, "cf", ps, hold, StageSettings(lr=5e-2, epochs=3, batch_size=16, bf16="off"),
                 tok.pad_token_id, log=lambda m: None)
     after = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))
     assert after > 0.9 > before + 0.2, (before, after)
@@ -253,7 +256,8 @@ def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_
 
 
 def test_the_logistic_start_scores_the_signals_before_any_step_and_zero_leaves_the_skip_out(tiny_encoder):
-    from collm_udf.core.training import auc, init_skip
+    from collm_udf.core.metrics import auc
+    from collm_udf.core.training import init_skip
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
     ps, hold = signal_pairs().encode(pb), signal_pairs(48, seed=1).encode(pb)
@@ -271,7 +275,8 @@ def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_a
     # The label follows the signal and the *opposite* of the LM's logit: a start that keeps the LM at weight 1
     # cannot score it; the joint fit gives the LM a negative scale.
     from collm_udf.core.inference import load_predict_fn
-    from collm_udf.core.training import auc, init_skip
+    from collm_udf.core.metrics import auc
+    from collm_udf.core.training import init_skip
 
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], lm_scale=True)
     plain, _, _ = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
@@ -310,7 +315,8 @@ def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_a
 
 def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other_for_cold(tiny_encoder, tmp_path):
     from collm_udf.core.inference import load_predict_fn
-    from collm_udf.core.training import auc, init_skip
+    from collm_udf.core.metrics import auc
+    from collm_udf.core.training import init_skip
 
     def seg_pairs(n, seed):
         ps = pairs(n, seed)
@@ -342,7 +348,7 @@ def test_segment_weights_let_a_signal_count_one_way_for_warm_pairs_and_the_other
 def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_encoder, tmp_path):
     # the label is the sign of (u . v) x (like rate): a weight that depends on another signal
     from collm_udf.core.inference import load_predict_fn
-    from collm_udf.core.training import auc
+    from collm_udf.core.metrics import auc
 
     def xor_pairs(n, seed):
         ps = pairs(n, seed)
@@ -357,7 +363,7 @@ def test_a_hidden_skip_learns_what_a_linear_one_cannot_and_round_trips(tiny_enco
         ps, hold = xor_pairs(192, 0).encode(pb), xor_pairs(96, 1).encode(pb)
         x = ps.signals(model.spec.signals)
         model.set_signal_scale(x.mean(0), x.std(0))
-        train_stage(model, "cf", ps, hold, TrainConfig(lr=1e-3, skip_lr=2e-2, epochs=6, patience=6, batch_size=16,
+        train_stage(model, "cf", ps, hold, StageSettings(lr=1e-3, skip_lr=2e-2, epochs=6, patience=6, batch_size=16,
                                                        cf_dropout=0.0, bf16="off"), tok.pad_token_id,
                     log=lambda m: None)
         got[hidden] = auc(hold.label, predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off"))

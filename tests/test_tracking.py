@@ -16,7 +16,8 @@ from collm_udf.core import checkpoint
 from collm_udf.config import config_from_dict
 from collm_udf.config.model import MlflowConfig
 from collm_udf.core.inference import load_predict_fn
-from collm_udf.core.training import PairSet, fit
+from collm_udf.core.pairs import PairSet
+from collm_udf.core.training import fit
 from conftest import slice_conf
 
 mlflow = pytest.importorskip("mlflow")
@@ -40,7 +41,7 @@ def trained(tiny_encoder, slice_dir, tmp_path_factory):
         "train": {"text_epochs": 2, "cf_epochs": 2, "batch_size": 16, "patience": 5, "bf16": "off",
                   "text_lr": 1e-3, "cf_lr": 1e-2}}))
     sets = {"text": pairs(48, 0), "cf": pairs(48, 1), "hold": pairs(32, 2)}
-    model, _, report = fit(cfg.model, sets, D, "als_track", log=lambda m: None)
+    model, _, report = fit(cfg.model.spec(D, "als_track"), cfg.model.stages(), sets, log=lambda m: None)
     ckpt = checkpoint.save(model, tmp_path_factory.mktemp("ckpt") / "model")
     return cfg, report, str(ckpt)
 

@@ -352,6 +352,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if value is None:
             return None
         return _convert(value, args[0], path)
+    if origin is typing.Literal:  # the choices are checked by the section's __post_init__ (core.spec.check_choices)
+        return _convert(value, type(typing.get_args(tp)[0]), path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from collm_udf.config.base import ConfigError, help_field as _help
+from collm_udf.core.spec import Architecture, ModelError, ModelSpec, StageSettings
 
 
 @dataclass
@@ -113,67 +114,27 @@ class TrainingConfig:
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 
 
-@dataclass
-class ModelConfig:
-    """The CoLLM scorer: backbone, prompt, projector, and how it is trained."""
+@dataclass(frozen=True)
+class ModelConfig(Architecture):
+    """The conf's `model` section: the scorer's architecture (collm_udf/core/spec.py, checked there) and how it
+    is trained. spec() and stages() are what the core's training takes from it."""
 
-    backbone: str = _help("'minilm' (the embedded all-MiniLM-L6-v2) or a local Hugging Face model directory; "
-                          "nothing is downloaded", "minilm")
-    kind: str = _help("encoder (mean-pooled head) or causal (logit of the answer token, as CoLLM)", "encoder")
-    template: str = _help("prompt: 'collm' (the paper's), 'compact' (~10 fixed tokens, for small encoders on "
-                          "CPU) or a template with {history} {user_cf} {candidate} {item_cf}", "compact")
-    max_tokens: int = _help("prompt length cap; whole history titles are dropped oldest first", 64)
-    candidate_max_tokens: int = _help("cap on the candidate text's tokens (reserved in every prompt)", 16)
-    tuning: str = _help("stage-1 tuning of the backbone: full, lora or none", "full")
-    lora_r: int = _help("LoRA rank (tuning: lora)", 8)
-    lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
-    answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
-    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
-    signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
-                               "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
-                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list)
-    skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
-                             "signal's weight can depend on another (u . v counts for more where both sides have "
-                             "many interactions)", 0)
-    skip_segments: bool = _help("the linear skip weighs each signal apart for warm pairs (user and item both have "
-                                "ALS factors) and the rest; needs als_missing among the signals", False)
-    lm_scale: bool = _help("stage 2 also learns a scalar weight of the LM's logit against the signals' skip (with "
-                           "train.skip_init logistic it starts at a logistic fit of the LM's logit beside the "
-                           "signals); needs signals", False)
-    attention: str = _help("encoder: block (the history prefix never sees the candidate: a user's candidates "
-                           "are scored in one packed pass, exactly) or full (one prompt per pair)", "block")
     train: TrainingConfig = _help("training", factory=TrainingConfig)
 
     def __post_init__(self):
-        if self.kind not in ("encoder", "causal"):
-            raise ConfigError(f"model.kind: {self.kind!r} is not encoder or causal")
-        if self.tuning not in ("full", "lora", "none"):
-            raise ConfigError(f"model.tuning: {self.tuning!r} is not full, lora or none")
-        if self.attention not in ("block", "full"):
-            raise ConfigError(f"model.attention: {self.attention!r} is not block or full")
-        if self.max_tokens < 8 or not 1 <= self.candidate_max_tokens < self.max_tokens:
-            raise ConfigError("model: max_tokens must be >= 8 and 1 <= candidate_max_tokens < max_tokens")
-        if self.projector_mult < 1 or self.lora_r < 1 or self.skip_hidden < 0:
-            raise ConfigError("model: projector_mult and lora_r must be >= 1, skip_hidden >= 0")
-        from collm_udf.core.prompt import TEMPLATES, PromptError, parse_template
-        from collm_udf.core.signals import SignalError, check_names
-
         try:
-            check_names(self.signals)
-        except SignalError as e:
-            raise ConfigError(f"model.{e}") from None
-        if self.skip_segments and "als_missing" not in self.signals:
-            raise ConfigError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
-                              "model.signals")
-        if self.lm_scale and not self.signals:
-            raise ConfigError("model.lm_scale: the LM's scale is learned beside the signals' skip; name "
-                              "model.signals")
+            super().__post_init__()
+        except ModelError as e:
+            raise ConfigError(str(e)) from None
 
-        if self.template not in TEMPLATES:
-            try:
-                parse_template(self.template)
-            except PromptError as e:
-                raise ConfigError(f"model.template: {e} (or name one of: {', '.join(TEMPLATES)})") from None
-        if self.backbone != "minilm" and "://" in self.backbone:
-            raise ConfigError(f"model.backbone: {self.backbone!r} must be a local directory (nothing is "
-                              "downloaded at run time)")
+    def spec(self, factor_dim: int, als_run_id: Optional[str]) -> ModelSpec:
+        """The model this section describes, on factors of rank factor_dim from ALS run als_run_id."""
+        return ModelSpec.of(self, factor_dim, als_run_id)
+
+    def stages(self) -> dict[str, StageSettings]:
+        """How each training stage runs: text (stage 1) and cf (stage 2)."""
+        t = self.train
+        return {stage: StageSettings(lr=t.text_lr if stage == "text" else t.cf_lr, skip_lr=t.skip_lr,
+                                     batch_size=t.batch_size, epochs=t.text_epochs if stage == "text" else t.cf_epochs,
+                                     patience=t.patience, cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16)
+                for stage in ("text", "cf")}

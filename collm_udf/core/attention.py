@@ -39,6 +39,20 @@ IMPL = "collm_block"
 _active = threading.local()  # .layout, .original: the forward pass in progress on this thread
 
 
+def segment_mask(segment: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask (R, 1, T, T): query t sees key u iff u is real and in the prefix (segment 0)
+    or in t's own segment, and (causal) u <= t. A prefix token therefore never sees a candidate."""
+    q, k = segment.unsqueeze(2), segment.unsqueeze(1)  # (R, T, 1), (R, 1, T)
+    allowed = (k >= 0) & ((k == 0) | (k == q))
+    if causal:
+        T = segment.shape[1]
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
+    # Padding queries see nothing; give them their own position so no softmax row is empty (no NaN).
+    allowed = allowed | torch.eye(segment.shape[1], dtype=torch.bool, device=segment.device)
+    zero = torch.zeros((), dtype=dtype, device=segment.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min).unsqueeze(1)
+
+
 @dataclass
 class Layout:
     """Where each row's prefix and each candidate part lie, computed once per forward pass (all on one device)."""
@@ -56,8 +70,6 @@ class Layout:
     def dense_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """The reference (R, 1, T, T) mask, for layers that fall back: built once per pass, not per layer."""
         if dtype not in self._dense:
-            from collm_udf.core.model import segment_mask
-
             self._dense[dtype] = segment_mask(self.segment, self.causal, dtype)
         return self._dense[dtype]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from collm_udf.core.model import CoLLM, ModelError, ModelSpec, build
+from collm_udf.core.model import CoLLM, build
+from collm_udf.core.spec import ModelError, ModelSpec
 
 WEIGHTS = "model.safetensors"
 CONFIG = "collm.json"

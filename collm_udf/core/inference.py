@@ -7,7 +7,8 @@ collm_udf/core/attention.py). So packed scores equal
 one-prompt-per-pair scores (tests/test_model.py checks it on an encoder and a causal LM) at a fraction of the
 tokens: with a 40-token prefix and 50 candidates of 20 tokens, 1,040 tokens instead of 3,000.
 
-load_predict_fn follows pyspark.ml.functions.predict_batch_udf: it loads the checkpoint once and returns a pure
+predict scores one prompt per pair (training's holdout; full attention). load_predict_fn follows
+pyspark.ml.functions.predict_batch_udf: it loads the checkpoint once and returns a pure
 function from column arrays to scores; the Spark wrapper (collm_udf/spark/stages/score.py) does the batching.
 """
 from __future__ import annotations
@@ -17,10 +18,51 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from collm_udf.core.batching import UserGroup, pack, pad_to_buckets
+from collm_udf.core.batching import UserGroup, collate, pack, pad_to_buckets
 from collm_udf.core.model import CoLLM
+from collm_udf.core.pairs import PairSet
 from collm_udf.core.prompt import PromptBuilder
-from collm_udf.core.training import PairSet, autocast_enabled
+
+
+def autocast_enabled(device: torch.device, mode: str) -> bool:
+    if mode in ("on", "off"):
+        return mode == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # Without native bf16 (e.g. AVX2-only AMD EPYC) CPU autocast is ~15x slower than fp32: measured here.
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def batch_inputs(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
+           keep: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+    """Rows for pairs idx; keep = (user, item) bool masks (len(idx),) of CF slots that survive cf-dropout."""
+    uh, ih = ps.user_has[idx], ps.item_has[idx]
+    if not use_cf:
+        uh, ih = np.zeros_like(uh), np.zeros_like(ih)
+    elif keep is not None:
+        uh, ih = uh & keep[0], ih & keep[1]
+    x = ps.signals(model.spec.signals, idx, uh, ih) if use_cf and model.spec.signals else None
+    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x)
+    return {k: v.to(device) for k, v in b.items()}
+
+
+@torch.no_grad()
+def predict(model: CoLLM, ps: PairSet, pad_id: int, use_cf: bool, batch_size: int = 128,
+            bf16: str = "auto") -> np.ndarray:
+    device = next(model.parameters()).device
+    amp = autocast_enabled(device, bf16)
+    model.eval()
+    # Sorting by length keeps padding low; scores go back to the input order.
+    order = np.argsort([len(e.input_ids) for e in ps.encoded], kind="stable")
+    out = np.empty(len(ps), dtype=np.float64)
+    for s in range(0, len(ps), batch_size):
+        idx = order[s:s + batch_size]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out[idx] = model(**batch_inputs(model, ps, idx, device, pad_id, use_cf)).float().cpu().numpy()
+    return out
 
 
 def group_pairs(ps: PairSet) -> list[np.ndarray]:
@@ -41,8 +83,6 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
     after the next batch is packed and launched, so on a GPU the CPU's packing overlaps the GPU's work."""
     if model.spec.kind == "encoder" and model.spec.attention == "full":
         # The prefix sees the candidate under full attention: packing would not be exact.
-        from collm_udf.core.training import predict
-
         return predict(model, ps.encode(pb), pad_id, use_cf, bf16=bf16)
     device = next(model.parameters()).device
     amp = autocast_enabled(device, bf16)

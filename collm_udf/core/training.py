@@ -24,141 +24,21 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from collm_udf.core import signals
-from collm_udf.core.batching import collate
-from collm_udf.core.model import CoLLM, ModelSpec, build
-from collm_udf.core.prompt import TEMPLATES, PromptBuilder
-
-if TYPE_CHECKING:  # the core never needs the conf loader (PyYAML) at run time
-    from collm_udf.config import ModelConfig
-
-
-@dataclass
-class PairSet:
-    """N scored pairs: history titles, candidate text, factors (zeros where missing), labels, and the
-    statistics among the model's signals (collm_udf/core/signals.py; name -> (N,) values)."""
-
-    history: list
-    candidate: list
-    user_f: np.ndarray  # (N, d) float32
-    item_f: np.ndarray  # (N, d)
-    user_has: np.ndarray  # (N,) bool
-    item_has: np.ndarray  # (N,)
-    label: np.ndarray  # (N,) 0/1
-    encoded: Optional[list] = field(default=None, repr=False)
-    stats: Optional[dict] = field(default=None, repr=False)  # name -> (N,) float
-
-    def __len__(self) -> int:
-        return len(self.candidate)
-
-    def subset(self, idx) -> "PairSet":
-        idx = np.asarray(idx)
-        enc = None if self.encoded is None else [self.encoded[i] for i in idx]
-        stats = None if self.stats is None else {k: np.asarray(v)[idx] for k, v in self.stats.items()}
-        return PairSet([self.history[i] for i in idx], [self.candidate[i] for i in idx], self.user_f[idx],
-                       self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc, stats)
-
-    def signals(self, names: Sequence[str], idx=None, user_has=None, item_has=None) -> np.ndarray:
-        """(n, len(names)) signals of the pairs idx (all when None); *_has override the factor masks (a CF slot
-        dropped in training, or scoring without CF, also drops its derived signals)."""
-        idx = np.arange(len(self)) if idx is None else np.asarray(idx)
-        stats = None if self.stats is None else {k: np.asarray(v)[idx] for k, v in self.stats.items()}
-        return signals.matrix(names, self.user_f[idx], self.item_f[idx],
-                              self.user_has[idx] if user_has is None else user_has,
-                              self.item_has[idx] if item_has is None else item_has, stats)
-
-    @classmethod
-    def from_ids(cls, user_ids: Sequence, item_ids: Sequence, histories: Sequence[Sequence], labels: Sequence,
-                 text: Mapping, user_factors: Mapping, item_factors: Mapping, factor_dim: int,
-                 use_history: bool = True, stats: Optional[Mapping[str, Sequence]] = None) -> "PairSet":
-        """Look up titles and factors by id; missing factors become zeros with *_has = False."""
-        z = np.zeros(factor_dim, np.float32)
-        U, V = user_factors, item_factors
-        return cls(
-            # history ids without a catalog text are skipped, as the Spark scorer's title join does
-            history=[[text[i] for i in h if i in text] if use_history and h is not None else [] for h in histories],
-            candidate=[text.get(i, "") for i in item_ids],
-            user_f=np.stack([U.get(u, z) for u in user_ids]).astype(np.float32).reshape(-1, factor_dim),
-            item_f=np.stack([V.get(i, z) for i in item_ids]).astype(np.float32).reshape(-1, factor_dim),
-            user_has=np.array([u in U for u in user_ids], bool), item_has=np.array([i in V for i in item_ids], bool),
-            label=np.asarray(labels, np.int64),
-            stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
-
-    def encode(self, pb: PromptBuilder) -> "PairSet":
-        """Tokenise once; epochs and evaluations reuse the ids."""
-        if self.encoded is None:
-            self.encoded = [pb.encode(h, c) for h, c in zip(self.history, self.candidate)]
-        return self
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 1e-4
-    skip_lr: float = 0.05  # the signals' skip (stage 2): a linear model on standardised inputs
-    batch_size: int = 32
-    epochs: int = 3
-    patience: int = 1
-    cf_dropout: float = 0.2
-    weight_decay: float = 0.0
-    seed: int = 0
-    bf16: str = "auto"  # autocast to bf16: auto (on GPU, or CPUs with native bf16), on, off
-    eval_batch_size: int = 128
-
-
-def autocast_enabled(device: torch.device, mode: str) -> bool:
-    if mode in ("on", "off"):
-        return mode == "on"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # Without native bf16 (e.g. AVX2-only AMD EPYC) CPU autocast is ~15x slower than fp32: measured here.
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _batch(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
-           keep: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
-    """Rows for pairs idx; keep = (user, item) bool masks (len(idx),) of CF slots that survive cf-dropout."""
-    uh, ih = ps.user_has[idx], ps.item_has[idx]
-    if not use_cf:
-        uh, ih = np.zeros_like(uh), np.zeros_like(ih)
-    elif keep is not None:
-        uh, ih = uh & keep[0], ih & keep[1]
-    x = ps.signals(model.spec.signals, idx, uh, ih) if use_cf and model.spec.signals else None
-    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x)
-    return {k: v.to(device) for k, v in b.items()}
-
-
-@torch.no_grad()
-def predict(model: CoLLM, ps: PairSet, pad_id: int, use_cf: bool, batch_size: int = 128,
-            bf16: str = "auto") -> np.ndarray:
-    device = next(model.parameters()).device
-    amp = autocast_enabled(device, bf16)
-    model.eval()
-    # Sorting by length keeps padding low; scores go back to the input order.
-    order = np.argsort([len(e.input_ids) for e in ps.encoded], kind="stable")
-    out = np.empty(len(ps), dtype=np.float64)
-    for s in range(0, len(ps), batch_size):
-        idx = order[s:s + batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out[idx] = model(**_batch(model, ps, idx, device, pad_id, use_cf)).float().cpu().numpy()
-    return out
-
-
-def auc(labels, scores) -> float:
-    from sklearn.metrics import roc_auc_score  # here, not at import: scoring machines need no sklearn
-
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+from collm_udf.core.inference import autocast_enabled, batch_inputs, predict
+from collm_udf.core.metrics import auc
+from collm_udf.core.model import CoLLM, build
+from collm_udf.core.pairs import PairSet
+from collm_udf.core.prompt import PromptBuilder
+from collm_udf.core.spec import ModelSpec, StageSettings
 
 
 def _trainable(model: CoLLM) -> dict[str, torch.nn.Parameter]:
@@ -214,7 +94,7 @@ def _share(n: int, rank: int, size: int) -> tuple[np.ndarray, float]:
     return (mine, size / n) if len(mine) else (np.arange(1), 0.0)
 
 
-def _gather_scores(model: CoLLM, valid: PairSet, pad_id: int, use_cf: bool, tc: TrainConfig, rank: int,
+def _gather_scores(model: CoLLM, valid: PairSet, pad_id: int, use_cf: bool, tc: StageSettings, rank: int,
                    size: int) -> np.ndarray:
     """Holdout scores (N,): each rank scores a strided share and all ranks receive all of them."""
     if size == 1:
@@ -245,7 +125,7 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: TrainConfig, pad_id: int,
+def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: StageSettings, pad_id: int, *,
                 state_dir: Optional[str] = None, log: Callable[[str], None] = print,
                 progress: Callable[[str], None] = _stderr) -> dict:
     """Train one stage with early stopping on valid AUC; returns the epoch history and the best AUC.
@@ -303,7 +183,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
             keep = _cf_keep(rng, len(idx), tc.cf_dropout) if use_cf and tc.cf_dropout > 0 else None
             mine, scale = _share(len(idx), rank, size)
             seen += len(mine) if scale else 0
-            b = _batch(model, train, idx[mine], device, pad_id, use_cf,
+            b = batch_inputs(model, train, idx[mine], device, pad_id, use_cf,
                        None if keep is None else (keep[0][mine], keep[1][mine]))
             y = torch.as_tensor(train.label[idx[mine]], dtype=torch.float32, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -329,8 +209,9 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), "valid_auc": v_auc,
                "train_s": round(time.time() - t0, 1), **extra}
         meta["history"].append(rec)
-        log(f"[train] {stage} epoch {epoch}: loss {rec['loss']:.4f} valid AUC {v_auc:.4f} ({rec['train_s']}s)")
-        if v_auc > meta["best_auc"]:
+        log(f"[train] {stage} epoch {epoch}: loss {rec['loss']:.4f} valid AUC "
+            f"{'n/a (one class)' if v_auc is None else f'{v_auc:.4f}'} ({rec['train_s']}s)")
+        if v_auc is not None and v_auc > meta["best_auc"]:
             meta["best_auc"], meta["best_epoch"] = v_auc, epoch
             best = {n: p.detach().cpu().clone() for n, p in params.items()}
         meta["epoch"] = epoch
@@ -344,16 +225,6 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: Tr
                 p.copy_(best[n].to(p.device))
     model.set_stage("cf")  # leave nothing but the CF channel trainable
     return meta
-
-
-# ------------------------------------------------------------------------------------- from a conf
-def spec_from_conf(mc: "ModelConfig", factor_dim: int, als_run_id: Optional[str]) -> ModelSpec:
-    return ModelSpec(backbone=mc.backbone, kind=mc.kind, factor_dim=factor_dim, projector_mult=mc.projector_mult,
-                     attention=mc.attention,
-                     tuning=mc.tuning, lora_r=mc.lora_r, lora_alpha=mc.lora_alpha, answer_token=mc.answer_token,
-                     template=TEMPLATES.get(mc.template, mc.template), max_tokens=mc.max_tokens,
-                     candidate_max_tokens=mc.candidate_max_tokens, als_run_id=als_run_id, signals=list(mc.signals),
-                     skip_hidden=mc.skip_hidden, skip_segments=mc.skip_segments, lm_scale=mc.lm_scale)
 
 
 def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional[int] = None) -> None:
@@ -393,24 +264,18 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
         model.skip.bias.fill_(bias)
 
 
-def stage_config(mc: "ModelConfig", stage: str) -> TrainConfig:
-    t = mc.train
-    return TrainConfig(lr=t.text_lr if stage == "text" else t.cf_lr, skip_lr=t.skip_lr, batch_size=t.batch_size,
-                       epochs=t.text_epochs if stage == "text" else t.cf_epochs, patience=t.patience,
-                       cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16)
-
-
-def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run_id: Optional[str],
-        state_dir: Optional[str] = None, log: Callable[[str], None] = print,
+def fit(spec: ModelSpec, stages: Mapping[str, StageSettings], sets: Mapping[str, PairSet], *,
+        skip_init: str = "logistic", state_dir: Optional[str] = None, log: Callable[[str], None] = print,
         device: Optional[torch.device] = None):
-    """Build the model of a conf and train both stages on sets {text, cf, hold}; (model, tokenizer, report).
+    """Build the model of `spec` and train both stages on sets {text, cf, hold}, stage s with stages[s];
+    (model, tokenizer, report). The conf gives all three: ModelConfig.spec(), .stages(), .train.skip_init.
 
     Stage 1 (text) is skipped when the text set is empty; with tuning none it trains the head only.
     The model trains where it is built (the CPU) unless a device is given. Under torch.distributed every rank
     calls this with the same sets and seed, so all ranks build the same initial model.
     """
-    torch.manual_seed(mc.train.seed)
-    model, tok = build(spec_from_conf(mc, factor_dim, als_run_id))
+    torch.manual_seed(stages["text"].seed)
+    model, tok = build(spec)
     if device is not None:
         model.to(device)
     pb = PromptBuilder(tok, model.spec.template, model.spec.max_tokens, model.spec.candidate_max_tokens)
@@ -418,9 +283,9 @@ def fit(mc: "ModelConfig", sets: Mapping[str, PairSet], factor_dim: int, als_run
         ps.encode(pb)
     report = {"pairs": {k: len(v) for k, v in sets.items()}}
     if len(sets["text"]):
-        report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stage_config(mc, "text"),
-                                     tok.pad_token_id, state_dir, log)
-    init_skip(model, sets["cf"], mc.train.skip_init, tok.pad_token_id)  # after stage 1: the LM it weighs
-    report["cf"] = train_stage(model, "cf", sets["cf"], sets["hold"], stage_config(mc, "cf"), tok.pad_token_id,
-                               state_dir, log)
+        report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stages["text"], tok.pad_token_id,
+                                     state_dir=state_dir, log=log)
+    init_skip(model, sets["cf"], skip_init, tok.pad_token_id)  # after stage 1: the LM it weighs
+    report["cf"] = train_stage(model, "cf", sets["cf"], sets["hold"], stages["cf"], tok.pad_token_id,
+                               state_dir=state_dir, log=log)
     return model, tok, report

@@ -29,7 +29,7 @@ from pyspark.sql import SparkSession
 
 from collm_udf.config import Config, to_dict
 from collm_udf.config.model import DistributedConfig
-from collm_udf.core.training import PairSet
+from collm_udf.core.pairs import PairSet
 
 _SCHEMA_FIELDS = ("history", "candidate", "user_f", "item_f", "user_has", "item_has", "label")
 
@@ -100,7 +100,8 @@ def train_worker(conf: dict, pairs_dir: str, factor_dim: int, als_run_id: str, o
         rank = dist.get_rank()
         cfg = config_from_dict(conf)
         sets = read_pairs(pairs_dir)
-        model, _, report = fit(cfg.model, sets, factor_dim, als_run_id, state_dir=os.path.join(out_dir, "state"),
+        model, _, report = fit(cfg.model.spec(factor_dim, als_run_id), cfg.model.stages(), sets,
+                                 skip_init=cfg.model.train.skip_init, state_dir=os.path.join(out_dir, "state"),
                                log=lambda m: print(m, flush=True), device=device)
         box = [None]
         if rank == 0:

@@ -26,15 +26,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import numpy as np
 import pandas as pd
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sklearn.metrics import roc_auc_score
 
 from collm_udf.config import Config
 from collm_udf.core.metrics import SEGMENTS, segment_masks
+from collm_udf.core.metrics import auc as auc_of
 from collm_udf.spark.stages import als
 from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
@@ -64,9 +63,9 @@ def _user_aucs(pdf: pd.DataFrame) -> pd.DataFrame:
     Module-level so that executors import it instead of unpickling a closure."""
     rows = []
     for seg, m in segment_masks(pdf).items():
-        y = pdf["label"].to_numpy()[m]
-        if len(np.unique(y)) == 2:
-            rows.append((pdf["user_id"].iloc[0], seg, float(roc_auc_score(y, pdf["score"].to_numpy()[m]))))
+        a = auc_of(pdf["label"].to_numpy()[m], pdf["score"].to_numpy()[m])
+        if a is not None:
+            rows.append((pdf["user_id"].iloc[0], seg, a))
     return pd.DataFrame(rows, columns=["user_id", "segment", "auc"])
 
 

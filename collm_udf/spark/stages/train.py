@@ -185,7 +185,8 @@ def label_run(spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf) -> d
 
 
 def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) -> dict:
-    from collm_udf.core.training import PairSet, fit
+    from collm_udf.core.pairs import PairSet
+    from collm_udf.core.training import fit
 
     if cfg.model is None:
         return {"skipped": "no model section in the conf"}
@@ -222,7 +223,8 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, log=print) ->
         shutil.rmtree(work, ignore_errors=True)
     else:
         with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
-            model, _, report = fit(cfg.model, sets, d, run_id, state_dir=state, log=log)
+            model, _, report = fit(cfg.model.spec(d, run_id), cfg.model.stages(), sets,
+                                     skip_init=cfg.model.train.skip_init, state_dir=state, log=log)
         out = register(spark, cfg, tables, model, version, asof, report)
     if tracked.enabled:
         out["mlflow"] = tracking.log_training(
