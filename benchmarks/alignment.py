@@ -68,7 +68,8 @@ def main() -> int:
     ap.add_argument("--ds", default="1998-03-25")
     ap.add_argument("--horizon", type=int, default=14, help="days of truth after the cutoff")
     args = ap.parse_args()
-    from collm_udf.spark.stages import als, evaluate, train
+    from collm_udf.spark.stages import als, evaluate
+    from collm_udf.spark import model_registry
     from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf
     from collm_udf.spark.scorers.collm import CoLLMScorer
@@ -86,14 +87,15 @@ def main() -> int:
     pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "train"], ds=args.ds)
     tables = Tables(spark, cfg.tables)
     asof = AsOf.of(cfg, args.ds)
-    model = train.model_as_of(tables, asof)
+    model = model_registry.model_as_of(tables, asof)
     label, fresh = als.find_run(tables, model["als_run_id"]), als.run_as_of(tables, asof)
     V_label, V_fresh = factors(tables, label["als_run_id"], "item"), factors(tables, fresh["als_run_id"], "item")
     out: dict = {"dataset": args.dataset, "ds": args.ds, "asof": asof.describe(), "horizon_days": args.horizon,
                  "label_fit": label["als_run_id"], "fresh_fit": fresh["als_run_id"], "model": model["model_version"]}
     out["procrustes_residual"] = align(V_label, V_fresh, "label", "fresh", 1e9).residual
     reseeded = dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, seed=cfg.als.seed + 1))
-    other = als.fit_run(spark, reseeded, tables, args.ds, asof.fit(tables.read("pairs")), "daily", asof.cutoff)
+    other = als.fit_run(spark, reseeded, tables, args.ds, asof.fit(tables.read("pairs")), mode="daily",
+                         cutoff=asof.cutoff)
     out["procrustes_residual_same_data_other_seed"] = align(factors(tables, other["als_run_id"], "item"), V_fresh,
                                                             "a", "b", 1e9).residual
 

@@ -115,7 +115,7 @@ def _rel(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(a)).max(), 1e-12))
 
 
-def run_shape(name: str, kind: str, ck: Path, users: int, n_cand: int, d: int, args, peak: float, r: dict,
+def run_shape(name: str, kind: str, ck: Path, users: int, n_cand: int, d: int, *, args, peak: float, r: dict,
               save) -> None:
     """Every figure of one backbone into r, saved after each."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,7 +239,7 @@ def main() -> int:
             r: dict = {"build_and_save_s": round(time.perf_counter() - t0, 1)}
             report["models"][name] = r
             try:
-                run_shape(name, kind, ck, args.users or users, 50, d, args, peak, r, save)
+                run_shape(name, kind, ck, args.users or users, 50, d, args=args, peak=peak, r=r, save=save)
             except Exception as e:  # noqa: BLE001 - the next shape may still run
                 r["error"] = f"{type(e).__name__}: {str(e)[:500]}"
                 traceback.print_exc()

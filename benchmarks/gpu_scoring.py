@@ -63,7 +63,7 @@ def candidate_attention(q, k, v, scale):
                                           enable_gqa=H != k.shape[1])
 
 
-def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def packed_attention(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, **kwargs):
     """query (B, H, L, D), key/value (B, KVH, L, D), L = P + N*C -> (B, L, H, D), exact for the packed layout."""
     P, N, C = LAYOUT["pnc"]
     B, H, L, D = query.shape

@@ -64,7 +64,7 @@ def synthetic(n: int, d: int, seed: int) -> PairSet:
     return PairSet([list(h) for h in hist], list(cand), uf, vf, uh, ih, lab).subset(np.arange(min(n, len(cand))))
 
 
-def _model(kind: str, kw: dict, tuning: str, max_tokens: int, cand_tokens: int, tok: Path, tmp: str, device):
+def _model(kind: str, kw: dict, tuning: str, max_tokens: int, cand_tokens: int, *, tok: Path, tmp: str, device):
     bb = Path(tmp, f"bb-{kind}-{kw['hidden_size']}")
     if not bb.is_dir():
         make_backbone(kind, kw, tok, bb, device)
@@ -81,8 +81,8 @@ def speed(args, device, report: dict, save, tmp: str) -> None:
             key = f"{name}, bf16 {bf16}"
             r = report["speed"][key] = {}
             try:
-                model, tk, pb = _model(kind, TINY[kind] if args.smoke else kw, tuning, mt, ct, args.tokenizer, tmp,
-                                       device)
+                model, tk, pb = _model(kind, TINY[kind] if args.smoke else kw, tuning, mt, ct, tok=args.tokenizer,
+                                       tmp=tmp, device=device)
                 n_ = 64 if args.smoke else n
                 train, hold = synthetic(n_, 16, 0).encode(pb), synthetic(64, 16, 1).encode(pb)
                 for stage in ("text", "cf"):
@@ -121,7 +121,7 @@ def ddp(args, device, report: dict, save, tmp: str) -> None:
     tc = StageSettings(epochs=1, bf16="off", lr=1e-4)
 
     def history():
-        model, tk, pb = _model(kind, kw, tuning, mt, ct, args.tokenizer, tmp, device)
+        model, tk, pb = _model(kind, kw, tuning, mt, ct, tok=args.tokenizer, tmp=tmp, device=device)
         train, hold = synthetic(256, 16, 0).encode(pb), synthetic(64, 16, 1).encode(pb)
         h = train_stage(model, "text", train, hold, tc, tk.pad_token_id, log=lambda m: None,
                         progress=lambda m: None)["history"][0]
@@ -173,7 +173,7 @@ def quality(args, device, report: dict, save) -> None:
     model.to(device)
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
     t = time.time()
-    sets = pair_sets(frames, text, U, V, meta["factor_dim"], True, meta["signals"])
+    sets = pair_sets(frames, text, U, V, meta["factor_dim"], use_history=True, signals=meta["signals"])
     for ps in sets.values():
         ps.encode(pb)
     q["tokenize_s"] = round(time.time() - t, 1)

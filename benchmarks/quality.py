@@ -49,7 +49,8 @@ DS = "2026-01-01"  # split mode: the day does not matter
 
 def prepare(cfg, work: Path):
     """Pipeline stages up to ALS, then the train stage's sample plus the whole test split, as pandas."""
-    from collm_udf.spark.stages import als, train
+    from collm_udf.spark.stages import als
+    from collm_udf.spark import training_set
     from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf, segments
     from collm_udf.spark.signals import add_stats, end_of
@@ -61,7 +62,7 @@ def prepare(cfg, work: Path):
     t = Tables(spark, cfg.tables)
     asof = AsOf.of(cfg, DS)
     run = als.run_as_of(t, asof)
-    frames = train.training_frames(cfg, t, asof)
+    frames = training_set.training_frames(cfg, t, asof)
     pairs = t.read("pairs")
     test = segments(asof.truth(pairs), asof.fit(pairs), cfg.prepare.warm_min_interactions)
     # Test pairs carry their statistics as of the test split's start (train + valid), like a served day; the
@@ -70,9 +71,9 @@ def prepare(cfg, work: Path):
     names = list(dict.fromkeys([*(n for n in cfg.model.signals if n in STATISTICS), "item_like_rate"]))
     test = add_stats(test, known, end_of(known, None), names, cfg.candidates.recent_days)
     frames["test"] = (test.orderBy("ts", "user_id", "item_id")
-                      .select(*train.PAIR_COLUMNS, "warm", "cold_item", *[column(n) for n in names]).toPandas())
+                      .select(*training_set.PAIR_COLUMNS, "warm", "cold_item", *[column(n) for n in names]).toPandas())
     frames["test"]["prior"] = frames["test"][column("item_like_rate")]
-    text, U, V = train.lookups(spark, t, frames, run["als_run_id"])
+    text, U, V = training_set.lookups(spark, t, frames, run["als_run_id"])
     spark.stop()
     return frames, text, U, V, run
 
@@ -144,7 +145,7 @@ def main() -> int:
         shutil.rmtree(work / "state", ignore_errors=True)
     use_hist = args.ablate != "no_history"
     sets = pair_sets({"text": frames["text"], "cf": frames["cf"], "hold": frames["hold"], "test": test_df}, text,
-                     U, V, d, use_hist, cfg.model.signals)
+                     U, V, d, use_history=use_hist, signals=cfg.model.signals)
 
     spec = cfg.model.spec(d, run["als_run_id"])
     torch.manual_seed(args.seed)

@@ -54,7 +54,7 @@ def main() -> int:
     from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
-    from collm_udf.spark.stages.train import model_as_of, model_conf_json
+    from collm_udf.spark.model_registry import model_as_of, model_conf_json
 
     replay = json.loads((ROOT / "benchmarks" / "results" / f"ranking-{args.dataset}{args.tag}.json").read_text())
     cfg = load_config(replay["conf"], replay["override"])

@@ -31,12 +31,13 @@ DS = "2026-03-01"
 
 
 def columns(pdf, d):
-    z = np.zeros(d, np.float32)
+    """The UDF's arrays of a pandas batch of CoLLMScorer.inputs (as collm_udf/spark/scorers/udf.py makes them)."""
+    from collm_udf.core.pairs import factor_matrix
+
     hist = [list(h) if h is not None else [] for h in pdf["_history_text"]]
-    uf = np.stack([z if f is None else np.asarray(f, np.float32) for f in pdf["_user_f"]])
-    vf = np.stack([z if f is None else np.asarray(f, np.float32) for f in pdf["_item_f"]])
-    return hist, pdf["_candidate"].fillna("").tolist(), uf, vf, pdf["_user_f"].notna().to_numpy(), \
-        pdf["_item_f"].notna().to_numpy()
+    uf, uh = factor_matrix(pdf["_user_f"], d, "user_factors.features")
+    vf, ih = factor_matrix(pdf["_item_f"], d, "item_factors.features")
+    return hist, pdf["_candidate"].fillna("").tolist(), uf, vf, uh, ih
 
 
 def best_of(fns, rounds: int = 2, warm: bool = True) -> list[float]:
@@ -63,8 +64,10 @@ def main() -> int:
 
     from collm_udf.core.model import build
     from collm_udf.core.inference import load_predict_fn
-    from collm_udf.spark.stages import als, score, train
+    from collm_udf.spark.stages import als, score
+    from collm_udf.spark import model_registry
     from collm_udf.spark import pipeline
+    from collm_udf.spark.context import StageContext
     from collm_udf.spark.asof import AsOf
     from collm_udf.spark.scorers.collm import CoLLMScorer
     from collm_udf.spark.session import get_spark
@@ -90,7 +93,7 @@ def main() -> int:
     d = json.loads(run["params"])["rank"]
     torch.manual_seed(0)
     model, _ = build(cfg.model.spec(d, run["als_run_id"]))
-    train.register(spark, cfg, tables, model, "collm_speed_untrained", asof, {})
+    model_registry.register(spark, cfg, tables, model, version="collm_speed_untrained", asof=asof, report={})
     out["setup_s"] = round(time.time() - t0, 1)
 
     cands = tables.read("candidates").where(F.col("ds") == F.lit(DS).cast("date"))
@@ -159,7 +162,7 @@ def main() -> int:
         sel = cands.where(F.col("user_id").isin(chosen)).withColumn("ds", F.lit(ds).cast("date"))
         tables.replace_partition(sel, "candidates", "ds", ds)
         t = time.time()
-        r = score.run(spark, cfg, tables, ds)
+        r = score.run(StageContext.of(spark, cfg, ds, tables=tables))
         wall = time.time() - t
         npairs = len(chosen) * 50
         scaling.append({"users": len(chosen), "pairs": npairs, "wall_s": round(wall, 1),

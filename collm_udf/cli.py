@@ -20,7 +20,8 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from collm_udf.config import ConfigError, Config, load_config
-from collm_udf.spark.stages import STAGES
+from collm_udf.spark.runs import default_ds
+from collm_udf.spark.stages import STAGES, select
 
 # Nothing here imports pyspark at module level: `--help`, `collm stages` and conf errors need no JVM.
 
@@ -102,8 +103,8 @@ def parser() -> argparse.ArgumentParser:
 
 def stage_parser(stage: str) -> argparse.ArgumentParser:
     """The argument parser of jobs/<stage>.py (what a scheduler's task passes must parse here)."""
-    if stage != "all" and stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage != "all":
+        select([stage])  # an unknown name is an error listing the stages
     what = "every collm stage in order" if stage == "all" else f"collm stage '{stage}'"
     epilog = (f"examples:\n"
               f"  python jobs/{stage}.py --conf conf/local.yaml --ds 2026-11-27\n"
@@ -179,7 +180,7 @@ def report(args: argparse.Namespace) -> int:
     from collm_udf.spark.tables import Tables
 
     spark = get_spark(cfg, app_name=f"collm-report-{cfg.name}")
-    ds = args.ds or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    ds = args.ds or default_ds()
     print(write_report(spark, cfg, Tables(spark, cfg.tables), ds, args.out), flush=True)
     return 0
 

@@ -21,25 +21,9 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from collm_udf.core.pairs import factor_matrix, missing
+
 COLUMNS = ("history", "candidate", "user_factors", "item_factors")
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
-def factor_column(values, dim: int, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """A column of factor lists (or nulls) -> factors (N, dim) float32 with zeros where missing, has (N,) bool."""
-    f = np.zeros((len(values), dim), np.float32)
-    has = np.zeros(len(values), bool)
-    for i, v in enumerate(values):
-        if _missing(v):
-            continue
-        a = np.asarray(v, np.float32).ravel()
-        if a.size != dim:
-            raise ValueError(f"{column}, row {i}: {a.size} factors; the model was trained on {dim}")
-        f[i], has[i] = a, True
-    return f, has
 
 
 class CoLLMScorer(PythonModel):
@@ -54,10 +38,10 @@ class CoLLMScorer(PythonModel):
             raise ValueError(f"the input frame has no column 'candidate'; columns: {', '.join(COLUMNS)}")
         n, dim = len(model_input), self._predict.model.spec.factor_dim
         nulls = pd.Series([None] * n, index=model_input.index, dtype=object)
-        history = [[] if _missing(h) else [str(t) for t in h] for h in model_input.get("history", nulls)]
-        user_f, user_has = factor_column(list(model_input.get("user_factors", nulls)), dim, "user_factors")
-        item_f, item_has = factor_column(list(model_input.get("item_factors", nulls)), dim, "item_factors")
-        candidate = ["" if _missing(c) else str(c) for c in model_input["candidate"]]
+        history = [[] if missing(h) else [str(t) for t in h] for h in model_input.get("history", nulls)]
+        user_f, user_has = factor_matrix(list(model_input.get("user_factors", nulls)), dim, "user_factors")
+        item_f, item_has = factor_matrix(list(model_input.get("item_factors", nulls)), dim, "item_factors")
+        candidate = ["" if missing(c) else str(c) for c in model_input["candidate"]]
         return self._predict(history, candidate, user_f, item_f, user_has, item_has)
 
 

@@ -7,7 +7,6 @@ dict or a matplotlib Figure, which the notebook displays.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -92,14 +91,15 @@ def run_pipeline(spark, cfg: Config, ds: Optional[str] = None, stages: Optional[
     day). Without a ds (daily mode): ingest and prepare first, then the newest day whose backtest horizon the
     interactions cover, so that the evaluation has a truth to show."""
     from collm_udf.spark import pipeline, replay
+    from collm_udf.spark.runs import default_ds
 
     if ds is None and cfg.asof.mode == "daily" and stages is None:
-        first = pipeline.run(spark, cfg, stages=list(replay.ONCE), ds=dt.date.today().isoformat(), progress=print)
+        first = pipeline.run(spark, cfg, stages=list(replay.ONCE), ds=default_ds(), progress=print)
         ds = replay.last_backtest_day(cfg, tables(spark, cfg))
         summary = pipeline.run(spark, cfg, stages=list(replay.DAILY), ds=ds, progress=print)
         summary["stages"] = {**first["stages"], **summary["stages"]}
         return summary
-    return pipeline.run(spark, cfg, stages=stages, ds=ds or dt.date.today().isoformat(), progress=print)
+    return pipeline.run(spark, cfg, stages=stages, ds=ds, progress=print)
 
 
 def ensure_pipeline(spark, cfg: Config, ds: Optional[str]) -> str:

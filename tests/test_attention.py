@@ -1,38 +1,12 @@
 """Split block attention (collm_udf/core/attention.py) against the reference: the dense segment mask."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.nn.attention.bias import CausalBias
 
 from collm_udf.core import attention
-from collm_udf.core.batching import UserGroup, pack
-from conftest import D, make
-
-HISTORIES = [["Toy Story (1995)"], ["Toy Story (1995)", "Fargo (1996)", "Heat (1995)"], ["Alien (1979)", "Heat"]]
-
-
-def rows_for(pb, pad_id, histories, per_user=5, max_row_tokens=110, seed=0):
-    """Packed rows: each user's prefix, then candidate parts of different lengths, several rows per user."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for u, hist in enumerate(histories):
-        prefix, upos = pb.encode_prefix(hist)
-        parts = [pb.encode_candidate(f"Candidate {u}-{c}" + " word" * int(rng.integers(0, 4))) for c in range(per_user)]
-        groups.append(UserGroup(prefix, upos, rng.normal(size=D).astype(np.float32), u != 1, parts,
-                                rng.normal(size=(per_user, D)).astype(np.float32), np.arange(per_user) % 3 != 0))
-    rows, _ = pack(groups, pad_id, max_row_tokens)
-    return rows
-
-
-def scores(model, rows, kernel):
-    model.block_kernel = kernel
-    try:
-        return model(**rows)
-    finally:
-        model.block_kernel = "auto"
-
+from helpers import HISTORIES, make, rows_for, scores
 
 def gradients(model, rows, kernel):
     """All parameter gradients of one backward pass through the given block kernel, flattened."""
@@ -52,9 +26,9 @@ def test_split_equals_dense_mask_and_runs_without_dense_mask(kind, same_prefix, 
     shapes = []
     real_sdpa = attention._sdpa
 
-    def spy(q, k, v, mask, *a):
+    def spy(q, k, v, mask, **kw):
         shapes.append(None if mask is None or isinstance(mask, CausalBias) else tuple(mask.shape))
-        return real_sdpa(q, k, v, mask, *a)
+        return real_sdpa(q, k, v, mask, **kw)
 
     monkeypatch.setattr(attention, "_sdpa", spy)
     with torch.no_grad():
@@ -149,7 +123,7 @@ def _save_tiny(d, name):
     and GPT-OSS (attention sinks, non-trivial here)."""
     import transformers as T
 
-    from conftest import _tokenizer_files
+    from helpers import tokenizer_files
 
     torch.manual_seed(0)
     common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -163,7 +137,7 @@ def _save_tiny(d, name):
             for layer in m.model.layers:
                 layer.self_attn.sinks.normal_(0, 2.0)
     m.save_pretrained(d)
-    _tokenizer_files(d)
+    tokenizer_files(d)
     return str(d)
 
 

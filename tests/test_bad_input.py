@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from collm_udf.config import config_from_dict
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.data_quality import DataQualityError
 from collm_udf.spark.stages.ingest import SourceError
 
@@ -46,7 +47,7 @@ def ingest(spark, cfg):
 
     dq = DataQuality()
     t = Tables(spark, cfg.tables)
-    return stage.run(spark, cfg, t, dq), dq, t
+    return stage.run(StageContext.of(spark, cfg, tables=t, dq=dq)), dq, t
 
 
 def test_repairs_are_counted_with_examples(spark, tmp_path):
@@ -79,7 +80,7 @@ def test_repairs_are_counted_with_examples(spark, tmp_path):
     assert t.read("items").agg(F.max(F.length("text"))).first()[0] == 500
     from collm_udf.spark.stages import prepare
 
-    prepare.run(spark, cfg, t, dq)
+    prepare.run(StageContext.of(spark, cfg, tables=t, dq=dq))
     assert [f.rows for f in dq.findings if f.stage == "prepare"] == [4]  # the duplicated events merged
 
 
@@ -151,7 +152,7 @@ def test_an_empty_day_fails_before_writing(spark, pipeline_run):
 
     cfg, tables, _ = pipeline_run
     with pytest.raises(ValueError, match="table candidates: no rows for ds=2030-01-01"):
-        score.run(spark, cfg, tables, "2030-01-01")
+        score.run(StageContext.of(spark, cfg, "2030-01-01", tables=tables))
     assert tables.read("recommendations").where(F.col("ds") == F.lit("2030-01-01").cast("date")).count() == 0
 
 

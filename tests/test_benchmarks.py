@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_gpu_scoring_script_packed_equals_naive_on_cpu():
@@ -50,7 +50,7 @@ def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(
     from collm_udf.core.pairs import PairSet
     from collm_udf.core.training import init_skip
 
-    from conftest import D, make
+    from helpers import D, make
 
     spec = importlib.util.spec_from_file_location("ranking_parts", ROOT / "benchmarks" / "ranking_parts.py")
     parts = importlib.util.module_from_spec(spec)
@@ -66,9 +66,9 @@ def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(
     init_skip(model, ps, "logistic", tok.pad_token_id)
     checkpoint.save(model, tmp_path / "m")
     copy = parts.lm_only({"path": str(tmp_path / "m"), "model_version": "v"}, tmp_path)
-    args = (ps.history, ps.candidate, ps.user_f, ps.item_f, ps.user_has, ps.item_has, ps.stats)
-    total = load_predict_fn(str(tmp_path / "m"), "cpu", bf16="off")(*args)
-    lm_part = load_predict_fn(copy["path"], "cpu", bf16="off")(*args)
+    args = (ps.history, ps.candidate, ps.user_f, ps.item_f, ps.user_has, ps.item_has)
+    total = load_predict_fn(str(tmp_path / "m"), "cpu", bf16="off")(*args, stats=ps.stats)
+    lm_part = load_predict_fn(copy["path"], "cpu", bf16="off")(*args, stats=ps.stats)
     with torch.no_grad():
         skip = model.skip(model.skip_inputs(torch.as_tensor(ps.signals(model.spec.signals)))).squeeze(-1).numpy()
     assert np.abs(skip).max() > 0.1 and float(model.lm_scale) != 1.0

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from helpers import ROOT
 import yaml
 
 from collm_udf.cli import conf_overrides, stage_parser
 from collm_udf.config import load_config
 from collm_udf.spark.stages import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
 DAILY = ["ingest", "prepare", "idmap", "als", "candidates", "score", "evaluate"]  # README's order, train aside
 WEEKLY = ["train"]
 DS = "2026-11-27"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 
 from collm_udf import cli
 from collm_udf.config import load_config
 from collm_udf.spark.stages import STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("pyspark", "py4j", "torch", "transformers", "matplotlib")
 
 # Runs a command's --help in a fresh interpreter, then lists the heavy modules it imported: --help must start

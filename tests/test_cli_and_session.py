@@ -7,8 +7,7 @@ import pytest
 from collm_udf.cli import main
 from collm_udf.config import config_from_dict
 from collm_udf.spark.stages import STAGES
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def test_stages_listed_in_order(capsys):
@@ -56,7 +55,7 @@ def test_stage_runs_under_spark_submit(slice_dir, tmp_path):
     import yaml
 
     from collm_udf.spark.session import delta_packages
-    from conftest import slice_conf
+    from helpers import slice_conf
 
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump(slice_conf(slice_dir, tmp_path / "wh")))

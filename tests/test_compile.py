@@ -9,9 +9,7 @@ import torch
 from collm_udf.core import checkpoint
 from collm_udf.core.batching import bucket, pad_to_buckets
 from collm_udf.core.inference import load_predict_fn, predict_packed
-from conftest import make
-from test_attention import HISTORIES, rows_for
-from test_model import pairs
+from helpers import HISTORIES, make, pairs, rows_for
 
 
 def test_buckets_are_few_and_pad_little():

@@ -1,11 +1,11 @@
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 import yaml
 
 from collm_udf.config import ConfigError, config_from_dict, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def base() -> dict:

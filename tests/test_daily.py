@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from collm_udf.config import config_from_dict
-from conftest import slice_conf
+from collm_udf.spark.context import StageContext
+from helpers import recall_ndcg, slice_conf
 
 pytestmark = pytest.mark.slow
 DAYS = ("1998-04-08", "1998-04-15")
@@ -120,17 +121,6 @@ def _popular(events, ds, users, recent_days):
     return {u: [i for i in order if i not in seen.get(u, set())][:K] for u in users}
 
 
-def _recall_ndcg(lists: dict, truth: dict) -> tuple[float, float]:
-    rec, ndcg = [], []
-    for u, t in truth.items():
-        pred = lists.get(u, [])[:K]
-        hits = [1.0 if i in t else 0.0 for i in pred]
-        rec.append(sum(hits) / len(t))
-        idcg = sum(1 / np.log2(j + 2) for j in range(min(len(t), K)))
-        ndcg.append(sum(h / np.log2(j + 2) for j, h in enumerate(hits)) / idcg)
-    return float(np.mean(rec)), float(np.mean(ndcg))
-
-
 @pytest.mark.parametrize("ds", DAYS)
 def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
     _, tables, _, _ = daily
@@ -148,7 +138,7 @@ def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
     assert set(m["mode"]) == {"daily"} and set(m["horizon_days"]) == {7}
     for ranker, lst in lists.items():
         for seg, users in (("all", truth), ("served", {u: t for u, t in truth.items() if u in served})):
-            want_recall, want_ndcg = _recall_ndcg(lst, users)
+            want_recall, want_ndcg = recall_ndcg(lst, users, K)
             got = m[(m.scorer == ranker) & (m.segment == seg)].set_index("metric")
             assert got.loc["recall_at_k", "value"] == pytest.approx(want_recall, abs=1e-9), (ranker, seg)
             assert got.loc["ndcg_at_k", "value"] == pytest.approx(want_ndcg, abs=1e-9), (ranker, seg)
@@ -232,7 +222,7 @@ def planted(spark, daily, slice_dir, events, tmp_path_factory):
 
 
 def test_no_stage_reads_an_interaction_at_or_after_the_cutoff(daily, planted, events):
-    from collm_udf.spark.stages import train
+    from collm_udf.spark import training_set
     from collm_udf.spark.asof import AsOf, history_as_of
 
     cfg_a, a, summary_a, _ = daily
@@ -259,7 +249,7 @@ def test_no_stage_reads_an_interaction_at_or_after_the_cutoff(daily, planted, ev
     with_model = config_from_dict({**slice_conf_dict(cfg_b), "model": {"train": {"text_pairs": 64, "cf_pairs": 64,
                                                                                 "holdout_pairs": 32}}})
     asof = AsOf.of(cfg_b, ds)
-    fa, fb = (train.training_frames(with_model, t, asof) for t in (a, b))
+    fa, fb = (training_set.training_frames(with_model, t, asof) for t in (a, b))
     for part in ("text", "cf", "hold"):
         pd.testing.assert_frame_equal(fa[part].assign(history=fa[part].history.map(list)),
                                       fb[part].assign(history=fb[part].history.map(list)))
@@ -286,7 +276,7 @@ def test_backtest_without_future_data_says_so_writes_nothing_and_catches_up_late
     cfg, tables, _, _ = planted
     cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, catch_up_days=30))
     late = "1998-05-01"  # the slice ends 1998-04-22: its week has not happened
-    out = evaluate.run(spark, cfg, tables, late, "run_late")
+    out = evaluate.run(StageContext.of(spark, cfg, late, tables=tables, run_id="run_late"))
     assert out["backtest"]["status"] == "waiting" and "not available yet" in out["backtest"]["truth"]
     m = tables.read("metrics").toPandas()
     assert not (m["ds"].astype(str) == late).any()  # no fake zero for the day
@@ -301,6 +291,7 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     import shutil
 
     from collm_udf.spark.stages import als, score, train
+    from collm_udf.spark import model_registry, training_set
     from collm_udf.spark.asof import AsOf
     from collm_udf.spark.tables import Tables
 
@@ -315,11 +306,11 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
                                              "arrow_batch_rows": 500}, model=model_sec)
     tables = Tables(spark, cfg.tables)
-    first = train.run(spark, cfg, tables, DAYS[0], log=lambda m: None)
-    model = train.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
+    first = train.run(StageContext.of(spark, cfg, DAYS[0], tables=tables, log=lambda m: None))
+    model = model_registry.model_as_of(tables, AsOf.of(cfg, DAYS[0]))
     # the candidate pool one window back, labelled as the backtest labels a day: liked in the window -> 1
     start = cutoff(DAYS[0]) - pd.Timedelta(days=28)
-    pool = train.candidate_pool(cfg, tables, AsOf.of(cfg, DAYS[0]), als.find_run(tables, model["als_run_id"]))
+    pool = training_set.candidate_pool(cfg, tables, AsOf.of(cfg, DAYS[0]), als.find_run(tables, model["als_run_id"]))
     pool = pool.toPandas()
     liked = events[(events.ts >= start) & (events.ts < cutoff(DAYS[0])) & (events.label == 1)]
     want = pool.merge(liked[["user_id", "item_id"]].drop_duplicates().assign(want=1), how="left")["want"]
@@ -329,9 +320,9 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     # stage 1's pool: one window further back, labelled by the window that ends where stage 2's begins
     back = dataclasses.replace(AsOf.of(cfg, DAYS[0]), cutoff=start.to_pydatetime().replace(tzinfo=dt.timezone.utc))
     back = dataclasses.replace(back, label_start=back.cutoff - dt.timedelta(days=28))
-    back_fit = als.find_run(tables, train.label_run(spark, cfg, tables, back)["als_run_id"])
+    back_fit = als.find_run(tables, training_set.label_run(spark, cfg, tables, back)["als_run_id"])
     assert back_fit["cutoff"].isoformat() == f"{(start - pd.Timedelta(days=28)).date()}T00:00:00+00:00"
-    text_pool = train.candidate_pool(cfg, tables, back, back_fit).toPandas()
+    text_pool = training_set.candidate_pool(cfg, tables, back, back_fit).toPandas()
     liked = events[(events.ts >= start - pd.Timedelta(days=28)) & (events.ts < start) & (events.label == 1)]
     want = text_pool.merge(liked[["user_id", "item_id"]].drop_duplicates().assign(want=1), how="left")["want"]
     assert (text_pool["label"].to_numpy() == want.fillna(0).to_numpy()).all() and text_pool["label"].sum() > 0
@@ -344,9 +335,9 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     label_fit = als.find_run(tables, model["als_run_id"])  # the fit behind stage 2 ends where its window starts
     assert label_fit["cutoff"].isoformat() == f"{start.date()}T00:00:00+00:00"
     assert label_fit["train_rows"] == (events.ts < start).sum()
-    assert train.model_as_of(tables, AsOf.of(cfg, "1998-04-01"), required=False) is None  # never a later model
-    assert "reused" in train.run(spark, cfg, tables, DAYS[1], log=lambda m: None)  # 7 < retrain_every_days
-    out = score.run(spark, cfg, tables, DAYS[1])
+    assert model_registry.model_as_of(tables, AsOf.of(cfg, "1998-04-01"), required=False) is None  # never a later model
+    assert "reused" in train.run(StageContext.of(spark, cfg, DAYS[1], tables=tables, log=lambda m: None))  # 7 < retrain_every_days
+    out = score.run(StageContext.of(spark, cfg, DAYS[1], tables=tables))
     assert out["model_version"] == f"collm:{first['model_version']}"
     s = out["scorer"]
     assert s["model_als_run_id"] == label_fit["als_run_id"] != s["scored_als_run_id"]
@@ -361,13 +352,13 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     other = daily_conf(slice_dir, root, score={"scorer": "collm"},
                        model={**model_sec, "train": {**model_sec["train"], "text_pairs": 97}})
     row = (tables.read("collm_models").where(F.col("model_version") == first["model_version"])
-           .withColumn("model_version", F.lit("collm_other")).withColumn("train", F.lit(train.model_conf_json(other)))
+           .withColumn("model_version", F.lit("collm_other")).withColumn("train", F.lit(model_registry.model_conf_json(other)))
            .withColumn("trained_at", F.col("trained_at") + F.expr("INTERVAL 1 DAY")))
     tables.append(row, "collm_models")
     for c, want in ((cfg, first["model_version"]), (other, "collm_other")):
         assert CoLLMScorer(spark, c, tables, AsOf.of(c, DAYS[1])).model["model_version"] == want
     with pytest.raises(FileNotFoundError, match="of the conf's model section"):
-        train.model_as_of(tables, AsOf.of(cfg, DAYS[1]), conf="{}")
+        model_registry.model_as_of(tables, AsOf.of(cfg, DAYS[1]), conf="{}")
 
 
 def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):

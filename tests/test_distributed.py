@@ -21,7 +21,8 @@ from collm_udf.spark.asof import AsOf
 from collm_udf.core.pairs import PairSet
 from collm_udf.core.training import fit
 from collm_udf.core.inference import predict
-from conftest import load_ml100k, save_tiny_bert, slice_conf
+from collm_udf.spark.context import StageContext
+from helpers import load_ml100k, save_tiny_bert, slice_conf
 
 D = 4  # factor dim
 LOSS_TOL = 1e-5  # per-epoch mean BCE (measured here: 5e-8); float32 all-reduce order only
@@ -58,7 +59,8 @@ def slice_sets(ml100k: Path) -> dict[str, PairSet]:
     for name, n in SIZES.items():
         part = slice(start, start + n)
         out[name] = PairSet.from_ids(r["user"][part].astype(int).tolist(), r["item"][part].astype(int).tolist(),
-                                     history[part], r["label"][part], title, U, V, D)
+                                     history[part], r["label"][part], text=title, user_factors=U,
+                                     item_factors=V, factor_dim=D)
         start += n
     assert len(np.unique(out["hold"].label)) == 2
     return out
@@ -110,6 +112,7 @@ def test_train_stage_uses_the_distributor_and_logs_to_mlflow(spark, pipeline_run
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store in tmp (see tests/test_tracking.py)
     previous = mlflow.get_tracking_uri()
     from collm_udf.spark.stages import train
+    from collm_udf.spark import model_registry
     from collm_udf.spark.tables import Tables
 
     cfg0, _, _ = pipeline_run
@@ -122,11 +125,11 @@ def test_train_stage_uses_the_distributor_and_logs_to_mlflow(spark, pipeline_run
                   "bf16": "off", "distributed": {"num_processes": 2, "use_gpu": False},
                   "mlflow": {"enabled": True, "experiment": "collm-dist", "tracking_uri": uri}}}))
     try:
-        out = train.run(spark, cfg, Tables(spark, cfg.tables), "2026-02-02", log=lambda m: None)
+        out = train.run(StageContext.of(spark, cfg, "2026-02-02", log=lambda m: None))
     finally:
         mlflow.set_tracking_uri(previous)  # the stage set the process's tracking URI from the conf
 
-    row = train.model_as_of(Tables(spark, cfg.tables), AsOf.of(cfg, "2026-02-02"))
+    row = model_registry.model_as_of(Tables(spark, cfg.tables), AsOf.of(cfg, "2026-02-02"))
     assert row["model_version"] == out["model_version"] and row["path"] == out["path"]
     model, _ = checkpoint.load(out["path"], expect_als_run_id=row["als_run_id"])
     assert not Path(out["path"] + ".train").exists()  # the work directory is gone after success

@@ -14,9 +14,7 @@ from collm_udf.core.inference import load_predict_fn, pick_device
 from collm_udf.core.spec import StageSettings
 from collm_udf.core.training import train_stage
 from collm_udf.core.inference import predict
-from conftest import make
-from test_attention import HISTORIES, rows_for, scores
-from test_model import pairs
+from helpers import HISTORIES, make, pairs, rows_for, scores
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m gpu on one)")]

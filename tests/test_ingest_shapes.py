@@ -11,8 +11,9 @@ import yaml
 from pyspark.sql import functions as F
 
 from collm_udf.config import config_from_dict, load_config
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.data_quality import Finding
-from conftest import ROOT
+from helpers import ROOT
 
 pytestmark = pytest.mark.slow
 N = 3000            # rows of u.data in the slice
@@ -194,7 +195,6 @@ def test_input_errors_print_one_line_naming_the_conf_key(spark, ml100k, tmp_path
 
 def test_a_missing_item_file_names_the_items_key(spark, ml100k, tmp_path):
     from collm_udf.spark.stages import ingest
-    from collm_udf.spark.tables import Tables
 
     src = tmp_path / "src"
     src.mkdir()
@@ -202,7 +202,7 @@ def test_a_missing_item_file_names_the_items_key(spark, ml100k, tmp_path):
     cfg = local_conf(src, tmp_path / "wh")
     cfg.items.source.path = str(src / "u.itemz")
     with pytest.raises(ingest.SourceError, match=r"u\.itemz not found \(conf key items\.source\.path\)"):
-        ingest.run(spark, cfg, Tables(spark, cfg.tables))
+        ingest.run(StageContext.of(spark, cfg))
 
 
 # ------------------------------------------------------------------------------------------- implicit ALS

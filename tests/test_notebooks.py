@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, slice_conf
+from helpers import ROOT, slice_conf
 
 pytestmark = pytest.mark.slow
 NB_DS = "1998-04-08"  # daily mode: the slice's week after this day is the backtest

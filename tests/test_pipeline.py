@@ -7,7 +7,9 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from conftest import TEST_DS
+from helpers import TEST_DS
+
+from collm_udf.spark.context import StageContext
 
 pytestmark = pytest.mark.slow
 
@@ -189,10 +191,10 @@ def test_rerun_same_ds_replaces_partition(spark, pipeline_run):
     cfg, tables, _ = pipeline_run
     before = tables.read("recommendations").toPandas()
     # another day first: a rerun of TEST_DS must leave it alone
-    candidates.run(spark, cfg, tables, "2026-01-16")
-    score.run(spark, cfg, tables, "2026-01-16")
-    candidates.run(spark, cfg, tables, TEST_DS)
-    score.run(spark, cfg, tables, TEST_DS)
+    candidates.run(StageContext.of(spark, cfg, "2026-01-16", tables=tables))
+    score.run(StageContext.of(spark, cfg, "2026-01-16", tables=tables))
+    candidates.run(StageContext.of(spark, cfg, TEST_DS, tables=tables))
+    score.run(StageContext.of(spark, cfg, TEST_DS, tables=tables))
     after = tables.read("recommendations")
     day = after.where(F.col("ds") == F.lit(TEST_DS).cast("date")).toPandas()
     assert len(day) == len(before)
@@ -214,7 +216,7 @@ def test_output_guard_refuses_a_shrunken_day_and_writes_nothing(spark, pipeline_
     few = cands.where(F.col("user_id").isin(users)).withColumn("ds", F.lit(ds).cast("date"))
     tables.replace_partition(few, "candidates", "ds", ds)
     with pytest.raises(OutputGuardError, match=r"ds=2026-01-20: \d+ rows is below 0.5 x the \d+ rows of ds=2026-01-1"):
-        score.run(spark, cfg, tables, ds)
+        score.run(StageContext.of(spark, cfg, ds, tables=tables))
     assert tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date")).count() == 0
 
 
@@ -231,7 +233,7 @@ def test_two_runs_of_the_same_day_at_once_never_mix(spark, pipeline_run):
 
     def go():
         try:
-            score.run(spark, cfg, tables, ds)
+            score.run(StageContext.of(spark, cfg, ds, tables=tables))
             outcomes.append("ok")
         except Exception as e:  # noqa: BLE001
             outcomes.append(f"{type(e).__name__}: {e}")
@@ -257,7 +259,7 @@ def test_active_within_days_limits_candidates_to_recent_users(spark, pipeline_ru
     cfg, tables, _ = pipeline_run
     ds = "2026-01-27"
     recent = dataclasses.replace(cfg, candidates=dataclasses.replace(cfg.candidates, active_within_days=7))
-    candidates.run(spark, recent, tables, ds)
+    candidates.run(StageContext.of(spark, recent, ds, tables=tables))
     got = set(tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).toPandas()["user_id"])
     known = frames["pairs"][frames["pairs"].split != "test"]
     want = set(known.loc[known.ts > known.ts.max() - pd.Timedelta(days=7), "user_id"])
@@ -275,9 +277,10 @@ def test_als_checkpoints_and_reruns_identically(spark, pipeline_run):
     assert als.estimator(cfg).getCheckpointInterval() == cfg.als.checkpoint_interval > 0
     assert spark.sparkContext.getCheckpointDir() is not None
     first = tables.read("item_factors").where(F.col("als_run_id") == summary["als_run_id"]).toPandas()
-    assert als.run(spark, cfg, tables, TEST_DS)["reused"]
+    assert als.run(StageContext.of(spark, cfg, TEST_DS, tables=tables))["reused"]
     asof = AsOf.of(cfg, TEST_DS)
-    again = als.fit_run(spark, cfg, tables, TEST_DS, asof.fit(tables.read("pairs")), "split", None, refit=True)
+    again = als.fit_run(spark, cfg, tables, TEST_DS, asof.fit(tables.read("pairs")), mode="split", cutoff=None,
+                         refit=True)
     assert again["als_run_id"] == summary["als_run_id"] and not again["reused"]
     second = tables.read("item_factors").where(F.col("als_run_id") == again["als_run_id"]).toPandas()
     a, b = (x.sort_values("item_id").reset_index(drop=True) for x in (first, second))

@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 from collm_udf.spark import progress as progress_mod
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.progress import Snapshot, format_line, snapshot, spark_progress
 
 LINE = re.compile(r"\[collm\] (?P<label>.+?): (?P<done>\d+)/(?P<total>\d+) tasks")
@@ -71,12 +72,12 @@ def test_the_score_stage_reports_through_the_pipeline_callback(spark, pipeline_r
     """score.run wires its scoring action to the helper: with a short interval its lines come through the
     callback the pipeline passes (`collm run` prints them to stderr), ending with the day's pairs."""
     from collm_udf.spark.stages import score
-    from conftest import TEST_DS
+    from helpers import TEST_DS
 
     cfg, tables, _ = pipeline_run
     monkeypatch.setattr(progress_mod, "DEFAULT_INTERVAL_S", 0.2)
     lines: list[str] = []
-    score.run(spark, cfg, tables, TEST_DS, progress=lines.append)
+    score.run(StageContext.of(spark, cfg, TEST_DS, tables=tables, progress=lines.append))
     assert lines and all(LINE.match(x)["label"] == f"score ds={TEST_DS}" for x in lines), lines
     pairs = tables.read("candidates").where(f"ds = '{TEST_DS}'").count()
     assert "(finished)" in lines[-1] and f"; {pairs} pairs, " in lines[-1], lines[-1]

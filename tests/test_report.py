@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from collm_udf.report import ReportData, popularity_bucket_labels, render_html
-from conftest import TEST_DS
+from helpers import TEST_DS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("metrics.png", "scores.png", "coverage.png")

@@ -13,7 +13,8 @@ from pyspark.sql import functions as F
 from collm_udf.core.align import AlignmentError
 from collm_udf.config import config_from_dict
 from collm_udf.spark.asof import AsOf
-from conftest import slice_conf
+from collm_udf.spark.context import StageContext
+from helpers import slice_conf
 
 pytestmark = pytest.mark.slow
 LM_DS = "2026-02-01"
@@ -100,18 +101,34 @@ def _probe(inner):
 
 
 def test_model_is_loaded_once_per_worker(spark, lm_run):
-    from collm_udf.spark.scorers.collm import DROP, CoLLMScorer, _score_fn
+    from collm_udf.spark.scorers.collm import CoLLMScorer
+    from collm_udf.spark.scorers.udf import COLUMNS, score_udf
 
     cfg, tables, _ = lm_run
     scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
     pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).select("user_id", "item_id")
-    inp = scorer.inputs(pairs).repartition(8, "user_id").select("user_id", "item_id", *DROP)
-    inner = _score_fn(scorer.model["path"], "cpu", 8, scorer.model["als_run_id"], np.eye(8).tolist(),
-                      ["user_id", "item_id"], 512, 8192, "off")
+    inp = scorer.inputs(pairs).repartition(8, "user_id").select("user_id", "item_id", *COLUMNS)
+    inner = score_udf(make_predict_fn=scorer.make_predict_fn, key=("once-per-worker",), device="cpu", factor_dim=8,
+                      rotation=np.eye(8).tolist(), keep=["user_id", "item_id"])
     got = inp.mapInPandas(_probe(inner), "pid long, loads long, rows long").toPandas()
     assert got["rows"].sum() == pairs.count()
     assert got["pid"].nunique() < len(got)  # several tasks per worker...
     assert (got["loads"] == 1).all()  # ...and no worker loaded any model (key) twice
+
+
+def test_the_model_cache_keeps_the_three_most_recently_used():
+    from collm_udf.spark.scorers import model_cache
+
+    model_cache.clear()
+    loads = []
+
+    def get(key):
+        return model_cache.get(key, lambda: loads.append(key) or key)
+
+    for key in ("a", "b", "c", "a", "d", "a", "b"):  # d evicts b (least recent), so b loads again
+        assert get(key) == key
+    assert loads == ["a", "b", "c", "d", "b"]
+    model_cache.clear()
 
 
 def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
@@ -131,7 +148,7 @@ def test_rerun_of_the_day_gives_the_same_rows(spark, lm_run):
 
     cfg, tables, _ = lm_run
     before = day(tables)
-    score.run(spark, cfg, tables, LM_DS)
+    score.run(StageContext.of(spark, cfg, LM_DS, tables=tables))
     after = day(tables)
     key = ["user_id", "rank"]
     cols = key + ["item_id", "score", "model_version"]
@@ -186,12 +203,30 @@ def test_a_task_that_fails_once_is_retried_and_the_table_is_unchanged(spark, lm_
 
     cfg, tables, _ = lm_run
     before = day(tables)
-    marker = tmp_path / "failed-once"
-    scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), fail_once=str(marker))
-    score.run(spark, cfg, tables, LM_DS, scorer=scorer)
-    assert marker.exists()  # the failure happened, Spark retried the task, the job went on
+    marker = str(tmp_path / "failed-once")
+    real = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS)).make_predict_fn
+
+    def fails_once(device):  # a nested function: cloudpickle sends it by value, with `real` and `marker`
+        predict = real(device)
+
+        def once(*args, **kw):
+            if not os.path.exists(marker):  # the first scoring call of the job dies, once
+                open(marker, "w").close()
+                raise RuntimeError(f"injected scoring failure ({marker})")
+            return predict(*args, **kw)
+        return once
+
+    scorer = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), make_predict_fn=fails_once)
+    score.write_day(StageContext.of(spark, cfg, LM_DS, tables=tables), scorer)
+    assert os.path.exists(marker)  # the failure happened, Spark retried the task, the job went on
     after = day(tables)
     key = ["user_id", "rank"]
     cols = key + ["item_id", "score", "model_version"]
     pd.testing.assert_frame_equal(before.sort_values(key)[cols].reset_index(drop=True),
                                   after.sort_values(key)[cols].reset_index(drop=True), rtol=1e-6)
+
+
+def test_task_gpu_addresses_outside_spark_is_empty():
+    from collm_udf.spark.scorers.udf import task_gpu_addresses
+
+    assert task_gpu_addresses() == []

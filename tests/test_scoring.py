@@ -19,12 +19,7 @@ from collm_udf.core.align import AlignmentError, align
 def test_device_choice(monkeypatch, cuda, count, addrs, prefer, want):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-    monkeypatch.setattr(scoring, "_task_gpu_addresses", lambda: addrs)
-    assert str(scoring.pick_device(prefer)) == want
-
-
-def test_task_gpu_addresses_outside_spark_is_empty():
-    assert scoring._task_gpu_addresses() == []
+    assert str(scoring.pick_device(prefer, addrs)) == want
 
 
 def _factors(n=200, d=8, seed=0):
@@ -49,3 +44,15 @@ def test_alignment_refuses_unrelated_factors_and_too_few_shared_items():
     few = {k: ref[k] for k in list(ref)[:5]}
     with pytest.raises(AlignmentError, match="only 5 shared items"):
         align(few, ref, "als_ref", "als_new", max_residual=0.25)
+
+
+def test_factor_columns_become_zeros_and_masks_and_a_wrong_length_is_refused():
+    import pandas as pd
+
+    from collm_udf.core.pairs import factor_matrix
+
+    f, has = factor_matrix(pd.Series([[1.0, 2.0], None, np.array([3.0, 4.0]), float("nan")]), 2, "user_factors")
+    np.testing.assert_array_equal(f, [[1, 2], [0, 0], [3, 4], [0, 0]])
+    assert has.tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="user_factors, row 1: 3 factors; the model was trained on 2"):
+        factor_matrix([[1.0, 2.0], [1.0, 2.0, 3.0]], 2, "user_factors")

@@ -18,7 +18,7 @@ from collm_udf.config.model import MlflowConfig
 from collm_udf.core.inference import load_predict_fn
 from collm_udf.core.pairs import PairSet
 from collm_udf.core.training import fit
-from conftest import slice_conf
+from helpers import slice_conf
 
 mlflow = pytest.importorskip("mlflow")
 D = 4  # factor dim

@@ -153,7 +153,7 @@ def _original_attention(module, name: str):
     return eager
 
 
-def _sdpa(q, k, v, mask, causal, dropout, scale):
+def _sdpa(q, k, v, mask, *, causal, dropout, scale):
     """SDPA with grouped-query heads: native GQA where no mask is given (flash), else K/V heads repeated."""
     from torch.nn.attention.bias import CausalBias
 
@@ -166,7 +166,7 @@ def _sdpa(q, k, v, mask, causal, dropout, scale):
                                           scale=scale, **kw)
 
 
-def block_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+def block_attention(module, query, key, value, attention_mask, *, dropout=0.0, scaling=None, **kwargs):
     """query (B, H, L, D), key/value (B, KVH, L, D) -> ((B, L, H, D), None), exact for the active Layout."""
     lay: Optional[Layout] = getattr(_active, "layout", None)
     if lay is None:
@@ -190,7 +190,7 @@ def block_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     # 1. prefixes: (B, H, Pmax, D). Positions past a shorter row's prefix are overwritten below or are padding.
     if P:
         out_p = _sdpa(query[:, :, :P], key[:, :, :P], value[:, :, :P], lay.prefix_mask,
-                      lay.causal and lay.prefix_mask is None, dropout, scaling)
+                      causal=lay.causal and lay.prefix_mask is None, dropout=dropout, scale=scaling)
         out[:, :P] = out_p.transpose(1, 2)
     # 2. candidate parts: gather each part's tokens (N, Cmax, heads, D), put its row's prefix K/V in front.
     q_t, k_t, v_t = (x.transpose(1, 2) for x in (query, key, value))  # (B, L, heads, D)
@@ -201,9 +201,9 @@ def block_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if lay.cand_mask is None and lay.causal:
         from torch.nn.attention.bias import causal_lower_right
 
-        out_c = _sdpa(q_c, k_c, v_c, causal_lower_right(C, P + C), False, dropout, scaling)
+        out_c = _sdpa(q_c, k_c, v_c, causal_lower_right(C, P + C), causal=False, dropout=dropout, scale=scaling)
     else:
-        out_c = _sdpa(q_c, k_c, v_c, lay.cand_mask, False, dropout, scaling)  # (N, H, Cmax, D)
+        out_c = _sdpa(q_c, k_c, v_c, lay.cand_mask, causal=False, dropout=dropout, scale=scaling)  # (N, H, Cmax, D)
     valid = lay.cand_valid
     out[row[:, None].expand_as(pos)[valid], pos[valid]] = out_c.transpose(1, 2)[valid].to(out.dtype)
     return out, None

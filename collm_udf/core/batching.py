@@ -43,7 +43,7 @@ class _Rows:
             self.slots.append((r, user_pos, 0, user_f, user_has))
         return r
 
-    def add_candidate(self, r: int, part: Sequence[int], slots: dict, prefix_len: int, user_f, user_has,
+    def add_candidate(self, r: int, part: Sequence[int], slots: dict, prefix_len: int, *, user_f, user_has,
                       item_f, item_has, x: "np.ndarray | None") -> None:
         start, k = len(self.ids[r]), max(self.seg[r], default=0) + 1
         self.ids[r] += list(part)
@@ -75,7 +75,7 @@ class _Rows:
 
 
 def collate(enc: Sequence[Encoded], user_f: np.ndarray, item_f: np.ndarray, user_has: np.ndarray,
-            item_has: np.ndarray, pad_id: int, x: "np.ndarray | None" = None) -> dict[str, torch.Tensor]:
+            item_has: np.ndarray, pad_id: int, *, x: "np.ndarray | None" = None) -> dict[str, torch.Tensor]:
     """One prompt per row. enc: B prompts; user_f/item_f: (B, d); *_has: (B,) bool; x: (B, F) signals."""
     rows = _Rows(pad_id)
     for i, e in enumerate(enc):
@@ -83,8 +83,8 @@ def collate(enc: Sequence[Encoded], user_f: np.ndarray, item_f: np.ndarray, user
         in_prefix = e.user_pos < cs
         r = rows.new_row(e.input_ids[:cs], e.user_pos if in_prefix else None, user_f[i], bool(user_has[i]))
         slots = {"item_cf": e.item_pos - cs} | ({} if in_prefix else {"user_cf": e.user_pos - cs})
-        rows.add_candidate(r, e.input_ids[cs:], slots, cs, user_f[i], bool(user_has[i]), item_f[i],
-                           bool(item_has[i]), None if x is None else x[i])
+        rows.add_candidate(r, e.input_ids[cs:], slots, cs, user_f=user_f[i], user_has=bool(user_has[i]),
+                           item_f=item_f[i], item_has=bool(item_has[i]), x=None if x is None else x[i])
     return rows.tensors()
 
 
@@ -115,8 +115,9 @@ def pack(groups: Sequence[UserGroup], pad_id: int, max_row_tokens: int = 512) ->
             if r is None or used + len(part) > max_row_tokens:
                 r = rows.new_row(grp.prefix, grp.user_pos, grp.user_f, grp.user_has)
                 used = len(grp.prefix)
-            rows.add_candidate(r, part, slots, len(grp.prefix), grp.user_f, grp.user_has, grp.item_f[c],
-                               bool(grp.item_has[c]), None if grp.x is None else grp.x[c])
+            rows.add_candidate(r, part, slots, len(grp.prefix), user_f=grp.user_f, user_has=grp.user_has,
+                               item_f=grp.item_f[c], item_has=bool(grp.item_has[c]),
+                               x=None if grp.x is None else grp.x[c])
             used += len(part)
             order.append((g, c))
     return rows.tensors(), np.asarray(order, np.int64).reshape(-1, 2)

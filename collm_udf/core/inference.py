@@ -13,7 +13,7 @@ function from column arrays to scores; the Spark wrapper (collm_udf/spark/stages
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ def autocast_enabled(device: torch.device, mode: str) -> bool:
         return False
 
 
-def batch_inputs(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool,
-           keep: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+def batch_inputs(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bool, *,
+                 keep: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
     """Rows for pairs idx; keep = (user, item) bool masks (len(idx),) of CF slots that survive cf-dropout."""
     uh, ih = ps.user_has[idx], ps.item_has[idx]
     if not use_cf:
@@ -45,7 +45,7 @@ def batch_inputs(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bo
     elif keep is not None:
         uh, ih = uh & keep[0], ih & keep[1]
     x = ps.signals(model.spec.signals, idx, uh, ih) if use_cf and model.spec.signals else None
-    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x)
+    b = collate([ps.encoded[i] for i in idx], ps.user_f[idx], ps.item_f[idx], uh, ih, pad_id, x=x)
     return {k: v.to(device) for k, v in b.items()}
 
 
@@ -75,7 +75,7 @@ def group_pairs(ps: PairSet) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, use_cf: bool = True,
+def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, use_cf: bool = True, *,
                    max_row_tokens: int = 512, batch_tokens: int = 8192, bf16: str = "auto",
                    buckets: bool = False) -> np.ndarray:
     """Scores of every pair of `ps`, in its order, computed one packed pass per prefix group. buckets: pad each
@@ -152,8 +152,9 @@ def _bounded(groups: list[np.ndarray], ps: PairSet, pb: PromptBuilder, batch_tok
         yield idx[start:]
 
 
-def pick_device(prefer: Optional[str] = None) -> torch.device:
-    """The GPU Spark assigned to this task, else CUDA_VISIBLE_DEVICES' first GPU, else CPU.
+def pick_device(prefer: Optional[str] = None, gpu_addresses: Sequence[str] = ()) -> torch.device:
+    """`prefer`, else the GPU whose address the caller gives (Spark's task resources: the Spark layer reads them,
+    collm_udf/spark/scorers/udf.py), else CUDA_VISIBLE_DEVICES' first GPU, else the CPU.
 
     Spark (spark.task.resource.gpu.amount) lists the task's GPU addresses in TaskContext.resources()['gpu'];
     those are physical ordinals as seen by the executor, so they index torch's devices directly unless the
@@ -164,30 +165,17 @@ def pick_device(prefer: Optional[str] = None) -> torch.device:
         return torch.device(prefer)
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    addrs = _task_gpu_addresses()
-    if addrs:
+    if gpu_addresses:
         n = torch.cuda.device_count()
-        ordinal = int(addrs[0])
+        ordinal = int(gpu_addresses[0])
         return torch.device(f"cuda:{ordinal if ordinal < n else 0}")
     return torch.device("cuda:0")
 
 
-def _task_gpu_addresses() -> list[str]:
-    try:  # pyspark is only present on Spark workers; the core must not need it
-        from pyspark import TaskContext
-    except ImportError:
-        return []
-    ctx = TaskContext.get()
-    if ctx is None:
-        return []
-    res = ctx.resources().get("gpu")
-    return list(res.addresses) if res is not None else []
-
-
-def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_factor_dim: Optional[int] = None,
+def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, *, expect_factor_dim: Optional[int] = None,
                     expect_als_run_id: Optional[str] = None, max_row_tokens: int = 512, batch_tokens: int = 8192,
                     bf16: str = "auto", compile: str = "auto") -> Callable[..., np.ndarray]:
-    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has[, stats])
+    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has[, stats=])
     -> scores. A model with signals refuses pairs without the statistics it was trained with.
 
     compile: "auto" (on a GPU only), "on" or "off": the backbone's layers under torch.compile (compile_layers),
@@ -205,14 +193,15 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, expect_fa
     spec = model.spec
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 
-    def predict(history, candidate, user_f, item_f, user_has, item_has, stats=None) -> np.ndarray:
+    def predict(history, candidate, user_f, item_f, user_has, item_has, *, stats=None) -> np.ndarray:
         """stats: name -> (n,) values of the statistics among the model's signals (collm_udf/core/signals.py)."""
         n = len(candidate)
         ps = PairSet([list(h) if h is not None else [] for h in history], list(candidate),
                      np.asarray(user_f, np.float32).reshape(n, -1), np.asarray(item_f, np.float32).reshape(n, -1),
                      np.asarray(user_has, bool), np.asarray(item_has, bool), np.zeros(n, np.int64),
                      stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
-        return predict_packed(model, pb, ps, tok.pad_token_id, True, max_row_tokens, batch_tokens, bf16, compiled)
+        return predict_packed(model, pb, ps, tok.pad_token_id, True, max_row_tokens=max_row_tokens,
+                              batch_tokens=batch_tokens, bf16=bf16, buckets=compiled)
 
     predict.model, predict.tokenizer, predict.prompts, predict.device = model, tok, pb, dev  # type: ignore[attr-defined]
     predict.compiled = compiled  # type: ignore[attr-defined]

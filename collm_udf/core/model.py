@@ -129,12 +129,13 @@ class CoLLM(nn.Module):
         emb[slot_row, slot_pos] = cf.to(emb.dtype)
         return emb
 
-    def forward(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
+    def forward(self, *, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
                 out_row, out_seg, out_last, out_x=None) -> torch.Tensor:
         """Rows (see collm_udf/core/batching.py) -> one logit per candidate, (J,). out_x (J, F): the candidates'
         signals; None leaves the skip out (text-only scoring)."""
-        logit = self._lm_logit(input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
-                               out_row, out_seg, out_last)
+        logit = self._lm_logit(input_ids=input_ids, segment=segment, position_ids=position_ids, slot_row=slot_row,
+                               slot_pos=slot_pos, slot_kind=slot_kind, slot_f=slot_f, slot_has=slot_has,
+                               out_row=out_row, out_seg=out_seg, out_last=out_last)
         if self.skip is None or out_x is None:
             return logit
         if out_x.shape != (logit.shape[0], len(self.spec.signals)):
@@ -152,7 +153,7 @@ class CoLLM(nn.Module):
             x = torch.cat([x, x * warm], dim=-1)
         return x
 
-    def _lm_logit(self, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
+    def _lm_logit(self, *, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
                   out_row, out_seg, out_last) -> torch.Tensor:
         emb = self.embed(input_ids, slot_row, slot_pos, self.cf_vectors(slot_kind, slot_f, slot_has))
         causal = self.spec.kind == "causal"

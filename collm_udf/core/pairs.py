@@ -11,6 +11,26 @@ from collm_udf.core import signals
 from collm_udf.core.prompt import PromptBuilder
 
 
+def missing(v) -> bool:
+    """A null cell: None, or the NaN pandas puts in an object column."""
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def factor_matrix(values: Sequence, dim: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Factor vectors or nulls (a user or item without factors) -> (N, dim) float32 with zeros where missing, and
+    the (N,) bool mask of who has them. A vector of another length is an error naming the column and row."""
+    f = np.zeros((len(values), dim), np.float32)
+    has = np.zeros(len(values), bool)
+    for i, v in enumerate(values):
+        if missing(v):
+            continue
+        a = np.asarray(v, np.float32).ravel()
+        if a.size != dim:
+            raise ValueError(f"{column}, row {i}: {a.size} factors; the model was trained on {dim}")
+        f[i], has[i] = a, True
+    return f, has
+
+
 @dataclass
 class PairSet:
     """N scored pairs: history titles, candidate text, factors (zeros where missing), labels, and the
@@ -46,20 +66,17 @@ class PairSet:
                               self.item_has[idx] if item_has is None else item_has, stats)
 
     @classmethod
-    def from_ids(cls, user_ids: Sequence, item_ids: Sequence, histories: Sequence[Sequence], labels: Sequence,
+    def from_ids(cls, user_ids: Sequence, item_ids: Sequence, histories: Sequence[Sequence], labels: Sequence, *,
                  text: Mapping, user_factors: Mapping, item_factors: Mapping, factor_dim: int,
                  use_history: bool = True, stats: Optional[Mapping[str, Sequence]] = None) -> "PairSet":
         """Look up titles and factors by id; missing factors become zeros with *_has = False."""
-        z = np.zeros(factor_dim, np.float32)
-        U, V = user_factors, item_factors
+        user_f, user_has = factor_matrix([user_factors.get(u) for u in user_ids], factor_dim, "user factors")
+        item_f, item_has = factor_matrix([item_factors.get(i) for i in item_ids], factor_dim, "item factors")
         return cls(
             # history ids without a catalog text are skipped, as the Spark scorer's title join does
             history=[[text[i] for i in h if i in text] if use_history and h is not None else [] for h in histories],
-            candidate=[text.get(i, "") for i in item_ids],
-            user_f=np.stack([U.get(u, z) for u in user_ids]).astype(np.float32).reshape(-1, factor_dim),
-            item_f=np.stack([V.get(i, z) for i in item_ids]).astype(np.float32).reshape(-1, factor_dim),
-            user_has=np.array([u in U for u in user_ids], bool), item_has=np.array([i in V for i in item_ids], bool),
-            label=np.asarray(labels, np.int64),
+            candidate=[text.get(i, "") for i in item_ids], user_f=user_f, item_f=item_f, user_has=user_has,
+            item_has=item_has, label=np.asarray(labels, np.int64),
             stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
 
     def encode(self, pb: PromptBuilder) -> "PairSet":

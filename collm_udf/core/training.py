@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -94,7 +94,7 @@ def _share(n: int, rank: int, size: int) -> tuple[np.ndarray, float]:
     return (mine, size / n) if len(mine) else (np.arange(1), 0.0)
 
 
-def _gather_scores(model: CoLLM, valid: PairSet, pad_id: int, use_cf: bool, tc: StageSettings, rank: int,
+def _gather_scores(model: CoLLM, valid: PairSet, pad_id: int, use_cf: bool, tc: StageSettings, *, rank: int,
                    size: int) -> np.ndarray:
     """Holdout scores (N,): each rank scores a strided share and all ranks receive all of them."""
     if size == 1:
@@ -184,7 +184,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
             mine, scale = _share(len(idx), rank, size)
             seen += len(mine) if scale else 0
             b = batch_inputs(model, train, idx[mine], device, pad_id, use_cf,
-                       None if keep is None else (keep[0][mine], keep[1][mine]))
+                             keep=None if keep is None else (keep[0][mine], keep[1][mine]))
             y = torch.as_tensor(train.label[idx[mine]], dtype=torch.float32, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logit = net(**b)
@@ -205,7 +205,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
             losses = list(_sum_over_ranks(losses, device) / size)
             extra = {"world_size": size,
                      "shard_pairs": [int(n) for n in _per_rank(seen, rank, size, device)]}
-        v_auc = auc(valid.label, _gather_scores(model, valid, pad_id, use_cf, tc, rank, size))
+        v_auc = auc(valid.label, _gather_scores(model, valid, pad_id, use_cf, tc, rank=rank, size=size))
         rec = {"epoch": epoch, "loss": float(np.mean(losses)), "valid_auc": v_auc,
                "train_s": round(time.time() - t0, 1), **extra}
         meta["history"].append(rec)

@@ -39,7 +39,8 @@ class Finding:
 class DataQuality:
     findings: list[Finding] = field(default_factory=list)
 
-    def add(self, stage: str, table: str, column: str, check: str, rows: int, action: str, example=None) -> None:
+    def add(self, stage: str, table: str, column: str, check: str, rows: int, action: str, *,
+            example=None) -> None:
         if rows:
             self.findings.append(Finding(stage, table, column, check, int(rows), action,
                                          None if example is None else str(example)[:200]))

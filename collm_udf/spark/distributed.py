@@ -126,7 +126,7 @@ def resolve_use_gpu(spark: SparkSession, dc: DistributedConfig) -> bool:
 
 
 def fit_distributed(spark: SparkSession, cfg: Config, sets: Mapping[str, PairSet], factor_dim: int,
-                    als_run_id: str, work_dir: str, log: Callable[[str], None] = print) -> tuple[str, dict]:
+                    als_run_id: str, work_dir: str, *, log: Callable[[str], None] = print) -> tuple[str, dict]:
     """Train through TorchDistributor; (checkpoint dir written by rank 0, fit's report from rank 0)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 

@@ -1,53 +1,28 @@
-"""The stages in order, run one at a time or all together, and the run summary.
+"""The stages in order (collm_udf/spark/stages: the registry), run one at a time or all together over one stage
+context, and the run summary.
 
 Each stage reads its inputs from Delta tables and writes its outputs to Delta tables, so any stage can run on
 its own (a scheduler task per stage) or all in one process. See README for the tables.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
-import uuid
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark.stages import als, candidates, evaluate, idmap, ingest, prepare, score, train
+from collm_udf.spark import stages as registry
 from collm_udf.spark.asof import AsOf
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.data_quality import DataQuality
-from collm_udf.spark.tables import TABLES, Tables, check_ds
+from collm_udf.spark.stages import als
+from collm_udf.spark.tables import TABLES, Tables
 
 log = logging.getLogger(__name__)
 
-from collm_udf.spark.stages import STAGES  # noqa: E402
 PARTITIONED_BY_DS = ("candidates", "recommendations")
-
-
-def new_run_id(ds: str) -> str:
-    return f"run_{ds.replace('-', '')}_{dt.datetime.now(dt.timezone.utc):%H%M%S}_{uuid.uuid4().hex[:6]}"
-
-
-def run_stage(stage: str, spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
-              dq: DataQuality | None = None, progress=None) -> dict:
-    if stage == "ingest":
-        return ingest.run(spark, cfg, tables, dq, ds=ds)
-    if stage == "prepare":
-        return prepare.run(spark, cfg, tables, dq)
-    if stage == "idmap":
-        return idmap.run(spark, cfg, tables, ds)
-    if stage == "als":
-        return als.run(spark, cfg, tables, ds)
-    if stage == "train":
-        return train.run(spark, cfg, tables, ds)
-    if stage == "candidates":
-        return candidates.run(spark, cfg, tables, ds)
-    if stage == "score":
-        return score.run(spark, cfg, tables, ds, progress=progress)  # progress lines of long scoring
-    if stage == "evaluate":
-        return evaluate.run(spark, cfg, tables, ds, run_id)
-    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
 def table_report(tables: Tables, ds: str) -> dict:
@@ -66,28 +41,23 @@ def table_report(tables: Tables, ds: str) -> dict:
 def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: str | None = None,
         run_id: str | None = None, progress=None) -> dict:
     """Run `stages` (default: all) for day `ds` (default: today, UTC) and return the run summary."""
-    ds = check_ds(ds or dt.datetime.now(dt.timezone.utc).date().isoformat())
-    stages = list(stages or STAGES)
-    for s in stages:
-        if s not in STAGES:
-            raise ValueError(f"unknown stage {s!r}; stages: {', '.join(STAGES)}")
-    run_id = run_id or new_run_id(ds)
-    tables = Tables(spark, cfg.tables)
+    stages = registry.select(stages)
+    ctx = StageContext.of(spark, cfg, ds, run_id=run_id, dq=DataQuality(), progress=progress)
+    tables, ds, dq = ctx.tables, ctx.ds, ctx.dq
     t0 = time.time()
-    summary: dict = {"name": cfg.name, "run_id": run_id, "ds": ds, "stages": {}}
-    dq = DataQuality()
+    summary: dict = {"name": cfg.name, "run_id": ctx.run_id, "ds": ds, "stages": {}}
     try:
-        for s in sorted(stages, key=STAGES.index):
+        for s in stages:
             t = time.time()
             if progress:
                 progress(f"[collm] {s} ...")
-            result = run_stage(s, spark, cfg, tables, ds, run_id, dq, progress)
+            result = registry.stage(s)(ctx)
             result["wall_s"] = round(time.time() - t, 1)
             summary["stages"][s] = result
             if progress:
                 progress(f"[collm] {s} done in {result['wall_s']}s")
     finally:  # what a failed run found is kept too: it says why the run failed
-        dq.write(spark, tables, run_id, ds)
+        dq.write(spark, tables, ctx.run_id, ds)
     summary["data_quality"] = dq.summary()
     summary["asof"] = AsOf.of(cfg, ds).describe()
     fit = als.run_as_of(tables, AsOf.of(cfg, ds), required=False)

@@ -132,10 +132,11 @@ def spark_progress(spark: SparkSession, label: str, report: Optional[Callable[[s
             for k, v in saved.items():
                 sc.setLocalProperty(k, v)  # None removes the property again
         if emitted and ok:
-            _report_end(report, label, tracker, group, ignore, time.monotonic() - t0, rows, unit)
+            _report_end(report, label, tracker, group, ignore=ignore, elapsed_s=time.monotonic() - t0, rows=rows,
+                        unit=unit)
 
 
-def _report_end(report: Callable[[str], None], label: str, tracker: Any, group: str, ignore: frozenset[int],
+def _report_end(report: Callable[[str], None], label: str, tracker: Any, group: str, *, ignore: frozenset[int],
                 elapsed_s: float, rows: Optional[Callable[[], int]], unit: str) -> None:
     try:
         line = format_line(label, snapshot(tracker, group, ignore), elapsed_s) + " (finished)"

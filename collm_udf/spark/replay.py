@@ -18,6 +18,7 @@ from collm_udf.config import Config
 from collm_udf.spark import pipeline
 from collm_udf.spark.asof import data_end
 from collm_udf.spark.tables import Tables, check_ds
+from collm_udf.spark.runs import default_ds
 from collm_udf.spark.stages import STAGES
 
 ONCE = ("ingest", "prepare")
@@ -92,7 +93,7 @@ def format_day(ds: str, rows: list[dict], k: int, note: str = "") -> str:
     return f"[replay] {ds}{users} | NDCG@{k}/Recall@{k}/coverage/overlap@{k}: " + " | ".join(parts)
 
 
-def run(spark: SparkSession, cfg: Config, start: Optional[str] = None, end: Optional[str] = None,
+def run(spark: SparkSession, cfg: Config, *, start: Optional[str] = None, end: Optional[str] = None,
         days: Optional[int] = None, every: int = 7, skip_ingest: bool = False,
         progress: Optional[Callable[[str], None]] = None, out: Callable[[str], None] = print) -> dict:
     """Replay the days (see choose_days); `out` gets the backtest lines, `progress` the stages' progress."""
@@ -102,7 +103,7 @@ def run(spark: SparkSession, cfg: Config, start: Optional[str] = None, end: Opti
     tables = Tables(spark, cfg.tables)
     once = None
     if not skip_ingest:
-        once = pipeline.run(spark, cfg, stages=list(ONCE), ds=end or dt.date.today().isoformat(), progress=progress)
+        once = pipeline.run(spark, cfg, stages=list(ONCE), ds=end or default_ds(), progress=progress)
     chosen = choose_days(cfg, tables, start, end, days, every)
     k = cfg.evaluate.k
     table, runs = [], {}

@@ -18,7 +18,7 @@ from collm_udf.config import Config
 from collm_udf.report import POPULARITY_EDGES, ReportData, popularity_bucket_labels, render_html
 from collm_udf.spark.stages import als
 from collm_udf.spark.asof import AsOf, backtest_status, history_as_of
-from collm_udf.spark.stages.score import ALSScorer
+from collm_udf.spark.scorers.als import ALSScorer
 from collm_udf.spark.tables import Tables, check_ds
 
 log = logging.getLogger(__name__)

@@ -13,24 +13,25 @@ as the task has cores (spark.task.cpus). Arrow batches hold score.arrow_batch_ro
 from __future__ import annotations
 
 import json
-import os
+from functools import partial
+from typing import Callable, Optional
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from collm_udf.core.align import Alignment, AlignmentError, align
 from collm_udf.config import Config
-from collm_udf.spark.stages import als, train
-from collm_udf.core.signals import STATISTICS
+from collm_udf.core.align import Alignment, AlignmentError, align
+from collm_udf.core.inference import load_predict_fn
+from collm_udf.core.signals import STATISTICS, column
+from collm_udf.spark import model_registry
 from collm_udf.spark.asof import AsOf, history_as_of
-from collm_udf.core.signals import column
+from collm_udf.spark.scorers.base import Scorer
+from collm_udf.spark.scorers.udf import COLUMNS, score_udf
 from collm_udf.spark.signals import add_stats, end_of
-from collm_udf.spark.stages.score import Scorer
+from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
-
-DROP = ("_history_text", "_candidate", "_user_f", "_item_f")
 
 
 def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
@@ -41,64 +42,27 @@ def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
             .select(key, F.col("_s._t").alias("_history_text")))
 
 
-def _score_fn(ckpt: str, device: str | None, factor_dim: int, model_run: str, rotation: list, keep: list,
-              max_row_tokens: int, batch_tokens: int, bf16: str, fail_once: str | None = None, *,
-              stats: tuple = ()):
-    """The mapInPandas function. It captures only plain values; the model lives in model_cache."""
-
-    def fn(batches):
-        import torch
-
-        from collm_udf.core.inference import load_predict_fn, pick_device
-        from collm_udf.spark.scorers import model_cache
-
-        try:
-            from pyspark import TaskContext
-            ctx = TaskContext.get()
-            cpus = int(ctx.cpus()) if ctx is not None else (os.cpu_count() or 1)
-        except Exception:  # noqa: BLE001
-            cpus = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cpus))
-        # Resolved per task: a reused worker may serve tasks that Spark gave different GPUs.
-        dev = str(pick_device(device))
-        predict = model_cache.get((ckpt, dev, model_run, max_row_tokens, batch_tokens, bf16), lambda: load_predict_fn(
-            ckpt, dev, factor_dim, model_run, max_row_tokens, batch_tokens, bf16))
-        R = np.asarray(rotation, np.float32)
-        z = np.zeros(factor_dim, np.float32)
-        for pdf in batches:
-            if len(pdf) == 0:
-                continue
-            if fail_once and not os.path.exists(fail_once):  # fault injection (tests): the first task dies once
-                open(fail_once, "w").close()
-                raise RuntimeError(f"injected scoring failure ({fail_once})")
-            uh = pdf["_user_f"].notna().to_numpy()
-            ih = pdf["_item_f"].notna().to_numpy()
-            uf = np.stack([np.asarray(f, np.float32) if ok else z for f, ok in zip(pdf["_user_f"], uh)]) @ R
-            vf = np.stack([np.asarray(f, np.float32) if ok else z for f, ok in zip(pdf["_item_f"], ih)]) @ R
-            hist = [list(h) if h is not None else [] for h in pdf["_history_text"]]
-            cand = ["" if c is None else c for c in pdf["_candidate"]]
-            out = pdf[keep].copy()
-            sig = {name: pdf[column(name)].to_numpy(np.float64) for name in stats} if stats else None
-            out["score"] = predict(hist, cand, uf, vf, uh, ih, sig)
-            yield out
-
-    return fn
-
-
 class CoLLMScorer(Scorer):
     """Scores pairs with the day's CoLLM model (collm_models) on the day's ALS factors (both as of its cutoff)."""
 
     name = "collm"
 
-    def __init__(self, spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf, model: dict | None = None,
-                 run: dict | None = None, fail_once: str | None = None):
+    def __init__(self, spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf, *, model: dict | None = None,
+                 run: dict | None = None, make_predict_fn: Optional[Callable[[str], Callable]] = None):
+        """model, run: the collm_models row and ALS run to use (default: the newest as of the day's cutoff).
+        make_predict_fn(device) -> predict: what the UDF loads on each worker (default: load_predict_fn on
+        the model's checkpoint with the conf's score settings)."""
         self.spark, self.cfg, self.tables, self.asof = spark, cfg, tables, asof
-        self.fail_once = fail_once  # tests: a marker path; the first scoring task raises once
         # the newest model of this conf's model section: a warehouse may hold models of other confs (a replay
         # of another conf, a conf changed since), and those are not what this conf asks for
-        self.model = model or train.model_as_of(tables, asof, conf=train.model_conf_json(cfg))
+        self.model = model or model_registry.model_as_of(tables, asof, conf=model_registry.model_conf_json(cfg))
         self.run = run or als.run_as_of(tables, asof)
         self.alignment = self._align()
+        s = cfg.score
+        self.make_predict_fn = make_predict_fn or partial(
+            load_predict_fn, self.model["path"], expect_factor_dim=self.alignment.rotation.shape[0],
+            expect_als_run_id=self.model["als_run_id"], max_row_tokens=s.max_row_tokens,
+            batch_tokens=s.batch_tokens, bf16=s.bf16)
 
     @property
     def model_version(self) -> str:
@@ -155,11 +119,18 @@ class CoLLMScorer(Scorer):
         df = df.repartition(n, "user_id").sortWithinPartitions("user_id", "item_id")
         schema = T.StructType([f for f in pairs.schema.fields if f.name in keep] +
                               [T.StructField("score", T.DoubleType())])
-        d = self.alignment.rotation.shape[0]
-        fn = _score_fn(self.model["path"], None if s.device == "auto" else s.device, d, self.model["als_run_id"],
-                       self.alignment.rotation.tolist(), keep, s.max_row_tokens, s.batch_tokens, s.bf16,
-                       self.fail_once, stats=self.stats)
-        return df.select(*keep, *DROP, *[column(n) for n in self.stats]).mapInPandas(fn, schema)
+        fn = score_udf(make_predict_fn=self.make_predict_fn, key=self._cache_key(),
+                       device=None if s.device == "auto" else s.device, factor_dim=self.alignment.rotation.shape[0],
+                       rotation=self.alignment.rotation.tolist(), keep=keep, stats=self.stats)
+        return df.select(*keep, *COLUMNS, *[column(n) for n in self.stats]).mapInPandas(fn, schema)
+
+    def _cache_key(self) -> tuple:
+        """What identifies the loaded predict function on a worker: the checkpoint, the settings it was loaded
+        with, and the loader itself (another make_predict_fn must not get this one's cached model)."""
+        f = self.make_predict_fn
+        loader = getattr(getattr(f, "func", f), "__qualname__", repr(f))
+        s = self.cfg.score
+        return (self.model["path"], self.model["als_run_id"], s.max_row_tokens, s.batch_tokens, s.bf16, loader)
 
     def fallback_score(self) -> float:
         return 0.0

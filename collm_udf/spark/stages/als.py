@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.stages import idmap
 from collm_udf.spark.asof import AsOf, fit_dict, fit_rows, micros, newest_as_of
 from collm_udf.spark.tables import Tables
@@ -71,7 +72,7 @@ def params_json(cfg: Config) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def fit_run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, part: DataFrame, mode: str,
+def fit_run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, part: DataFrame, *, mode: str,
             cutoff: Optional[dt.datetime], refit: bool = False) -> dict:
     """Fit ALS on the pairs `part` (the run id says which: params, mode, cutoff, input fingerprint) and return its
     als_runs row; an existing run of the same id is returned as it is unless `refit`."""
@@ -116,7 +117,8 @@ def fit_run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, part: Dat
     return dict(find_run(tables, run_id), reused=False)
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
+def run(ctx: StageContext) -> dict:
+    spark, cfg, tables, ds = ctx.spark, ctx.cfg, ctx.tables, ctx.ds
     asof = AsOf.of(cfg, ds)
     if asof.daily:
         prev = run_as_of(tables, asof, params=params_json(cfg), required=False)
@@ -124,7 +126,7 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
             return {"als_run_id": prev["als_run_id"], "reused": f"fit of {prev['ds']} (cutoff "
                     f"{prev['cutoff']:%Y-%m-%d %H:%M} UTC; als.retrain_every_days = {cfg.als.retrain_every_days})",
                     "train_rows": prev["train_rows"], "users": prev["users"], "items": prev["items"]}
-    r = fit_run(spark, cfg, tables, ds, asof.fit(tables.read("pairs")), asof.mode, asof.cutoff)
+    r = fit_run(spark, cfg, tables, ds, asof.fit(tables.read("pairs")), mode=asof.mode, cutoff=asof.cutoff)
     out = {"als_run_id": r["als_run_id"], "train_rows": r["train_rows"], "users": r["users"], "items": r["items"]}
     if r["reused"]:
         out["reused"] = "the same input was fitted before"

@@ -17,10 +17,11 @@ A pair offered by several sources is kept once, named after the first of als, po
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.stages import als, idmap
 from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, served_users
 from collm_udf.spark.tables import Tables
@@ -74,7 +75,8 @@ def build(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
             .select("user_id", "item_id", names.alias("source"), "als_rank", "pop_rank"))
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, tables, ds = ctx.cfg, ctx.tables, ctx.ds
     asof = AsOf.of(cfg, ds)
     run_ = als.run_as_of(tables, asof)
     out = build(cfg, tables, asof, run_).select(

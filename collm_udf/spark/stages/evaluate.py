@@ -37,7 +37,8 @@ from collm_udf.core.metrics import auc as auc_of
 from collm_udf.spark.stages import als
 from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
-from collm_udf.spark.stages.score import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark.context import StageContext
+from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
 from collm_udf.spark.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -183,10 +184,10 @@ def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
     return sorted(d for d in days if backtest_status(tables, AsOf.of(cfg, d))[0])
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
-        scorer: Scorer | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
     """The day's backtest (see the module docstring), the catch-up of earlier days, and the day's report."""
-    summary = evaluate_day(spark, cfg, tables, ds, run_id, scorer)
+    spark, cfg, tables, ds, run_id = ctx.spark, ctx.cfg, ctx.tables, ctx.ds, ctx.run_id
+    summary = evaluate_day(spark, cfg, tables, ds, run_id)
     caught_up = {}
     for d in pending_days(cfg, tables, ds):
         r = evaluate_day(spark, cfg, tables, d, run_id)

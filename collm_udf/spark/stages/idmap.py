@@ -12,7 +12,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from collm_udf.config import Config
+from collm_udf.spark.context import StageContext
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.tables import Tables
 
@@ -56,7 +56,8 @@ def indices(tables: Tables, entity: str, prefix: str) -> DataFrame:
     return m.select(F.col("id").alias(f"{prefix}_id"), F.col("idx").alias(f"{prefix}_idx"))
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> dict:
+def run(ctx: StageContext) -> dict:
+    spark, cfg, tables, ds = ctx.spark, ctx.cfg, ctx.tables, ctx.ds
     asof = AsOf.of(cfg, ds)
     # split mode maps every pair (its test part is scored with the same map); a daily run what it may know
     pairs = asof.known(tables.read("pairs")) if asof.daily else tables.read("pairs")

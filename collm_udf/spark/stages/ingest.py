@@ -19,12 +19,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from collm_udf.config import Config, SourceConfig
+from collm_udf.spark.context import StageContext
 from collm_udf.datasets import DatasetError, resolve_uri
 from collm_udf.spark import ingest_checks as chk
 from collm_udf.spark.asof import AsOf, ts_from
 from collm_udf.spark.data_quality import DataQuality, DataQualityError
 from collm_udf.spark.ingest_checks import CORRUPT
-from collm_udf.spark.tables import Tables
 
 
 class SourceError(ValueError):
@@ -120,14 +120,14 @@ def normalise_items(df: DataFrame, cfg: Config) -> DataFrame:
 
 def _report(dq: DataQuality, table: str, checks: list, got) -> None:
     for i, ch in enumerate(checks):
-        dq.add("ingest", table, ch.column, ch.name, got[f"c{i}"], ch.action, got[f"e{i}"])
+        dq.add("ingest", table, ch.column, ch.name, got[f"c{i}"], ch.action, example=got[f"e{i}"])
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None = None,
-        ds: str | None = None) -> dict:
+def run(ctx: StageContext) -> dict:
     """Copy the sources into `interactions` and `items`. The whole history is kept, also what lies after the
     cutoff of `ds` (a backfilled day's backtest needs it): daily mode counts those rows against the day's cutoff
     (not the wall clock) in data_quality, and no other stage of that day reads them (collm_udf/spark/asof.py)."""
+    spark, cfg, tables, dq, ds = ctx.spark, ctx.cfg, ctx.tables, ctx.dq, ctx.ds
     dq = dq if dq is not None else DataQuality()
     src = source_name(cfg.interactions.source)
     table = f"interactions ({src})"
@@ -153,7 +153,7 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None
             F.count(F.lit(1)).alias("n"), F.min("ts").cast("string").alias("e")).first()
         dq.add("ingest", table, cfg.interactions.columns.timestamp, f"at or after the cutoff of ds={ds} "
                f"({cutoff:%Y-%m-%d %H:%M} UTC; kept for backtests, the day's stages do not read them)",
-               late["n"], "kept", late["e"])
+               late["n"], "kept", example=late["e"])
 
     isrc = source_name(cfg.items.source)
     itable = f"items ({isrc})"
@@ -175,7 +175,7 @@ def run(spark: SparkSession, cfg: Config, tables: Tables, dq: DataQuality | None
     missing = inter.select("item_id").distinct().join(items.select("item_id"), "item_id", "left_anti")
     m = missing.agg(F.count("*").alias("n"), F.min("item_id").alias("e")).first()
     dq.add("ingest", table, cfg.interactions.columns.item, "item ids missing from the item "
-           "table (scored with empty text)", m["n"], "kept", m["e"])
+           "table (scored with empty text)", m["n"], "kept", example=m["e"])
 
     tables.overwrite(inter, "interactions")
     tables.overwrite(items, "items")

@@ -14,11 +14,11 @@ counted there too, against the part a day's ALS fit saw).
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark.tables import Tables
+from collm_udf.spark.context import StageContext
 
 SPLITS = ("train", "valid", "test")
 
@@ -84,7 +84,8 @@ def deduplicate(df: DataFrame) -> DataFrame:
         F.max("rating").alias("rating"), F.max("label").alias("label"), F.max("split").alias("split"))
 
 
-def run(spark: SparkSession, cfg: Config, tables: Tables, dq=None) -> dict:
+def run(ctx: StageContext) -> dict:
+    cfg, tables, dq = ctx.cfg, ctx.tables, ctx.dq
     inter = tables.read("interactions")
     n_in = inter.count()
     df = deduplicate(inter)

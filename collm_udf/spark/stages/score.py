@@ -5,8 +5,8 @@ recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (w
                  als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
-A Scorer maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score` column; it is all this
-stage knows of a model. The ALS scorer is the first; the language-model scorer implements the same interface.
+A Scorer (collm_udf/spark/scorers/) maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score`
+column; it is all this stage knows of a model: the ALS scorer or the CoLLM scorer.
 Both are the day's as of its cutoff (the newest ALS fit and model not after it). Pairs a scorer cannot score
 (ALS: a user or item without factors) rank after the scored ones in recent-popularity order, so a user without
 factors still gets top_n rows; remaining ties are broken by item_id so that a rerun ranks identically.
@@ -14,92 +14,30 @@ factors still gets top_n rows; remaining ties are broken by item_id so that a re
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
-from typing import Callable, Optional
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.spark.stages import als, idmap
 from collm_udf.spark.asof import AsOf
+from collm_udf.spark.context import StageContext
+from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.tables import Tables
 
 
-class Scorer(ABC):
-    """Scores (user_id, item_id) pairs: higher = more likely to be liked. Null = cannot score this pair."""
-
-    name: str
-
-    @property
-    @abstractmethod
-    def model_version(self) -> str: ...
-
-    @abstractmethod
-    def score_pairs(self, pairs: DataFrame) -> DataFrame:
-        """`pairs` plus a DOUBLE column `score` (one output row per input row)."""
-
-    def fallback_score(self) -> float:
-        """Score used in evaluation for pairs this scorer returns null for (the uninformed prior)."""
-        return 0.0
+def run(ctx: StageContext) -> dict:
+    """Score the day's candidates with the conf's scorer and replace the day's partition of recommendations."""
+    return write_day(ctx, make_scorer(ctx.cfg, ctx.tables, AsOf.of(ctx.cfg, ctx.ds)))
 
 
-class ALSScorer(Scorer):
-    """Predicted preference u . v from the ALS run; null where the user or the item has no factors."""
-
-    name = "als"
-
-    def __init__(self, tables: Tables, run: dict):
-        self.tables = tables
-        self.run = run
-        self.model = als.load_model(run)
-
-    @property
-    def model_version(self) -> str:
-        return f"als:{self.run['als_run_id']}"
-
-    def score_pairs(self, pairs: DataFrame) -> DataFrame:
-        users = idmap.indices(self.tables, "user", "user")
-        items = idmap.indices(self.tables, "item", "item")
-        # Left joins keep pairs whose ids are unmapped; ALS (coldStartStrategy=nan) gives NaN for unknown ids.
-        keyed = pairs.join(users, "user_id", "left").join(items, "item_id", "left")
-        pred = self.model.transform(keyed.fillna(-1, ["user_idx", "item_idx"]))
-        score = F.when(F.isnan("prediction") | (F.col("user_idx") < 0) | (F.col("item_idx") < 0), None) \
-            .otherwise(F.col("prediction").cast("double"))
-        return pred.withColumn("score", score).drop("prediction", "user_idx", "item_idx")
-
-    def fallback_score(self) -> float:
-        return float(self.run.get("target_mean") or 0.0)
-
-
-def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:
-    if cfg.score.scorer == "als":
-        return ALSScorer(tables, als.run_as_of(tables, asof))
-    if cfg.score.scorer == "collm":
-        from collm_udf.spark.scorers.collm import CoLLMScorer
-
-        return CoLLMScorer(tables.spark, cfg, tables, asof)
-    raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")
-
-
-def rank(scored: DataFrame, top_n: int) -> DataFrame:
-    """Keep each user's top_n by score, then (unscored pairs) by pop_rank when the frame has it, then item_id,
-    with rank 1..n."""
-    order = [F.col("score").desc_nulls_last()]
-    if "pop_rank" in scored.columns:
-        order.append(F.col("pop_rank").asc_nulls_last())
-    w = Window.partitionBy("user_id").orderBy(*order, F.col("item_id"))
-    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
-
-
-def run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, scorer: Scorer | None = None,
-        progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Score the day's candidates and replace the day's partition of recommendations. `progress` (the
-    pipeline's callback) gets a line every ~15 s while the scoring runs long (collm_udf/spark/progress.py)."""
+def write_day(ctx: StageContext, scorer: Scorer) -> dict:
+    """Rank the day's candidates with `scorer` and replace the day's partition of recommendations. The
+    context's `progress` gets a line every ~15 s while the scoring runs long (collm_udf/spark/progress.py)."""
+    spark, cfg, tables, ds, progress = ctx.spark, ctx.cfg, ctx.tables, ctx.ds, ctx.progress
     asof = AsOf.of(cfg, ds)
-    scorer = scorer or make_scorer(cfg, tables, asof)
     cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
     if cands.limit(1).count() == 0:
         raise ValueError(f"table candidates: no rows for ds={ds}; run the candidates stage for that day")

@@ -1,0 +1,202 @@
+"""Conf sections of the pipeline's stages and session: prepare, asof, als, candidates, score, evaluate, tables,
+spark. Conventions: collm_udf/config/__init__.py."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from collm_udf.config.base import ConfigError, check_identifier, help_field as _help
+
+
+@dataclass
+class SplitConfig:
+    train: float = _help("fraction of interactions, oldest first, in the training part", 0.8)
+    valid: float = _help("next fraction, the validation part", 0.1)
+    test: float = _help("newest fraction, the test part", 0.1)
+
+    def __post_init__(self):
+        for name in ("train", "valid", "test"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"prepare.split.{name}: {v} is not in [0, 1]")
+        if abs(self.train + self.valid + self.test - 1.0) > 1e-9 or self.train <= 0:
+            raise ConfigError(f"prepare.split: fractions must sum to 1 with train > 0, got "
+                              f"{self.train}/{self.valid}/{self.test}")
+
+
+@dataclass
+class PrepareConfig:
+    like_threshold: float = _help("label = 1 when rating >= this (CoLLM uses 4 on MovieLens)", 4.0)
+    split: SplitConfig = _help("time-ordered split fractions (ignored with a given split column)",
+                               factory=SplitConfig)
+    warm_min_interactions: int = _help("a pair is warm when user and item each have this many training "
+                                       "interactions", 3)
+    history_len: int = _help("most recent positive items kept as a pair's history", 10)
+
+    def __post_init__(self):
+        if self.warm_min_interactions < 1 or self.history_len < 0:
+            raise ConfigError("prepare: warm_min_interactions must be >= 1 and history_len >= 0")
+
+
+@dataclass
+class AsOfConfig:
+    """What a run for day ds may see: the daily mode (production) or the paper's fixed split (benchmark)."""
+
+    mode: str = _help("daily: every stage uses only interactions before ds's cutoff, and the evaluate stage "
+                      "backtests the day against the interactions of [cutoff, cutoff + evaluate.horizon_days); "
+                      "split: the paper's offline protocol, one fixed train/valid/test split (prepare.split or "
+                      "a given split column) whatever ds is", "daily")
+    cutoff_shift_hours: int = _help("cutoff = ds 00:00 UTC shifted by this many hours (e.g. -2: data up to "
+                                    "22:00 of the day before)", 0)
+    label_window_days: int = _help("daily: the CoLLM CF stage learns from the labels of [cutoff - this, cutoff), "
+                                   "with factors of an ALS fit that ends where the window starts", 28)
+
+    def __post_init__(self):
+        if self.mode not in ("daily", "split"):
+            raise ConfigError(f"asof.mode: {self.mode!r} is not daily or split")
+        if self.label_window_days < 1 or abs(self.cutoff_shift_hours) > 24 * 7:
+            raise ConfigError("asof: label_window_days must be >= 1 and |cutoff_shift_hours| <= 168")
+
+
+@dataclass
+class ALSConfig:
+    implicit: bool = _help("implicit-feedback ALS (models 'interacted', weighted by the target as confidence "
+                           "1 + alpha * target); explicit fits the target", False)
+    target: Optional[str] = _help(
+        "label (the 0/1 like) or rating (the mapped rating column: explicit ALS fits it, implicit ALS weighs each "
+        "interaction by it, e.g. a listen count). Unset: rating for implicit ALS when a rating column is mapped, "
+        "else label", None)
+    rank: int = _help("factor dimension", 16)
+    reg: float = _help("L2 regularisation (regParam)", 0.1)
+    alpha: float = _help("implicit confidence scale", 1.0)
+    max_iter: int = _help("ALS iterations", 15)
+    nonnegative: bool = _help("non-negative factors", False)
+    seed: int = _help("random seed (with deterministic input, a rerun gives the same factors)", 42)
+    checkpoint_interval: int = _help("checkpoint every N iterations (cuts long lineage)", 5)
+    retrain_every_days: int = _help("daily mode: the als stage refits when its newest fit with these params is "
+                                    "this many days older than the cutoff (1: every day); in between, the "
+                                    "candidates and the scorer use that fit", 1)
+
+    def __post_init__(self):
+        if self.retrain_every_days < 1:
+            raise ConfigError("als.retrain_every_days must be >= 1")
+        if self.target not in (None, "label", "rating"):
+            raise ConfigError(f"als.target: {self.target!r} is not label or rating")
+        if self.rank < 1 or self.max_iter < 1 or self.reg < 0 or self.alpha < 0:
+            raise ConfigError("als: rank and max_iter must be >= 1, reg and alpha >= 0")
+
+
+@dataclass
+class CandidatesConfig:
+    top_k: int = _help("ALS top-K unseen items per user", 50)
+    max_cold_items: int = _help("cold catalog items (no training interactions) added for every user", 200)
+    seen_buffer: int = _help("most extra items fetched from ALS per user to cover the seen and ineligible "
+                             "items it filters out", 2000)
+    min_item_interactions: int = _help(
+        "ALS candidates need this many training interactions: explicit ALS gives items with one or two "
+        "ratings extreme scores, and they would fill every top-K (ML-100K: Recall@10 0.000 without it)", 10)
+
+    active_within_days: Optional[int] = _help(
+        "the day's audience: users with an interaction in the last N days before the cutoff (split mode: before "
+        "the test part); each gets score.top_n rows. Unset = every user with an interaction before it", None)
+    popular_k: int = _help("recent-popularity candidates per user: the most interacted items of the last "
+                           "recent_days that the user has not interacted with (they also fill users without "
+                           "ALS factors)", 30)
+    recent_days: int = _help("window of recent popularity (candidates and the recent-popularity baseline)", 30)
+
+    def __post_init__(self):
+        if self.popular_k < 0 or self.recent_days < 1:
+            raise ConfigError("candidates: popular_k must be >= 0 and recent_days >= 1")
+        if self.active_within_days is not None and self.active_within_days < 1:
+            raise ConfigError("candidates.active_within_days must be >= 1 (or unset)")
+        if self.top_k < 1 or self.max_cold_items < 0 or self.seen_buffer < 0 or self.min_item_interactions < 0:
+            raise ConfigError("candidates: top_k >= 1; max_cold_items, seen_buffer, min_item_interactions >= 0")
+
+
+@dataclass
+class ScoreConfig:
+    scorer: str = _help("scorer that ranks candidates: als, or collm (the newest trained CoLLM model)", "als")
+    top_n: int = _help("rows per user in the daily recommendation table", 20)
+    device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
+                        "cpu, or cuda:N", "auto")
+    bf16: str = _help("collm: bf16 autocast: auto (GPU or CPUs with native bf16), on, off", "auto")
+    arrow_batch_rows: int = _help("collm: rows per Arrow batch into the UDF "
+                                  "(spark.sql.execution.arrow.maxRecordsPerBatch)", 4096)
+    max_row_tokens: int = _help("collm: tokens per packed row (a user's prefix once + candidates)", 512)
+    batch_tokens: int = _help("collm: tokens per forward pass", 8192)
+    partitions: int = _help("collm: partitions the pairs are spread over by user (0 = "
+                            "spark.sql.shuffle.partitions); use at least the number of task slots", 0)
+    align: bool = _help("collm: when the latest ALS run is not the model's, rotate its factors into the "
+                        "model's run (orthogonal Procrustes on shared items) instead of refusing", True)
+    max_alignment_residual: float = _help(
+        "collm: refuse when the rotation leaves more than this relative residual on the shared items' factors "
+        "(ML-100K: two explicit ALS fits of the same data with other seeds differ by 0.35, a fit 28 days older "
+        "by 0.40, at no measured AUC cost; see README)", 0.5)
+    min_rows_fraction: float = _help("output guard: fail before writing when the day's rows fall below this "
+                                     "fraction of the latest earlier day's (0 = off; an empty output always fails)", 0.5)
+    min_users_fraction: float = _help("output guard: the same for the number of users covered", 0.5)
+
+    def __post_init__(self):
+        if self.scorer not in ("als", "collm"):
+            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als, collm")
+        if self.top_n < 1:
+            raise ConfigError("score.top_n must be >= 1")
+        if not (0 <= self.min_rows_fraction <= 1 and 0 <= self.min_users_fraction <= 1):
+            raise ConfigError("score: min_rows_fraction and min_users_fraction must be in [0, 1]")
+        if min(self.arrow_batch_rows, self.max_row_tokens, self.batch_tokens) < 1 or self.partitions < 0:
+            raise ConfigError("score: arrow_batch_rows, max_row_tokens, batch_tokens >= 1; partitions >= 0")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ConfigError(f"score.bf16: {self.bf16!r} is not auto, on or off")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"score.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class EvaluateConfig:
+    k: int = _help("cut-off of Recall@k and NDCG@k", 10)
+    horizon_days: int = _help("daily mode: the day's table is judged by the interactions of [cutoff, cutoff + "
+                              "horizon_days), once the interactions table reaches the end of that window", 7)
+    catch_up_days: int = _help("daily mode: the evaluate stage also backtests the earlier days of the last N "
+                               "days whose horizon has completed since and that have no backtest yet (0: off)",
+                               14)
+    report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "
+                                      "folder ds=<ds> per day; a local or mounted path (e.g. /Volumes/...); "
+                                      "default <tables.root>/reports, or <tables.models_dir>/reports", None)
+
+    def __post_init__(self):
+        if self.k < 1 or self.horizon_days < 1 or self.catch_up_days < 0:
+            raise ConfigError("evaluate: k and horizon_days must be >= 1, catch_up_days >= 0")
+        if self.report_dir is not None and "://" in self.report_dir and not self.report_dir.startswith("file:"):
+            raise ConfigError(f"evaluate.report_dir: {self.report_dir!r} must be a local or mounted path "
+                              "(e.g. /Volumes/...): the report is written with local file APIs")
+
+
+@dataclass
+class TablesConfig:
+    root: Optional[str] = _help("directory holding path-based Delta tables (local runs)", None)
+    catalog: Optional[str] = _help("catalog of managed tables (exclusive with root)", None)
+    schema: Optional[str] = _help("schema (database) of managed tables", None)
+    prefix: str = _help("prefix of every table name", "")
+    models_dir: Optional[str] = _help("directory for saved models (ALS); default <root>/_models; required "
+                                      "with catalog tables, e.g. a /Volumes/... path", None)
+
+    def __post_init__(self):
+        if (self.root is None) == (self.schema is None):
+            raise ConfigError("tables: set either 'root' (paths) or 'schema' (catalog tables)")
+        if self.schema is not None and self.models_dir is None:
+            raise ConfigError("tables.models_dir: required with catalog tables (where saved models go)")
+        if self.catalog is not None:
+            check_identifier(self.catalog, "tables.catalog")
+        if self.schema is not None:
+            check_identifier(self.schema, "tables.schema")
+        if self.prefix:
+            check_identifier(self.prefix, "tables.prefix")
+
+
+@dataclass
+class SparkConfig:
+    master: str = _help("master used only when collm creates the session itself (never under "
+                        "spark-submit or in a notebook)", "local[*]")
+    conf: dict[str, str] = _help("extra settings for a session collm creates", factory=dict)
+    checkpoint_dir: Optional[str] = _help("checkpoint dir for ALS; default <tables.root>/_checkpoints", None)

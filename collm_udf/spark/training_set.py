@@ -1,0 +1,144 @@
+"""The train stage's pairs, sampled in Spark and collected as pandas: stage 1's text pairs, stage 2's CF pairs
+and the early-stopping holdout (training_frames), with the titles and ALS factors they mention (lookups) and the
+ALS fit behind stage 2's factors (label_run). See collm_udf/spark/stages/train.py for which pairs and why."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from collm_udf.config import Config
+from collm_udf.core.signals import STATISTICS
+from collm_udf.spark.stages import als, candidates
+from collm_udf.spark.asof import AsOf, history_as_of, micros
+from collm_udf.core.signals import column
+from collm_udf.spark.signals import add_stats, end_of
+from collm_udf.spark.tables import Tables
+
+PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
+
+
+def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
+    """Rows skip..skip+n of `part` in one seeded hash order (deterministic, and samples taken with different
+    skips never overlap). Only a fraction of the part, the lowest hash buckets, is sorted."""
+    total = part.count()
+    if n <= 0 or total <= skip:
+        return part.limit(0).withColumn("_k", F.lit(0).cast("long"))
+    key = F.xxhash64(F.lit(seed), "user_id", "item_id", "ts")
+    part = part.withColumn("_k", key).withColumn("_b", F.pmod(F.col("_k"), F.lit(1_000_000)))
+    keep = min(1.0, 1.5 * (skip + n) / total + 1e-3)
+    kept = part.where(F.col("_b") < F.lit(int(keep * 1_000_000)))
+    if keep < 1.0 and kept.count() < min(total, skip + n):  # an unlucky hash draw: sort the whole split
+        kept = part
+    # Ordered by bucket first: the rows of a smaller `keep` are a prefix of the same order.
+    w = Window.orderBy("_b", "_k", "user_id", "item_id")
+    return kept.withColumn("_r", F.row_number().over(w)).where((F.col("_r") > skip) & (F.col("_r") <= skip + n)) \
+        .drop("_r", "_b")
+
+
+def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None) -> dict:
+    """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig),
+    with the statistics among the model's signals as of the label window's start (`_sig_<name>` columns).
+    With model.train.cf_negatives, cf and hold also hold candidate-pool rows (candidate_pool, from the ALS fit
+    `run`): that many the user ignored and, with cf_pool_positives, up to as many the user then liked."""
+    t = cfg.model.train
+    pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
+    labels, before = asof.labels(pairs), asof.label_fit(pairs)
+    n_cf_train = int(round(t.cf_pairs * t.cf_train_share))
+    parts = {
+        "hold": _take(labels, t.holdout_pairs, t.seed),
+        "cf_valid": _take(labels, t.cf_pairs - n_cf_train, t.seed, skip=t.holdout_pairs),
+        "text": _take(before, t.text_pairs, t.seed),
+        "cf_train": _take(before, n_cf_train, t.seed, skip=t.text_pairs),
+    }
+    if (t.cf_negatives or t.text_negatives) and (not asof.daily or run is None):
+        raise ValueError("model.train.cf_negatives / text_negatives: candidate-pool pairs need the daily mode "
+                         "(asof.mode: daily) and the label window's ALS fit")
+    pools = []
+    if t.cf_negatives:
+        pool = candidate_pool(cfg, tables, asof, run).cache()
+        pools.append(pool)
+        # a fifth of each label to the holdout, so that early stopping also judges the table's task
+        for label, name, n in ((0, "neg", t.cf_negatives), (1, "pos", t.cf_negatives if t.cf_pool_positives else 0)):
+            rows = pool.where(F.col("label") == label)
+            n = min(n, rows.count())
+            parts[f"hold_{name}"] = _take(rows, n // 5, t.seed)
+            parts[f"cf_{name}"] = _take(rows, n - n // 5, t.seed, skip=n // 5)
+    if t.text_negatives:
+        # one window further back: offered at (label start - window), labelled before the label window starts
+        back = dataclasses.replace(asof, cutoff=asof.label_start,
+                                   label_start=asof.label_start - (asof.cutoff - asof.label_start))
+        pool = candidate_pool(cfg, tables, back, label_run(tables.spark, cfg, tables, back)).cache()
+        pools.append(pool)
+        for label, name in ((0, "neg"), (1, "pos")):
+            rows = pool.where(F.col("label") == label)
+            parts[f"text_{name}"] = _take(rows, min(t.text_negatives, rows.count()), t.seed)
+    # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
+    names = cfg.model.signals
+    end = end_of(before, asof.label_start)
+    frames = {k: add_stats(v, before, end, names, cfg.candidates.recent_days)
+              .orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
+              .select(*PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas()
+              for k, v in parts.items()}
+    for pool in pools:
+        pool.unpersist()
+    frames["text"] = pd.concat([frames.pop(k) for k in ("text", "text_neg", "text_pos") if k in frames],
+                               ignore_index=True)
+    frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg", "cf_pos") if k in frames],
+                             ignore_index=True)
+    frames["hold"] = pd.concat([frames.pop(k) for k in ("hold", "hold_neg", "hold_pos") if k in frames],
+                               ignore_index=True)
+    if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
+        where = (f"the label window [{asof.label_start:%Y-%m-%d %H:%M}, {asof.cutoff:%Y-%m-%d %H:%M}) UTC"
+                 if asof.daily else "the validation split")
+        raise ValueError(f"table pairs: {where} has {len(frames['hold'])} holdout and {len(frames['cf'])} stage-2 "
+                         "rows; the train stage needs both (check asof.label_window_days or prepare.split)")
+    return frames
+
+
+def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
+    """The table's task, one window back: the candidates the day of the label window's start would have offered
+    (its audience, the label fit's ALS top-K, its popular and cold items), labelled as the backtest labels a day:
+    1 where the user then liked the item in the window, else 0 (ignored, or rated below the like threshold).
+    History as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
+    start = dataclasses.replace(asof, cutoff=asof.label_start)
+    pairs = tables.read("pairs")
+    offered = candidates.build(cfg, tables, start, run).select("user_id", "item_id")
+    window = asof.labels(pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
+    hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
+    return (offered.join(window, ["user_id", "item_id"], "left").join(hist, "user_id", "left")
+            .select("user_id", "item_id", F.coalesce("_liked", F.lit(0)).cast("int").alias("label"),
+                    F.coalesce("history", F.array().cast("array<string>")).alias("history"),
+                    F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
+
+
+def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> tuple[dict, dict, dict]:
+    """Item text, user factors and item factors for just the ids the sampled frames mention."""
+    items, users = set(), set()
+    for df in frames.values():
+        users.update(df["user_id"])
+        items.update(df["item_id"])
+        for h in df["history"]:
+            items.update(h if h is not None else [])
+    ids = spark.createDataFrame([(i,) for i in sorted(items)], "item_id string")
+    uids = spark.createDataFrame([(u,) for u in sorted(users)], "user_id string")
+    text = {r["item_id"]: r["text"] for r in tables.read("items").join(ids, "item_id").select("item_id", "text")
+            .collect()}
+    U = {r["user_id"]: np.asarray(r["features"], np.float32) for r in tables.read("user_factors")
+         .where(F.col("als_run_id") == run_id).join(uids, "user_id").select("user_id", "features").collect()}
+    V = {r["item_id"]: np.asarray(r["features"], np.float32) for r in tables.read("item_factors")
+         .where(F.col("als_run_id") == run_id).join(ids, "item_id").select("item_id", "features").collect()}
+    return text, U, V
+
+
+def label_run(spark: SparkSession, cfg: Config, tables: Tables, asof: AsOf) -> dict:
+    """The ALS fit behind stage 2's factors: daily, the fit of the interactions before the label window (fitted
+    now unless it exists); split, the training split's fit."""
+    if not asof.daily:
+        return als.run_as_of(tables, asof)
+    return als.fit_run(spark, cfg, tables, asof.ds, asof.label_fit(tables.read("pairs")), mode="daily",
+                       cutoff=asof.label_start)
