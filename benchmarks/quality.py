@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from collm_udf.core import checkpoint  # noqa: E402
 from collm_udf.config import load_config  # noqa: E402
 from collm_udf.core.model import build  # noqa: E402
+from collm_udf.core.spec import stage2_only_fields  # noqa: E402
 from collm_udf.core.prompt import PromptBuilder  # noqa: E402
 from collm_udf.core.signals import STATISTICS  # noqa: E402
 from collm_udf.core.signals import column  # noqa: E402
@@ -53,7 +54,7 @@ def prepare(cfg, work: Path):
     from collm_udf.spark import training_set
     from collm_udf.spark import pipeline
     from collm_udf.spark.asof import AsOf, segments
-    from collm_udf.spark.signals import add_stats, end_of
+    from collm_udf.spark.signal_stats import add_stats, end_of
     from collm_udf.spark.session import get_spark
     from collm_udf.spark.tables import Tables
 
@@ -157,8 +158,7 @@ def main() -> int:
     times["tokenize_s"] = round(time.time() - t, 1)
 
     # Stage 1 and the text-only test scores depend on neither the projector nor the CF-slot ablations: cache.
-    stage2_only = ("projector_mult", "signals", "skip_hidden", "skip_segments", "lm_scale")
-    model_key = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in stage2_only}
+    model_key = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in stage2_only_fields()}
     model_key["train"] = {k: v for k, v in model_key["train"].items() if not k.startswith(("cf_", "skip_"))}
     stage1 = {"als_run_id": run["als_run_id"], "model": model_key,
               "history": use_hist, "test_pairs": args.test_pairs,

@@ -26,12 +26,19 @@ from collm_udf.core.pairs import factor_matrix, missing
 COLUMNS = ("history", "candidate", "user_factors", "item_factors")
 
 
-class CoLLMScorer(PythonModel):
+class CoLLMPyfunc(PythonModel):
+    """The CoLLM scorer as an MLflow pyfunc: a pandas frame of history titles, candidate text and factors in,
+    scores out (the Spark scorer is collm_udf/spark/scorers/collm.py)."""
+
     def load_context(self, context) -> None:
         from collm_udf.core.inference import load_predict_fn
 
+        from collm_udf.core.inference import pick_device
+        from collm_udf.spark.task import task_gpu_addresses
+
         # The GPU Spark assigned to the task (spark_udf), else the first visible GPU, else the CPU.
-        self._predict = load_predict_fn(context.artifacts["checkpoint"])
+        device = str(pick_device(None, task_gpu_addresses()))
+        self._predict = load_predict_fn(context.artifacts["checkpoint"], device)
 
     def predict(self, context, model_input: pd.DataFrame, params: Optional[dict] = None) -> np.ndarray:
         if "candidate" not in model_input.columns:
@@ -45,4 +52,4 @@ class CoLLMScorer(PythonModel):
         return self._predict(history, candidate, user_f, item_f, user_has, item_has)
 
 
-mlflow.models.set_model(CoLLMScorer())
+mlflow.models.set_model(CoLLMPyfunc())

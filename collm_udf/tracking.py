@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 if TYPE_CHECKING:
-    from collm_udf.config.model import MlflowConfig
+    from collm_udf.config.model_conf import MlflowConfig
 
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 MODEL_NAME = "scorer"

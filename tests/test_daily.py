@@ -364,7 +364,7 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
 def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted, events):
     from collm_udf.spark.asof import AsOf
     from collm_udf.core.signals import column
-    from collm_udf.spark.signals import add_stats, end_of
+    from collm_udf.spark.signal_stats import add_stats, end_of
 
     cfg, a, _, _ = daily
     _, b, _, _ = planted

@@ -60,7 +60,11 @@ def test_daily_table_is_ranked_by_the_lm(lm_run):
         g = g.sort_values("rank")
         assert g["rank"].tolist() == list(range(1, len(g) + 1))
         assert (np.diff(g["score"].to_numpy()) <= 0).all()
-    # the ranking is the LM's own, not ALS's order
+    # the ranking is the LM's own, not ALS's order: most users' rows, put in order of their ALS score, come out in
+    # another order than the table's; and cold candidates (no ALS score) reach the table when the day has any
+    differs = [g.sort_values("als_score", ascending=False, na_position="last", kind="stable")["item_id"].tolist()
+               != g.sort_values("rank")["item_id"].tolist() for _, g in recs.groupby("user_id")]
+    assert sum(differs) > len(differs) / 2, f"{sum(differs)} of {len(differs)} users"
     cands = day(tables, "candidates")
     assert (recs["source"] == "cold").any() or not (cands["source"] == "cold").any()
     row = tables.read("collm_models").where(F.col("model_version") == version).first()
@@ -227,6 +231,6 @@ def test_a_task_that_fails_once_is_retried_and_the_table_is_unchanged(spark, lm_
 
 
 def test_task_gpu_addresses_outside_spark_is_empty():
-    from collm_udf.spark.scorers.udf import task_gpu_addresses
+    from collm_udf.spark.task import task_gpu_addresses
 
     assert task_gpu_addresses() == []

@@ -14,7 +14,7 @@ import pytest
 
 from collm_udf.core import checkpoint
 from collm_udf.config import config_from_dict
-from collm_udf.config.model import MlflowConfig
+from collm_udf.config.model_conf import MlflowConfig
 from collm_udf.core.inference import load_predict_fn
 from collm_udf.core.pairs import PairSet
 from collm_udf.core.training import fit

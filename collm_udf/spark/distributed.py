@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from collm_udf.config import Config, to_dict
-from collm_udf.config.model import DistributedConfig
+from collm_udf.config.model_conf import DistributedConfig
 from collm_udf.core.pairs import PairSet
 
 _SCHEMA_FIELDS = ("history", "candidate", "user_f", "item_f", "user_has", "item_has", "label")

@@ -4,6 +4,7 @@ ALS fit behind stage 2's factors (label_run). See collm_udf/spark/stages/train.p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import numpy as np
@@ -16,7 +17,7 @@ from collm_udf.core.signals import STATISTICS
 from collm_udf.spark.stages import als, candidates
 from collm_udf.spark.asof import AsOf, history_as_of, micros
 from collm_udf.core.signals import column
-from collm_udf.spark.signals import add_stats, end_of
+from collm_udf.spark.signal_stats import add_stats, end_of
 from collm_udf.spark.tables import Tables
 
 PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
@@ -80,10 +81,13 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
     # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
     names = cfg.model.signals
     end = end_of(before, asof.label_start)
-    frames = {k: add_stats(v, before, end, names, cfg.candidates.recent_days)
-              .orderBy(F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
-              .select(*PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas()
-              for k, v in parts.items()}
+    # one join of the statistics and one collect for all parts, each part in its own seeded order
+    tagged = functools.reduce(DataFrame.unionByName, [v.select(*PAIR_COLUMNS, "_k", F.lit(k).alias("_part"))
+                                                      for k, v in parts.items()])
+    got = (add_stats(tagged, before, end, names, cfg.candidates.recent_days)
+           .orderBy("_part", F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
+           .select("_part", *PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas())
+    frames = {k: got[got["_part"] == k].drop(columns="_part").reset_index(drop=True) for k in parts}
     for pool in pools:
         pool.unpersist()
     frames["text"] = pd.concat([frames.pop(k) for k in ("text", "text_neg", "text_pos") if k in frames],

@@ -29,7 +29,7 @@ from collm_udf.spark import model_registry
 from collm_udf.spark.asof import AsOf, history_as_of
 from collm_udf.spark.scorers.base import Scorer
 from collm_udf.spark.scorers.udf import COLUMNS, score_udf
-from collm_udf.spark.signals import add_stats, end_of
+from collm_udf.spark.signal_stats import add_stats, end_of
 from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
 

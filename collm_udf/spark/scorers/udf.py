@@ -7,37 +7,15 @@ one, which cloudpickle sends by reference). The model is loaded on the executor,
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Hashable, Optional, Sequence
 
 import numpy as np
 
 from collm_udf.core.pairs import factor_matrix
 from collm_udf.core.signals import column
+from collm_udf.spark.task import task_cpus, task_gpu_addresses
 
 COLUMNS = ("_history_text", "_candidate", "_user_f", "_item_f")  # what the UDF reads besides the statistics
-
-
-def task_cpus() -> int:
-    """The cores Spark gave this task (spark.task.cpus); all of the machine's outside a task."""
-    try:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        return int(ctx.cpus()) if ctx is not None else (os.cpu_count() or 1)
-    except Exception:  # noqa: BLE001
-        return os.cpu_count() or 1
-
-
-def task_gpu_addresses() -> list[str]:
-    """The GPU addresses Spark assigned to this task (spark.task.resource.gpu.amount); none outside a task."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    if ctx is None:
-        return []
-    res = ctx.resources().get("gpu")
-    return list(res.addresses) if res is not None else []
 
 
 def score_udf(*, make_predict_fn: Callable[[str], Callable], key: Hashable, device: Optional[str],
