@@ -183,7 +183,7 @@ def quality(args, device, report: dict, save) -> None:
         if args.smoke:
             tc.epochs, tc.bf16 = 1, "off"  # CPU autocast can be ~15x slower than fp32 (README)
         if stage == "cf":  # as bench-quality: the skip's scale and start from the stage-2 set
-            init_skip(model, sets["cf"], meta["skip_init"])
+            init_skip(model, sets["cf"], meta["skip_init"], tok.pad_token_id)  # lm_scale: it scores the set
         t = time.time()
         h = train_stage(model, stage, sets[stage], sets["hold"], tc, tok.pad_token_id)
         q[f"train_{stage}_s"] = round(time.time() - t, 1)
