@@ -25,7 +25,8 @@ SPLITS = ("text", "cf", "hold", "test")
 def pair_sets(frames: Mapping[str, pd.DataFrame], text: Mapping, U: Mapping, V: Mapping, d: int, *,
               use_history: bool, signals: Sequence[str]) -> dict[str, PairSet]:
     return {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text=text,
-                                user_factors=U, item_factors=V, factor_dim=d, use_history=use_history, stats={n: df[column(n)] for n in signals if n in STATISTICS})
+                                user_factors=U, item_factors=V, factor_dim=d, use_history=use_history,
+                                stats={n: df[column(n)] for n in signals if n in STATISTICS})
             for k, df in frames.items()}
 
 

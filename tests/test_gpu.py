@@ -1,5 +1,6 @@
 """The production core on a GPU: `pytest -m gpu` on a machine with CUDA (skipped elsewhere, so `make test` is
-unchanged). Tiny random backbones from conftest; no pyspark is needed (GPU machines have no JVM).
+unchanged). Tiny random backbones (fixtures in conftest, built by tests/helpers.py); no pyspark is needed (GPU
+machines have no JVM).
 
 Tolerances: fp32 split vs dense as on CPU (1e-4 relative); bf16 autocast against the fp32 dense reference within
 5e-2 relative (bf16 keeps 8 bits of mantissa; the scores are sums over a few hundred products)."""

@@ -66,12 +66,14 @@ class Architecture:
     projector_mult: int = _help("projector hidden width = projector_mult x ALS rank (CoLLM: 10)", 10, stage2_only=True)
     signals: list[str] = _help("per-pair signals added to the score by a learned linear skip, trained in stage 2 "
                                "with the projector: als_dot, als_missing, item_recent, item_count, item_like_rate, "
-                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list, stage2_only=True)
+                               "user_count (collm_udf/core/signals.py); all computed as of the cutoff", factory=list,
+                               stage2_only=True)
     skip_hidden: int = _help("hidden width of the signals' skip: 0 = linear; > 0 = one ReLU layer, so that a "
                              "signal's weight can depend on another (u . v counts for more where both sides have "
                              "many interactions)", 0, stage2_only=True)
     skip_segments: bool = _help("the linear skip weighs each signal apart for warm pairs (user and item both have "
-                                "ALS factors) and the rest; needs als_missing among the signals", False, stage2_only=True)
+                                "ALS factors) and the rest; needs als_missing among the signals", False,
+                                stage2_only=True)
     lm_scale: bool = _help("stage 2 also learns a scalar weight of the LM's logit against the signals' skip (with "
                            "train.skip_init logistic it starts at a logistic fit of the LM's logit beside the "
                            "signals); needs signals", False, stage2_only=True)

@@ -3,8 +3,8 @@
 Per pair the UDF gets the user's history titles (the pair's own `history` when the frame has one, as the split
 mode's test pairs do; else the user's latest history_len positives before the day's cutoff), the candidate's
 text, and the ALS factors of the day's fit, rotated into the model's reference run when they differ
-(collm_udf/core/align.py). Model and fit are the newest ones not after the day's cutoff (collm_udf/spark/asof.py). Rows are
-repartitioned by user and sorted, so a user's candidates arrive together and share one prefix.
+(collm_udf/core/align.py). Model and fit are the newest ones not after the day's cutoff (collm_udf/spark/asof.py).
+Rows are repartitioned by user and sorted, so a user's candidates arrive together and share one prefix.
 
 On the executor: the checkpoint is loaded once per Python worker (collm_udf/spark/scorers/model_cache.py) on the
 task's GPU when Spark assigned one, else CUDA_VISIBLE_DEVICES' first, else the CPU; torch gets as many threads
