@@ -31,9 +31,7 @@ class CoLLMPyfunc(PythonModel):
     scores out (the Spark scorer is collm_udf/spark/scorers/collm.py)."""
 
     def load_context(self, context) -> None:
-        from collm_udf.core.inference import load_predict_fn
-
-        from collm_udf.core.inference import pick_device
+        from collm_udf.core.inference import load_predict_fn, pick_device
         from collm_udf.spark.task import task_gpu_addresses
 
         # The GPU Spark assigned to the task (spark_udf), else the first visible GPU, else the CPU.

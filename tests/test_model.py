@@ -245,6 +245,16 @@ def test_signal_skip_learns_packs_round_trips_and_refuses_pairs_without_it(tiny_
         ModelSpec(signals=["bogus"])
 
 
+def test_the_signal_scale_stays_on_the_device_the_model_moved_to(tiny_encoder):
+    # init_skip standardises the signals after fit() has moved the model to its training device (a GPU there);
+    # the meta device stands in for it on a CPU-only machine
+    model, _, _ = make(tiny_encoder, signals=["als_dot", "item_like_rate"])
+    model.to("meta")
+    model.set_signal_scale([0.5, 0.2], [2.0, 0.1])
+    assert model._sig_mean.device.type == model._sig_std.device.type == "meta"
+    assert model.spec.signal_mean == [0.5, 0.2]
+
+
 def test_the_logistic_start_scores_the_signals_before_any_step_and_zero_leaves_the_skip_out(tiny_encoder):
     from collm_udf.core.metrics import auc
     from collm_udf.core.training import init_skip

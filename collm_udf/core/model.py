@@ -111,11 +111,13 @@ class CoLLM(nn.Module):
         self.block_kernel = "auto"
 
     def set_signal_scale(self, mean, std) -> None:
-        """Standardise the signals by (mean, std) (of the stage-2 training set); recorded in the spec."""
+        """Standardise the signals by (mean, std) (of the stage-2 training set); recorded in the spec. The buffers
+        go where the model is: init_skip calls this after the model has moved to its training device."""
         self.spec = self.spec.with_(signal_mean=[float(m) for m in mean],
                                     signal_std=[max(float(s), 1e-6) for s in std])
-        self.register_buffer("_sig_mean", torch.tensor(self.spec.signal_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("_sig_std", torch.tensor(self.spec.signal_std, dtype=torch.float32), persistent=False)
+        dev = self.projector.net[0].weight.device
+        for name, values in (("_sig_mean", self.spec.signal_mean), ("_sig_std", self.spec.signal_std)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32, device=dev), persistent=False)
 
     # -------------------------------------------------------------------------------- forward
     def cf_vectors(self, slot_kind, slot_f, slot_has) -> torch.Tensor:
