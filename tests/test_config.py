@@ -24,6 +24,17 @@ def test_shipped_confs_load(name):
     assert cfg.name
 
 
+def test_the_second_warehouse_conf_is_the_shipped_one_with_other_sources():
+    """conf/ml-latest-small.yaml differs from conf/local.yaml in its name, tables and sources only: what depends on
+    a warehouse's size and pace is derived from the data (tempo), not tuned per warehouse."""
+    import dataclasses
+
+    a, b = (dataclasses.asdict(load_config(ROOT / "conf" / n)) for n in ("local.yaml", "ml-latest-small.yaml"))
+    own = ("name", "tables", "interactions", "items", "source_path")
+    assert {k: v for k, v in a.items() if k not in own} == {k: v for k, v in b.items() if k not in own}
+    assert a["tempo"]["enabled"] and a["interactions"] != b["interactions"]
+
+
 def test_defaults_and_types():
     cfg = config_from_dict(base())
     assert cfg.prepare.like_threshold == 4.0 and cfg.prepare.split.test == 0.1
@@ -46,6 +57,12 @@ def test_defaults_and_types():
      "exactly one of"),
     ({"score": {"scorer": "magic"}}, "score.scorer"),
     ({"score": {"scorer": "collm"}}, "needs a model section"),
+    ({"score": {"scorer": "features"}}, "'features' needs a model section"),
+    ({"score": {"scorer": "features"}, "model": {"signals": []}}, "'features' ranks by model.signals"),
+    ({"score": {"fallback": "random"}}, "score.fallback: 'random' is not one of"),
+    ({"gate": {"holdout_users": 1.0}}, r"gate.holdout_users: 1.0 is not in \(0, 1\)"),
+    ({"gate": {"margin": -0.1}}, r"gate.margin: -0.1 is not in \[0, 1\)"),
+    ({"gate": {"enabeld": False}}, "unknown key gate.enabeld"),
     ({"model": {"kind": "seq2seq"}}, "model.kind"),
     ({"model": {"train": {"lr": 0.1}}}, "unknown key model.train.lr"),
     ({"model": {"template": "{history} {candidate}"}}, "model.template: .*exactly once"),

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collm_udf.config.base import ConfigError, check_identifier, check_table_name
 from collm_udf.config.load import Config, config_from_dict, load_config, local_abspath, merge, to_dict
 from collm_udf.config.model_conf import DistributedConfig, MlflowConfig, ModelConfig, TrainingConfig
-from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig,
-                                       PrepareConfig, ScoreConfig, SparkConfig, SplitConfig, TablesConfig)
+from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig, GateConfig,
+                                       PrepareConfig, ScoreConfig, SparkConfig, SplitConfig, TablesConfig,
+                                       TempoConfig)
 from collm_udf.config.sources import (InteractionColumns, InteractionsConfig, ItemColumns, ItemsConfig,
                                       SourceConfig)
 
 __all__ = ["ALSConfig", "AsOfConfig", "CandidatesConfig", "Config", "ConfigError", "DistributedConfig",
-           "EvaluateConfig", "InteractionColumns", "InteractionsConfig", "ItemColumns", "ItemsConfig",
+           "EvaluateConfig", "GateConfig", "InteractionColumns", "InteractionsConfig", "ItemColumns", "ItemsConfig",
            "MlflowConfig", "ModelConfig", "PrepareConfig", "ScoreConfig", "SourceConfig", "SparkConfig",
-           "SplitConfig", "TablesConfig", "TrainingConfig", "check_identifier", "check_table_name",
+           "SplitConfig", "TablesConfig", "TempoConfig", "TrainingConfig", "check_identifier", "check_table_name",
            "config_from_dict", "load_config", "local_abspath", "merge", "to_dict"]

@@ -15,8 +15,8 @@ import yaml
 
 from collm_udf.config.base import ConfigError, help_field as _help
 from collm_udf.config.model_conf import ModelConfig
-from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig, PrepareConfig,
-                                       ScoreConfig, SparkConfig, TablesConfig)
+from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, EvaluateConfig, GateConfig,
+                                       PrepareConfig, ScoreConfig, SparkConfig, TablesConfig, TempoConfig)
 from collm_udf.config.sources import InteractionsConfig, ItemsConfig
 
 
@@ -33,6 +33,8 @@ class Config:
     als: ALSConfig = _help("MLlib ALS", factory=ALSConfig)
     candidates: CandidatesConfig = _help("candidate generation", factory=CandidatesConfig)
     model: Optional[ModelConfig] = _help("the CoLLM scorer; without it the train stage is skipped", None)
+    tempo: TempoConfig = _help("settings derived from the data as of each day (daily mode)", factory=TempoConfig)
+    gate: GateConfig = _help("the train stage's promotion gate (daily mode)", factory=GateConfig)
     score: ScoreConfig = _help("scoring and the daily table", factory=ScoreConfig)
     evaluate: EvaluateConfig = _help("evaluation", factory=EvaluateConfig)
     source_path: Optional[str] = _help("file the conf was loaded from (set by load_config)", None)
@@ -47,8 +49,11 @@ class Config:
             if self.asof.mode == "split" and n:
                 raise ConfigError(f"model.train.{key}: {n} candidate-pool negatives need the daily mode's "
                                   "candidate pool (asof.mode: daily); set 0 for the fixed split")
-        if self.score.scorer == "collm" and self.model is None:
-            raise ConfigError("score.scorer: 'collm' needs a model section (the scorer to train)")
+        if self.score.scorer in ("collm", "features") and self.model is None:
+            raise ConfigError(f"score.scorer: {self.score.scorer!r} needs a model section (what the train stage "
+                              "trains; the features-only ranker takes its signals and train settings)")
+        if self.score.scorer == "features" and not self.model.signals:
+            raise ConfigError("score.scorer: 'features' ranks by model.signals, and the conf lists none")
 
     def _check_als_target(self) -> None:
         """Resolve als.target and refuse what ALS could not honour (the params of a fit record the resolved one)."""

@@ -114,9 +114,46 @@ class CandidatesConfig:
             raise ConfigError("candidates: top_k >= 1; max_cold_items, seen_buffer, min_item_interactions >= 0")
 
 
+SCORERS = ("als", "collm", "features")
+FALLBACKS = ("recent_popularity", "popularity", "als")
+
+
+@dataclass
+class TempoConfig:
+    """Settings that depend on a warehouse's size and tempo, derived each day from the interactions known before
+    its cutoff (daily mode) instead of fixed (collm_udf/spark/tempo.py). Off: the fixed values of asof and
+    candidates are used as they are."""
+
+    enabled: bool = _help("derive the label window, the audience, the recent-popularity window and the ALS "
+                          "candidates' item threshold from the data as of each day (the run summary's `tempo` says "
+                          "what they were)", False)
+    label_likes: int = _help("the label window: the shortest multiple of asof.label_window_days before the cutoff "
+                             "that holds this many likes (label 1); the recent-popularity window "
+                             "(candidates.recent_days) is the same", 1000)
+    max_label_window_days: int = _help("the label window grows no further: a day whose window holds too few likes "
+                                       "even then trains nothing (its table: the last decision, or score.fallback)",
+                                       364)
+    audience_quantile: float = _help("the audience (candidates.active_within_days): users active within this "
+                                     "quantile of the gaps between a user's consecutive active days (at least 7 "
+                                     "days): the window in which that share of returning users come back", 0.9)
+    item_quantile: float = _help("candidates.min_item_interactions: this quantile of the known items' interaction "
+                                 "counts (at least 2): ALS candidates come from the better-known items", 0.5)
+
+    def __post_init__(self):
+        if self.label_likes < 1 or self.max_label_window_days < 7:
+            raise ConfigError("tempo: label_likes must be >= 1 and max_label_window_days >= 7")
+        if not (0 < self.audience_quantile <= 1 and 0 <= self.item_quantile < 1):
+            raise ConfigError("tempo: audience_quantile must be in (0, 1] and item_quantile in [0, 1)")
+
+
 @dataclass
 class ScoreConfig:
-    scorer: str = _help("scorer that ranks candidates: als, or collm (the newest trained CoLLM model)", "als")
+    scorer: str = _help("what ranks the table: als (u . v of the day's ALS fit), collm (the CoLLM model the train "
+                        "stage trains, served when the promotion gate passes it: see gate), or features (the "
+                        "features-only ranker: a logistic ranker on model.signals, no language model, no GPU)", "als")
+    fallback: str = _help("what the score stage serves when no trained ranker exists as of the day (a history too "
+                          "short to train, the first days of a warehouse): recent_popularity, popularity or als; the "
+                          "reason is in the run summary and the table's model_version", "recent_popularity")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
     device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
                         "cpu, or cuda:N", "auto")
@@ -136,20 +173,46 @@ class ScoreConfig:
     min_rows_fraction: float = _help("output guard: fail before writing when the day's rows fall below this "
                                      "fraction of the latest earlier day's (0 = off; an empty output always fails)", 0.5)
     min_users_fraction: float = _help("output guard: the same for the number of users covered", 0.5)
+    guard_min_users: int = _help("output guard: compare with the latest earlier day only when it covered at least "
+                                 "this many users (a small audience halves from one day to the next by chance)", 100)
 
     def __post_init__(self):
-        if self.scorer not in ("als", "collm"):
-            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: als, collm")
+        if self.scorer not in SCORERS:
+            raise ConfigError(f"score.scorer: {self.scorer!r} is not one of: {', '.join(SCORERS)}")
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(f"score.fallback: {self.fallback!r} is not one of: {', '.join(FALLBACKS)}")
         if self.top_n < 1:
             raise ConfigError("score.top_n must be >= 1")
         if not (0 <= self.min_rows_fraction <= 1 and 0 <= self.min_users_fraction <= 1):
             raise ConfigError("score: min_rows_fraction and min_users_fraction must be in [0, 1]")
-        if min(self.arrow_batch_rows, self.max_row_tokens, self.batch_tokens) < 1 or self.partitions < 0:
-            raise ConfigError("score: arrow_batch_rows, max_row_tokens, batch_tokens >= 1; partitions >= 0")
+        if min(self.arrow_batch_rows, self.max_row_tokens, self.batch_tokens) < 1 or self.partitions < 0 \
+                or self.guard_min_users < 0:
+            raise ConfigError("score: arrow_batch_rows, max_row_tokens, batch_tokens >= 1; partitions, "
+                              "guard_min_users >= 0")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"score.bf16: {self.bf16!r} is not auto, on or off")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"score.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class GateConfig:
+    """The promotion gate of the train stage (daily mode): a new model serves only when it ranks a held-out part of
+    its label window better than every ranker a team could serve instead (collm_udf/spark/gate.py)."""
+
+    enabled: bool = _help("judge each trained model before it serves; off: the newest model always serves", True)
+    holdout_users: float = _help("share of users (a stable hash of the id, the same on every day) whose label-window "
+                                 "pairs no model or features-only ranker trains on; the gate ranks their candidate "
+                                 "pool as of the window's start and judges the lists by what they then liked", 0.3)
+    margin: float = _help("a new model is promoted only when its held-out NDCG@k exceeds the best other ranker's by "
+                          "this relative margin (0.05: 5%); otherwise the best ranker serves", 0.0)
+    seed: int = _help("seed of the held-out users' hash (changing it changes which users are held out)", 7)
+
+    def __post_init__(self):
+        if not 0.0 < self.holdout_users < 1.0:
+            raise ConfigError(f"gate.holdout_users: {self.holdout_users} is not in (0, 1)")
+        if not 0.0 <= self.margin < 1.0:
+            raise ConfigError(f"gate.margin: {self.margin} is not in [0, 1)")
 
 
 @dataclass
@@ -160,6 +223,9 @@ class EvaluateConfig:
     catch_up_days: int = _help("daily mode: the evaluate stage also backtests the earlier days of the last N "
                                "days whose horizon has completed since and that have no backtest yet (0: off)",
                                14)
+    user_figures: bool = _help("keep each truth user's NDCG@k and Recall@k per ranker in the run summary (small "
+                               "warehouses: collm replay turns it on for its paired-bootstrap confidence intervals)",
+                               False)
     report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "
                                       "folder ds=<ds> per day; a local or mounted path (e.g. /Volumes/...); "
                                       "default <tables.root>/reports, or <tables.models_dir>/reports", None)

@@ -4,7 +4,8 @@ A retrained ALS model spans a different basis: U' V'^T ~ U V^T, but U' ~ U R for
 input means something else. align() fits the orthogonal R (scipy's orthogonal Procrustes) that maps the new
 run's item factors onto the reference run's on the items both know, and measures the relative residual
 ||V_new R - V_ref||_F / ||V_ref||_F. Under the threshold, new user and item factors are scored as f @ R (an
-orthogonal R keeps every u . v); over it, or with too few shared items, the caller must refuse.
+orthogonal R keeps every u . v); over it, or with too few shared items, it raises, and the CoLLM scorer
+scores with the reference run's own factors instead (collm_udf/spark/scorers/collm.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from scipy.linalg import orthogonal_procrustes
 
 
 class AlignmentError(ValueError):
-    pass
+    """The rotation does not fit; residual and shared_items say how badly (None where it was not fitted)."""
+
+    def __init__(self, message: str, residual: float | None = None, shared_items: int | None = None):
+        super().__init__(message)
+        self.residual, self.shared_items = residual, shared_items
 
 
 @dataclass
@@ -42,17 +47,17 @@ def align(reference: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], re
     if len(shared) < min_shared:
         raise AlignmentError(f"CoLLM model trained on ALS run {reference_run} cannot score factors of ALS run "
                              f"{new_run}: only {len(shared)} shared items (need {min_shared}) to align them; "
-                             "retrain the model (stage train) on the new run")
+                             "retrain the model (stage train) on the new run", shared_items=len(shared))
     A = np.stack([new[i] for i in shared]).astype(np.float64)
     B = np.stack([reference[i] for i in shared]).astype(np.float64)
     if A.shape[1] != B.shape[1]:
         raise AlignmentError(f"ALS run {new_run} has rank {A.shape[1]}, the model's run {reference_run} has rank "
-                             f"{B.shape[1]}: retrain the model on the new run")
+                             f"{B.shape[1]}: retrain the model on the new run", shared_items=len(shared))
     R, _ = orthogonal_procrustes(A, B)
     residual = float(np.linalg.norm(A @ R - B) / max(np.linalg.norm(B), 1e-12))
     if residual > max_residual:
         raise AlignmentError(f"CoLLM model trained on ALS run {reference_run} cannot score factors of ALS run "
                              f"{new_run}: the best rotation leaves a relative residual of {residual:.3f} on "
                              f"{len(shared)} shared items (limit score.max_alignment_residual = {max_residual}); "
-                             "retrain the model (stage train) on the new run")
+                             "retrain the model (stage train) on the new run", residual, len(shared))
     return Alignment(reference_run, new_run, R.astype(np.float32), residual, len(shared))

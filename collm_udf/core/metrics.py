@@ -36,3 +36,39 @@ def auc_uauc(df: "pd.DataFrame", score: str = "score") -> dict:
         out[seg] = {"auc": a, "uauc": float(np.mean(per_user)) if per_user else None, "pairs": int(len(part)),
                     "uauc_users": len(per_user)}
     return out
+
+
+def weighted_mean(x, w, axis=-1):
+    """sum(w x) / sum(w) along axis: with w = 1 / (a day's truth users), the mean of the days' means."""
+    return (x * w).sum(axis=axis) / w.sum(axis=axis)
+
+
+def weighted_ratio(a, b, w, axis=-1):
+    """sum(w a) / sum(w b): the ratio of two rankers' weighted means (of their days' means, with weighted_mean's
+    weights); infinite where only b's mean is 0, and 1 where both are (a resample in which neither ranker hits
+    says they tie)."""
+    num, den = (a * w).sum(axis=axis), (b * w).sum(axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((num == 0) & (den == 0), 1.0, num / den)
+
+
+def paired_bootstrap(statistic, samples: tuple, *, level: float = 0.95, n_resamples: int = 10_000,
+                     seed: int = 0) -> tuple[float, Optional[float], Optional[float]]:
+    """(estimate, low, high): `statistic(*samples, axis)` and its percentile confidence interval, resampling the
+    units (the samples' common first axis: truth users, or users of several days) with replacement, the same
+    units for every sample (paired). scipy.stats.bootstrap; None bounds where the resamples say nothing (one unit,
+    all values equal)."""
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    samples = tuple(np.asarray(s, np.float64) for s in samples)
+    est = float(statistic(*samples, axis=-1))
+    if len(samples[0]) < 2:
+        return est, None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (all equal) give NaN bounds, reported as None
+        res = bootstrap(samples, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                        confidence_level=level, method="percentile", random_state=seed)
+    lo, hi = (float(v) for v in res.confidence_interval)
+    return est, (lo if np.isfinite(lo) else None), (hi if np.isfinite(hi) else None)

@@ -1,0 +1,70 @@
+"""The features-only ranker: the signals a CoLLM model's skip sees (collm_udf/core/signals.py), fitted as a logistic
+ranker on the same stage-2 labels, with no language model. Pure numpy at scoring time; sklearn fits it.
+
+It is the baseline that says what the language model adds: a CoLLM model whose LM part learns nothing ranks like
+it. It is also a ranker of its own (score.scorer: features), and one of the candidates the promotion gate
+(collm_udf/spark/gate.py) compares a new model with.
+
+    score = intercept + sum_i coef_i * (x_i - mean_i) / scale_i        x: (N, S) signals, in `signals` order
+
+sklearn's StandardScaler + LogisticRegression fit it (one description of the standardisation: the same mean and
+scale, the same L2 penalty C as the CoLLM skip's logistic start); the Spark scorer evaluates the same expression
+over columns (collm_udf/spark/scorers/features.py), so nothing leaves Spark at scoring time.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from collm_udf.core.signals import check_names
+
+
+@dataclass(frozen=True)
+class FeatureRanker:
+    signals: tuple[str, ...]  # the names of x's columns (collm_udf.core.signals)
+    mean: tuple[float, ...]  # (S,) of the training set
+    scale: tuple[float, ...]  # (S,) its standard deviations (1 where a signal is constant)
+    coef: tuple[float, ...]  # (S,) on the standardised signals
+    intercept: float
+    rows: int = 0  # training pairs
+    positives: int = 0
+
+    @classmethod
+    def fit(cls, signals: Sequence[str], x: np.ndarray, y: np.ndarray, C: float = 1.0) -> "FeatureRanker":
+        """Fit on (N, S) signals x and 0/1 labels y; a set with one class gets zero weights (its log-odds)."""
+        from sklearn.linear_model import LogisticRegression  # training machines only (see core.training.init_skip)
+        from sklearn.preprocessing import StandardScaler
+
+        names = check_names(list(signals))
+        x, y = np.asarray(x, np.float64), np.asarray(y).astype(int)
+        if x.shape != (len(y), len(names)) or not len(y):
+            raise ValueError(f"features-only ranker: {x.shape} signals for {len(y)} labels and {len(names)} names")
+        sc = StandardScaler().fit(x)
+        if len(np.unique(y)) < 2:
+            p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+            coef, intercept = np.zeros(len(names)), float(np.log(p / (1 - p)))
+        else:
+            lr = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(x), y)
+            coef, intercept = lr.coef_[0], float(lr.intercept_[0])
+        return cls(tuple(names), tuple(map(float, sc.mean_)), tuple(map(float, sc.scale_)), tuple(map(float, coef)),
+                   intercept, len(y), int(y.sum()))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """(N,) logits of (N, S) signals."""
+        z = (np.asarray(x, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return z @ np.asarray(self.coef) + self.intercept
+
+    def weights(self) -> dict[str, float]:
+        """Each signal's coefficient per standard deviation: what the ranker learned, in the run summary."""
+        return {n: round(c, 4) for n, c in zip(self.signals, self.coef)}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureRanker":
+        d = json.loads(text)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
