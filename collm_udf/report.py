@@ -21,14 +21,15 @@ from matplotlib.figure import Figure
 
 # Display names of metrics-table scorers (an unknown scorer is shown as it is stored).
 SCORER_NAMES = {"als": "ALS", "collm": "CoLLM", "text": "text-only", "popularity": "popularity",
-                "recent_popularity": "recent popularity"}
+                "recent_popularity": "recent popularity", "features": "features-only"}
 SEGMENT_ORDER = ("all", "served", "warm", "cold", "cold_item", "active", "truth")
 METRIC_NAMES = {"auc": "AUC", "uauc": "UAUC", "recall_at_k": "Recall@k", "ndcg_at_k": "NDCG@k",
-                "coverage": "coverage", "overlap_at_k": "overlap@k", "top_item_share": "top item share"}
+                "coverage": "coverage", "overlap_at_k": "overlap@k", "top_item_share": "top item share",
+                "alignment_residual": "alignment residual"}
 # Training-popularity buckets: number of training interactions of an item, [lo, next lo).
 POPULARITY_EDGES = (0, 1, 3, 10, 30, 100, 300)
 COLORS = {"ALS": "#4C72B0", "CoLLM": "#DD8452", "text-only": "#55A868", "popularity": "#8C8C8C",
-          "recent popularity": "#B5B5B5"}
+          "recent popularity": "#B5B5B5", "features-only": "#8172B3"}
 
 
 def popularity_bucket_labels(edges: tuple[int, ...] = POPULARITY_EDGES) -> list[str]:
@@ -55,6 +56,8 @@ class ReportData:
     holdout:    validation holdout AUC of the trained model's stages, e.g. {"text-only": .., "CoLLM": ..}
     examples:   user_id, history, rank, item, score, lm_score, als_score, source
     top_items:  item, text, recommendations, train_count
+    gate:       ranker, serves, NDCG@k, Recall@k, served truth users: the promotion gate's held-out comparison
+                behind what serves the day (gate_note: when it decided, what it chose and why)
     """
 
     name: str
@@ -69,6 +72,8 @@ class ReportData:
     examples: Optional[pd.DataFrame] = None
     top_items: Optional[pd.DataFrame] = None
     backtest: str = ""  # what judged the day, or why it is not judged yet
+    gate: Optional[pd.DataFrame] = None
+    gate_note: str = ""
 
 
 def _fmt(v) -> str:
@@ -330,6 +335,11 @@ def render_html(data: ReportData, out_dir: str) -> str:
         "served ones (served), and coverage: users with a list over the day's active users (active) and over the "
         "truth users (truth), by scorer and baseline")}
 {_table(holdout, "Validation holdout AUC of the trained model") if data.holdout else ""}
+<h2>What serves the day: the promotion gate</h2>
+<p class="note">{html.escape(data.gate_note or "No promotion gate decided what serves this day (the ALS scorer, "
+                             "the fixed split, or nothing trained yet).")}</p>
+{_table(data.gate, "Each ranker's NDCG@k and Recall@k on the held-out users' candidate pool of the label window")
+ if data.gate is not None else ""}
 <h2>Score distributions</h2>
 {img['scores.png']}
 <h2>Coverage and popularity</h2>

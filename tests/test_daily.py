@@ -11,22 +11,12 @@ import pytest
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
-from collm_udf.config import config_from_dict
 from collm_udf.spark.context import StageContext
-from helpers import recall_ndcg, slice_conf
+from collm_udf.config import config_from_dict
+from helpers import ACTIVE, K, RECENT, TOP_N, daily_conf, recall_ndcg
 
 pytestmark = pytest.mark.slow
 DAYS = ("1998-04-08", "1998-04-15")
-K, TOP_N, ACTIVE, RECENT, POPULAR_K = 10, 10, 30, 30, 15
-
-
-def daily_conf(slice_dir, root, **sections):
-    base = dict(asof={"mode": "daily", "label_window_days": 28},
-                als={"rank": 8, "max_iter": 8, "target": "rating", "retrain_every_days": 10},
-                candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3,
-                            "active_within_days": ACTIVE, "popular_k": POPULAR_K, "recent_days": RECENT},
-                evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0}, score={"top_n": TOP_N})
-    return config_from_dict(slice_conf(slice_dir, root, **{**base, **sections}))
 
 
 def cutoff(ds: str) -> pd.Timestamp:
@@ -303,8 +293,9 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
                  "train": {"text_pairs": 96, "cf_pairs": 96, "holdout_pairs": 48, "text_epochs": 1,
                            "cf_epochs": 1, "retrain_every_days": 14, "cf_negatives": 60, "cf_pool_positives": True,
                            "text_negatives": 40}}
+    # the gate off: this test is about windows and factor spaces; tests/test_gate.py judges models
     cfg = daily_conf(slice_dir, root, score={"top_n": TOP_N, "scorer": "collm", "partitions": 2,
-                                             "arrow_batch_rows": 500}, model=model_sec)
+                                             "arrow_batch_rows": 500}, model=model_sec, gate={"enabled": False})
     tables = Tables(spark, cfg.tables)
     first = train.run(StageContext.of(spark, cfg, DAYS[0], tables=tables, log=lambda m: None))
     model = model_registry.model_as_of(tables, AsOf.of(cfg, DAYS[0]))

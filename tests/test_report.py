@@ -17,7 +17,7 @@ from helpers import TEST_DS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("metrics.png", "scores.png", "coverage.png")
-HEADINGS = ["Backtest", "Score distributions", "Coverage and popularity", "Example recommendations"]
+HEADINGS = ["Backtest", "What serves the day: the promotion gate", "Score distributions", "Coverage and popularity", "Example recommendations"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

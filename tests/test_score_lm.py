@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from collm_udf.core.align import AlignmentError
 from collm_udf.config import config_from_dict
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
@@ -140,8 +139,11 @@ def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
     met = tables.read("metrics").where(F.col("run_id") == "run_lm_1").toPandas()
     assert set(met["scorer"]) == {"collm", "als", "popularity", "recent_popularity"}
     ranking = {"recall_at_k", "ndcg_at_k", "coverage", "overlap_at_k", "top_item_share"}
-    for scorer in ("collm", "als"):
-        assert {"auc", "uauc"} | ranking == set(met[met.scorer == scorer]["metric"])
+    assert {"auc", "uauc"} | ranking == set(met[met.scorer == "als"]["metric"])
+    # the CoLLM scorer also records how far the day's factors were from its model's (the drift it rotated over)
+    assert {"auc", "uauc", "alignment_residual"} | ranking == set(met[met.scorer == "collm"]["metric"])
+    residual = met[(met.scorer == "collm") & (met.metric == "alignment_residual")]["value"]
+    assert len(residual) == 1 and 0.0 <= float(residual.iloc[0]) < 0.5
     for baseline in ("popularity", "recent_popularity"):  # they rank; they score no pairs
         assert ranking == set(met[met.scorer == baseline]["metric"])
     assert summary["metrics"]["auc"]["all"] is not None and summary["metrics"]["als"]["auc"]["all"] is not None
@@ -173,8 +175,12 @@ def _fake_run(spark, tables, run0: str, new: str, transform) -> dict:
     return {"als_run_id": new}
 
 
-def test_new_als_run_is_aligned_or_refused(spark, lm_run):
+def test_new_als_run_is_aligned_or_scored_with_the_models_own_factors(spark, lm_run):
+    """A rotated run aligns (same scores). An unrelated run leaves a residual over the limit: the day is scored
+    with the factors of the model's own ALS run (the same scores as that run gives), written whole, and the stage's
+    output and metrics say so. score.align off does the same without trying a rotation."""
     from collm_udf.spark.scorers.collm import CoLLMScorer
+    from collm_udf.spark.stages import evaluate, score
 
     cfg, tables, _ = lm_run
     base = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS))
@@ -183,6 +189,7 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
     rotated = _fake_run(spark, tables, run0, "als_test_rotated", lambda f: f @ Q.T)
     aligned = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
     assert aligned.alignment.residual < 1e-4 and aligned.alignment.shared_items > 20
+    assert aligned.describe()["factors"] == "rotated"
     pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).limit(60)
     a = base.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
     b = aligned.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
@@ -190,13 +197,29 @@ def test_new_als_run_is_aligned_or_refused(spark, lm_run):
 
     unrelated = _fake_run(spark, tables, run0, "als_test_unrelated",
                           lambda f: np.random.default_rng(int(abs(f[0]) * 1e6)).normal(size=f.shape))
-    with pytest.raises(AlignmentError, match=f"trained on ALS run {run0} cannot score factors of ALS run "
-                                             "als_test_unrelated.*residual"):
-        CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=unrelated)
+    drifted = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=unrelated)
+    d = drifted.describe()
+    assert d["factors"] == "reference" and d["scored_als_run_id"] == run0
+    assert d["drift"]["day_als_run_id"] == "als_test_unrelated" and d["drift"]["residual"] > 0.5
+    assert f"trained on ALS run {run0} cannot score factors of ALS run als_test_unrelated" in d["drift"]["reason"]
+    c = drifted.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)
+    before = day(tables)
+    ctx = StageContext.of(spark, cfg, LM_DS, tables=tables, run_id="run_drift")
+    try:
+        out = score.write_day(ctx, drifted)
+        assert out["scorer"]["factors"] == "reference" and out["recommendations"] == len(before)
+        m = evaluate.evaluate_day(spark, cfg, tables, LM_DS, "run_drift", scorer=drifted)
+        assert m["rankers"]["collm"]["truth_users"] > 0
+        rows = tables.read("metrics").where((F.col("run_id") == "run_drift") &
+                                            (F.col("metric") == "alignment_residual")).toPandas()
+        assert rows.segment.tolist() == ["reference"] and rows.value.iloc[0] > 0.5
+    finally:
+        score.write_day(ctx, base)  # the module's day as it was
     cfg.score.align = False
     try:
-        with pytest.raises(AlignmentError, match=f"trained on ALS run {run0}, the latest ALS run is als_test_rotated"):
-            CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
+        off = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
+        assert off.describe()["factors"] == "reference" and off.drift["reason"] == "score.align is off"
     finally:
         cfg.score.align = True
 

@@ -31,6 +31,11 @@ from collm_udf.spark.tables import Tables, check_ds
 UTC = dt.timezone.utc
 
 
+class InsufficientHistory(ValueError):
+    """What a day may know is too little for a fit (no interactions before a cutoff, an empty label window): the
+    train stage records it and the day is served by score.fallback instead of failing."""
+
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 

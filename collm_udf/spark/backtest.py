@@ -9,7 +9,10 @@ rankers, each a top-k list per served user, all as of the cutoff:
                      i.e. the table `score.scorer: als` writes (left out when ALS is the scorer)
   popularity         the most interacted items before the cutoff that the user has not seen
   recent_popularity  the same over the last candidates.recent_days
-Recall@k and NDCG@k come from MLlib's RankingEvaluator, over every truth user (segment "all": a user without a
+  features           the day's candidates ranked by the features-only ranker of the day's gate decision (the
+                     model's signals as a logistic ranker, no language model), when the conf trains one
+Recall@k and NDCG@k are MLlib RankingMetrics' (binary gains), computed per user in one pass (user_figures) and averaged
+over every truth user (segment "all": a user without a
 list counts zero, so coverage gaps show) and over the served truth users (segment "served"). Coverage: users with
 a list over the served users ("active") and over the truth users ("truth"). Personalisation, over the users with
 a list: overlap@k = the mean share of two users' top-k lists that they have in common (sum_i c_i (c_i - 1) /
@@ -19,9 +22,9 @@ the day's most listed item.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from pyspark.ml.evaluation import RankingEvaluator
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
@@ -44,14 +47,19 @@ class Backtest:
             df.unpersist()
 
 
-def prepare(cfg: Config, tables: Tables, asof: AsOf) -> Backtest:
+def prepare(cfg: Config, tables: Tables, asof: AsOf, users: Optional[Column] = None) -> Backtest:
+    """The day's truth, audience and known pairs; `users`: only the users for which this is true (the gate's
+    held-out users), in truth and audience alike."""
     pairs = tables.read("pairs")
     known = asof.known(pairs).select("user_id", "item_id", "ts").cache()
     seen = known.select("user_id", "item_id").distinct()
     truth = (asof.truth(pairs).where(F.col("label") == 1).select("user_id", "item_id").distinct()
              .join(seen, ["user_id", "item_id"], "left_anti")
-             .groupBy("user_id").agg(F.array_sort(F.collect_set("item_id")).alias("truth"))).cache()
-    return Backtest(truth, served_users(cfg, asof, known).cache(), known)
+             .groupBy("user_id").agg(F.array_sort(F.collect_set("item_id")).alias("truth")))
+    served = served_users(cfg, asof, known)
+    if users is not None:
+        truth, served = truth.where(users), served.where(users)
+    return Backtest(truth.cache(), served.cache(), known)
 
 
 def baseline_lists(cfg: Config, bt: Backtest, asof: AsOf, k: int) -> dict[str, DataFrame]:
@@ -64,7 +72,8 @@ def baseline_lists(cfg: Config, bt: Backtest, asof: AsOf, k: int) -> dict[str, D
     return out
 
 
-def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[str, dict]:
+def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int,
+                   per_user: Optional[dict] = None) -> dict[str, dict]:
     """Per ranker: recall/ndcg over all and served truth users, coverage, and the counts behind them."""
     spark = bt.truth.sparkSession
     ranked = None
@@ -72,18 +81,14 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[st
         part = df.where(F.col("rank") <= k).select(F.lit(name).alias("ranker"), "user_id", "item_id", "rank")
         ranked = part if ranked is None else ranked.unionByName(part)
     ranked = ranked.cache()
-    # RankingEvaluator wants numeric ids: a dense index over every item that a list or the truth names.
-    items = bt.truth.select(F.explode("truth").alias("item_id")).unionByName(ranked.select("item_id")).distinct()
-    index = items.select("item_id", F.dense_rank().over(Window.orderBy("item_id")).cast("double").alias("i"))
-    truth = (bt.truth.select("user_id", F.explode("truth").alias("item_id")).join(index, "item_id")
-             .groupBy("user_id").agg(F.collect_set("i").alias("truth")))
-    preds = (ranked.join(index, "item_id").groupBy("ranker", "user_id")
-             .agg(F.array_sort(F.collect_list(F.struct("rank", "i"))).alias("r"))
-             .select("ranker", "user_id", F.col("r.i").alias("pred")))
+    truth = bt.truth.select("user_id", "truth")
+    preds = (ranked.groupBy("ranker", "user_id")
+             .agg(F.array_sort(F.collect_list(F.struct("rank", "item_id"))).alias("r"))
+             .select("ranker", "user_id", F.col("r.item_id").alias("pred")))
     served = bt.served.select("user_id", F.lit(True).alias("served"))
     names = spark.createDataFrame([(n,) for n in lists], "ranker string")
     frame = (truth.crossJoin(names).join(preds, ["ranker", "user_id"], "left").join(served, "user_id", "left")
-             .withColumn("pred", F.coalesce("pred", F.array().cast("array<double>")))
+             .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>")))
              .withColumn("served", F.coalesce("served", F.lit(False)))).cache()
     counts = {r["ranker"]: r for r in frame.groupBy("ranker").agg(
         F.count(F.lit(1)).alias("truth_users"), F.count(F.when(F.col("served"), 1)).alias("served"),
@@ -91,6 +96,18 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[st
     listed = {r["ranker"]: r["n"] for r in ranked.select("ranker", "user_id").distinct().join(bt.served, "user_id")
               .groupBy("ranker").agg(F.count(F.lit(1)).alias("n")).collect()}
     n_served = bt.served.count()
+    # every ranker's mean figures over all and over the served truth users in one pass (the means of
+    # RankingEvaluator: tests/test_confidence.py checks user_figures against it)
+    figures = user_figures(frame, k).cache()
+    means = {}
+    for r in figures.groupBy("ranker").agg(
+            F.avg("recall").alias("all_recall"), F.avg("ndcg").alias("all_ndcg"),
+            F.avg(F.when(F.col("served"), F.col("recall"))).alias("served_recall"),
+            F.avg(F.when(F.col("served"), F.col("ndcg"))).alias("served_ndcg")).collect():
+        for seg in ("all", "served"):
+            for metric in ("recall", "ndcg"):
+                v = r[f"{seg}_{metric}"]
+                means[(r["ranker"], seg, metric)] = None if v is None else float(v)
     spread = {}
     for r in ranked.groupBy("ranker", "item_id").agg(F.count(F.lit(1)).alias("c")).groupBy("ranker").agg(
             F.sum(F.col("c") * (F.col("c") - 1)).alias("pairs"), F.max("c").alias("top")).collect():
@@ -106,15 +123,32 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int) -> dict[st
         pairs_in_common, top = spread.get(name, (0, 0))
         r[f"overlap@{k}"] = pairs_in_common / (n_list * (n_list - 1) * k) if n_list > 1 else None
         r["top_item_share"] = top / n_list if n_list else None
-        mine = frame.where(F.col("ranker") == name)
-        for seg, part, n in (("all", mine, got["truth_users"]), ("served", mine.where("served"), got["served"])):
-            for metric, mllib in (("recall", "recallAtK"), ("ndcg", "ndcgAtK")):
-                ev = RankingEvaluator(predictionCol="pred", labelCol="truth", metricName=mllib, k=k)
-                r[f"{metric}@{k}" + ("" if seg == "all" else "_served")] = float(ev.evaluate(part)) if n else None
+        for seg, suffix, n in (("all", "", got["truth_users"]), ("served", "_served", got["served"])):
+            for metric in ("recall", "ndcg"):
+                r[f"{metric}@{k}{suffix}"] = means.get((name, seg, metric)) if n else None
         out[name] = r
+    if per_user is not None:
+        got = figures.toPandas()
+        per_user.update({name: got[got["ranker"] == name].drop(columns="ranker").reset_index(drop=True)
+                         for name in lists})
+    figures.unpersist()
     frame.unpersist()
     ranked.unpersist()
     return out
+
+
+def user_figures(frame: DataFrame, k: int) -> DataFrame:
+    """ranker, user_id, served, ndcg, recall: each truth user's NDCG@k and Recall@k (binary gains, as MLlib's
+    RankingMetrics: their means over users are RankingEvaluator's figures), for paired comparisons of rankers
+    over the same users (the benchmarks' bootstrap)."""
+    top = F.slice("pred", 1, k)
+    dcg = F.aggregate(F.transform(top, lambda x, i: F.when(F.array_contains("truth", x), 1.0 / F.log2(i + 2))
+                                  .otherwise(0.0)), F.lit(0.0), lambda a, x: a + x)
+    idcg = F.aggregate(F.sequence(F.lit(0), F.least(F.size("truth"), F.lit(k)) - 1), F.lit(0.0),
+                       lambda a, j: a + 1.0 / F.log2(j + 2))
+    hits = F.size(F.filter(top, lambda x: F.array_contains("truth", x)))
+    return frame.select("ranker", "user_id", "served", (dcg / idcg).alias("ndcg"),
+                        (hits / F.size("truth")).cast("double").alias("recall"))
 
 
 def metric_rows(name: str, r: dict, k: int) -> list[tuple]:
@@ -128,3 +162,14 @@ def metric_rows(name: str, r: dict, k: int) -> list[tuple]:
              ("overlap_at_k", "served", r[f"overlap@{k}"], None, r["users_with_list"], k),
              ("top_item_share", "served", r["top_item_share"], None, r["users_with_list"], k)]
     return rows
+
+
+METRICS_SCHEMA = ("run_id string, ds string, mode string, horizon_days int, als_run_id string, model_version string, "
+                  "scorer string, metric string, segment string, k int, value double, n_pairs long, n_users long")
+
+
+def write_metrics(tables: Tables, rows: list[tuple]) -> None:
+    """Append rows (in METRICS_SCHEMA's order, ds as YYYY-MM-DD) to the metrics table."""
+    df = tables.spark.createDataFrame(rows, METRICS_SCHEMA)
+    df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
+    tables.append(df, "metrics")

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.core import checkpoint
-from collm_udf.spark.asof import AsOf, micros, newest_as_of
+from collm_udf.spark.asof import AsOf, fit_dict, fit_rows, micros, newest_as_of
 from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
 
@@ -99,3 +99,12 @@ def model_as_of(tables: Tables, asof: AsOf, conf: Optional[str] = None, required
         raise FileNotFoundError(f"table collm_models: no CoLLM model {when}: run the train stage first (it needs "
                                 "a model section)")
     return found
+
+
+def find_model(tables: Tables, version: str) -> dict:
+    """The collm_models row of one model version (an error naming it when it is gone)."""
+    rows = fit_rows(tables, "collm_models")
+    row = None if rows is None else rows.where(F.col("model_version") == version).first()
+    if row is None:
+        raise FileNotFoundError(f"table collm_models: no model {version!r} (named by table gate as what serves)")
+    return fit_dict(row)

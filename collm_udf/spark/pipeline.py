@@ -53,14 +53,18 @@ def run(spark: SparkSession, cfg: Config, stages: list[str] | None = None, ds: s
                 progress(f"[collm] {s} ...")
             result = registry.stage(s)(ctx)
             result["wall_s"] = round(time.time() - t, 1)
+            if s == "prepare" and ctx.base_cfg.tempo.enabled:  # the pairs the day's settings are measured on
+                ctx = ctx.rederived()
             summary["stages"][s] = result
             if progress:
                 progress(f"[collm] {s} done in {result['wall_s']}s")
     finally:  # what a failed run found is kept too: it says why the run failed
         dq.write(spark, tables, ctx.run_id, ds)
     summary["data_quality"] = dq.summary()
-    summary["asof"] = AsOf.of(cfg, ds).describe()
-    fit = als.run_as_of(tables, AsOf.of(cfg, ds), required=False)
+    summary["asof"] = AsOf.of(ctx.cfg, ds).describe()
+    if ctx.tempo:
+        summary["tempo"] = ctx.tempo
+    fit = als.run_as_of(tables, AsOf.of(ctx.cfg, ds), required=False)
     if fit is not None:
         summary["als_run_id"] = fit["als_run_id"]
     if "score" in summary["stages"]:

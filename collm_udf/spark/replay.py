@@ -8,6 +8,7 @@ following evaluate.horizon_days; the replay prints one line per day and the mean
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Callable, Optional
@@ -15,6 +16,7 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 
 from collm_udf.config import Config
+from collm_udf.core.metrics import paired_bootstrap, weighted_mean, weighted_ratio
 from collm_udf.spark import pipeline
 from collm_udf.spark.asof import data_end
 from collm_udf.spark.tables import Tables, check_ds
@@ -24,6 +26,7 @@ from collm_udf.spark.stages import STAGES
 ONCE = ("ingest", "prepare")
 DAILY = tuple(s for s in STAGES if s not in ONCE)
 FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth", "overlap", "top_item_share")
+BASELINES = ("popularity", "recent_popularity", "als", "features")  # what a team ships without the table's ranker
 
 
 class ReplayError(ValueError):
@@ -82,6 +85,59 @@ def mean_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _finite(v):
+    return None if v is None or v != v or v in (float("inf"), float("-inf")) else v
+
+
+def confidence(per_user: list[dict], scorer: str, *, level: float = 0.95, seed: int = 0) -> dict:
+    """Paired-bootstrap confidence intervals over the replay's truth users (every day's, pooled; weights 1 / the
+    day's truth users, so each estimate is the mean of the days' means, as in the mean row):
+    {rankers: {name: {ndcg: [est, lo, hi], recall: [...]}}, ratios: {baseline: {ndcg: [...], recall: [...]}},
+    best_baseline: {ndcg: name, recall: name}, units: user-days}. Ratios are the table's (`scorer`) over each
+    baseline's; the best baseline is the one with the highest estimate."""
+    import numpy as np
+    import pandas as pd
+
+    if not per_user:
+        return {}
+    df = pd.DataFrame(per_user)
+    wide = {f: df.pivot_table(index=["ds", "user_id"], columns="ranker", values=f) for f in ("ndcg", "recall")}
+    days = wide["ndcg"].index.get_level_values("ds")
+    w = 1.0 / pd.Series(days).map(pd.Series(days).value_counts()).to_numpy()
+    out: dict = {"units": int(len(w)), "level": level, "rankers": {}, "ratios": {}, "best_baseline": {}}
+    for name in wide["ndcg"].columns:
+        out["rankers"][name] = {f: [_finite(v) for v in paired_bootstrap(
+            weighted_mean, (wide[f][name].fillna(0).to_numpy(), w), level=level, seed=seed)] for f in wide}
+    bases = [b for b in BASELINES if b in wide["ndcg"].columns and b != scorer]
+    if scorer not in wide["ndcg"].columns or not bases:
+        return out
+    for f in wide:
+        est = {b: out["rankers"][b][f][0] or 0.0 for b in bases}
+        out["best_baseline"][f] = max(bases, key=lambda b: est[b])
+    for b in bases:
+        out["ratios"][b] = {f: [_finite(v) for v in paired_bootstrap(
+            weighted_ratio, (wide[f][scorer].fillna(0).to_numpy(), wide[f][b].fillna(0).to_numpy(), w),
+            level=level, seed=seed)] for f in wide}
+    return out
+
+
+def format_confidence(ci: dict, scorer: str) -> list[str]:
+    """The replay's closing lines: each ranker's pooled figures and the table's ratio to each baseline, with CIs."""
+    if not ci.get("rankers"):
+        return []
+    f = lambda t: "  -  " if t[0] is None else (f"{t[0]:.3f} [{'-' if t[1] is None else f'{t[1]:.3f}'}, "  # noqa: E731
+                                              f"{'-' if t[2] is None else f'{t[2]:.3f}'}]")
+    pct = round(100 * ci["level"])
+    lines = [f"[replay] {pct}% CI, paired bootstrap over {ci['units']} truth user-days | NDCG / Recall: " +
+             " | ".join(f"{n} {f(r['ndcg'])} / {f(r['recall'])}" for n, r in ci["rankers"].items())]
+    if ci["ratios"]:
+        best = ci["best_baseline"]
+        lines.append(f"[replay] {scorer} / baseline ({pct}% CI) | NDCG / Recall: " + " | ".join(
+            f"{b}{'*' if b in best.values() else ''} x{f(r['ndcg'])} / x{f(r['recall'])}"
+            for b, r in ci["ratios"].items()) + "   (* best baseline)")
+    return lines
+
+
 def format_day(ds: str, rows: list[dict], k: int, note: str = "") -> str:
     if not rows:
         return f"[replay] {ds}: {note or 'no backtest'}"
@@ -100,28 +156,38 @@ def run(spark: SparkSession, cfg: Config, *, start: Optional[str] = None, end: O
     if cfg.asof.mode != "daily":
         raise ReplayError("replay: asof.mode is split (the fixed-split benchmark mode); a replay is a daily job")
     t0 = time.time()
+    # each truth user's figures, for the confidence intervals over the replay's users
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, user_figures=True))
     tables = Tables(spark, cfg.tables)
     once = None
     if not skip_ingest:
         once = pipeline.run(spark, cfg, stages=list(ONCE), ds=end or default_ds(), progress=progress)
     chosen = choose_days(cfg, tables, start, end, days, every)
     k = cfg.evaluate.k
-    table, runs = [], {}
+    table, runs, per_user = [], {}, []
     for ds in chosen:
         s = pipeline.run(spark, cfg, stages=list(DAILY), ds=ds, progress=progress)
         m = s.get("metrics", {})
+        for name, cols in (m.pop("per_user", None) or {}).items():
+            per_user += [dict(ds=ds, ranker=name, **dict(zip(cols, v))) for v in zip(*cols.values())]
         rows = backtest_rows(ds, m, k)
         table += rows
         out(format_day(ds, rows, k, m.get("backtest", {}).get("truth", "")))
         runs[ds] = {x: s.get(x) for x in ("run_id", "als_run_id", "model_version", "wall_s")}
-        runs[ds]["stages"] = {name: {kk: v for kk, v in r.items() if kk in ("wall_s", "reused", "users",
-                                                                             "recommendations", "model_version")}
+        runs[ds]["stages"] = {name: {kk: v for kk, v in r.items() if kk in ("wall_s", "reused", "users", "skipped",
+                                                                             "recommendations", "model_version",
+                                                                             "gate", "features", "lm_scale", "scorer",
+                                                                             "notes")}
                               for name, r in s["stages"].items()}
     mean = mean_rows(table)
     out(format_day("mean", mean, k))
+    ci = confidence(per_user, cfg.score.scorer)
+    for line in format_confidence(ci, cfg.score.scorer):
+        out(line)
     wall = round(time.time() - t0, 1)
     out(f"[replay] {len(chosen)} days in {wall:.0f} s ({wall / 60:.1f} min)")
     return {"name": cfg.name, "replay": {"days": chosen, "every": every, "k": k, "horizon_days":
-                                         cfg.evaluate.horizon_days, "table": table, "mean": mean},
+                                         cfg.evaluate.horizon_days, "table": table, "mean": mean, "ci": ci,
+                                         "per_user": per_user},
             "ingest": None if once is None else {"stages": once["stages"], "data_quality": once["data_quality"]},
             "runs": runs, "tables": pipeline.table_report(tables, chosen[-1]), "wall_s": wall}

@@ -7,6 +7,7 @@ Called at the end of the evaluate stage and by `collm report --conf --ds [--out]
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.report import POPULARITY_EDGES, ReportData, popularity_bucket_labels, render_html
+from collm_udf.spark import serving, tempo
 from collm_udf.spark.stages import als
 from collm_udf.spark.asof import AsOf, backtest_status, history_as_of
 from collm_udf.spark.scorers.als import ALSScorer
@@ -53,7 +55,26 @@ def metrics_frame(tables: Tables, ds: str) -> tuple[pd.DataFrame, str | None]:
     last = day.orderBy(F.col("evaluated_at").desc(), F.col("run_id").desc()).select("run_id").first()
     if last is None:
         return pd.DataFrame(columns=cols), None
-    return day.where(F.col("run_id") == last["run_id"]).select(*cols).toPandas(), last["run_id"]
+    # the gate's rows (the train stage's held-out comparison) have a section of their own (gate_frame)
+    got = day.where((F.col("run_id") == last["run_id"]) & (F.col("segment") != "gate")).select(*cols).toPandas()
+    return got, last["run_id"]
+
+
+def gate_frame(cfg: Config, tables: Tables, ds: str) -> tuple[pd.DataFrame | None, str]:
+    """The gate decision serving the day: each candidate ranker's held-out figures, and a line saying when it was
+    decided, what serves and why."""
+    if cfg.model is None or cfg.score.scorer == "als" or not tables.exists("gate"):
+        return None, ""
+    found = serving.decision_as_of(tables, AsOf.of(cfg, ds), cfg)
+    if found is None:
+        return None, ""
+    res = json.loads(found["results"] or "{}")
+    k = found["k"]
+    rows = [{"ranker": name, "serves": r.get("serves"), f"NDCG@{k}": r.get("ndcg"), f"Recall@{k}": r.get("recall"),
+             "served truth users": r.get("served_truth_users")} for name, r in res.items()]
+    note = (f"Decided by the training of {found['ds']}: {found['served']} serves "
+            f"({'promoted' if found['promoted'] else 'not promoted'}): {found['reason']}.")
+    return (pd.DataFrame(rows) if rows else None), note
 
 
 def histogram(df: DataFrame, value: str, series: Column, panel: str, bins: int = HIST_BINS) -> pd.DataFrame:
@@ -180,8 +201,10 @@ def holdout(tables: Tables, model_version: str | None) -> dict:
 
 
 def collect(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> ReportData:
-    """The report's frames for day `ds` (see collm_udf.report.ReportData)."""
+    """The report's frames for day `ds` (see collm_udf.report.ReportData); `cfg` as loaded (with tempo, the day's
+    settings are derived here)."""
     ds = check_ds(ds)
+    cfg, _ = tempo.derive(cfg, tables, ds)
     metrics, run_id = metrics_frame(tables, ds)
     if tables.exists("recommendations"):
         recs = _day(tables, "recommendations", ds).select("user_id", "item_id", "rank", "lm_score", "als_score",
@@ -203,9 +226,11 @@ def collect(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> Report
     note = f"ds={ds}, judged by {why}" if ready else why.replace("; nothing written", "")
     if ready and metrics.empty:
         note += " (not evaluated yet: run the evaluate stage for this day)"
+    gate, gate_note = gate_frame(cfg, tables, ds)
     return ReportData(name=cfg.name, ds=ds, metrics=metrics, hists=hists, popularity=pop, coverage=cov,
                       run_id=run_id, model_version=version, holdout=holdout(tables, version),
-                      examples=example_recommendations(cfg, tables, ds), top_items=top_items, backtest=note)
+                      examples=example_recommendations(cfg, tables, ds), top_items=top_items, backtest=note,
+                      gate=gate, gate_note=gate_note)
 
 
 def write_report(spark: SparkSession, cfg: Config, tables: Tables, ds: str, out_dir: str | None = None) -> str:

@@ -19,7 +19,7 @@ _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 TABLES = (
     "interactions", "items", "pairs", "id_map", "als_runs", "user_factors", "item_factors",
-    "collm_models", "candidates", "recommendations", "metrics", "data_quality",
+    "collm_models", "gate", "candidates", "recommendations", "metrics", "data_quality",
 )
 
 

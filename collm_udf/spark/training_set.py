@@ -9,18 +9,30 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.core.signals import STATISTICS
 from collm_udf.spark.stages import als, candidates
-from collm_udf.spark.asof import AsOf, history_as_of, micros
+from collm_udf.spark.asof import AsOf, InsufficientHistory, history_as_of, micros
 from collm_udf.core.signals import column
 from collm_udf.spark.signal_stats import add_stats, end_of
 from collm_udf.spark.tables import Tables
 
 PAIR_COLUMNS = ("user_id", "item_id", "label", "history")
+
+
+def gated(cfg: Config, asof: AsOf) -> bool:
+    """Whether the promotion gate judges this training (daily mode, gate.enabled)."""
+    return asof.daily and cfg.gate.enabled
+
+
+def gate_users(cfg: Config) -> Column:
+    """True for the users the gate holds out: a stable hash of the user id and gate.seed, so a user is held out on
+    every day alike and no earlier model trained on the label-window pairs of the users a later gate judges on."""
+    share = int(round(cfg.gate.holdout_users * 10_000))
+    return F.pmod(F.xxhash64(F.lit("collm-gate"), F.lit(cfg.gate.seed), F.col("user_id")), F.lit(10_000)) < share
 
 
 def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
@@ -41,14 +53,19 @@ def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
         .drop("_r", "_b")
 
 
-def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None) -> dict:
+def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None,
+                    notes: Optional[list] = None) -> dict:
     """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig),
     with the statistics among the model's signals as of the label window's start (`_sig_<name>` columns).
     With model.train.cf_negatives, cf and hold also hold candidate-pool rows (candidate_pool, from the ALS fit
-    `run`): that many the user ignored and, with cf_pool_positives, up to as many the user then liked."""
+    `run`): that many the user ignored and, with cf_pool_positives, up to as many the user then liked. Under the
+    gate (gated), no label-window row of a held-out user (gate_users) is among them. `notes` gets a line for each
+    part left out (a text pool whose window has no history yet)."""
     t = cfg.model.train
     pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
     labels, before = asof.labels(pairs), asof.label_fit(pairs)
+    trainable = ~gate_users(cfg) if gated(cfg, asof) else F.lit(True)
+    labels = labels.where(trainable)
     n_cf_train = int(round(t.cf_pairs * t.cf_train_share))
     parts = {
         "hold": _take(labels, t.holdout_pairs, t.seed),
@@ -61,7 +78,7 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
                          "(asof.mode: daily) and the label window's ALS fit")
     pools = []
     if t.cf_negatives:
-        pool = candidate_pool(cfg, tables, asof, run).cache()
+        pool = candidate_pool(cfg, tables, asof, run).where(trainable).cache()
         pools.append(pool)
         # a fifth of each label to the holdout, so that early stopping also judges the table's task
         for label, name, n in ((0, "neg", t.cf_negatives), (1, "pos", t.cf_negatives if t.cf_pool_positives else 0)):
@@ -73,11 +90,18 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
         # one window further back: offered at (label start - window), labelled before the label window starts
         back = dataclasses.replace(asof, cutoff=asof.label_start,
                                    label_start=asof.label_start - (asof.cutoff - asof.label_start))
-        pool = candidate_pool(cfg, tables, back, label_run(tables.spark, cfg, tables, back)).cache()
-        pools.append(pool)
-        for label, name in ((0, "neg"), (1, "pos")):
-            rows = pool.where(F.col("label") == label)
-            parts[f"text_{name}"] = _take(rows, min(t.text_negatives, rows.count()), t.seed)
+        try:
+            back_run = label_run(tables.spark, cfg, tables, back)
+        except InsufficientHistory as e:  # the warehouse's first windows: stage 1 learns from rated pairs alone
+            back_run = None
+            if notes is not None:
+                notes.append(f"model.train.text_negatives: no candidate pool one window back ({e})")
+        if back_run is not None:
+            pool = candidate_pool(cfg, tables, back, back_run).cache()
+            pools.append(pool)
+            for label, name in ((0, "neg"), (1, "pos")):
+                rows = pool.where(F.col("label") == label)
+                parts[f"text_{name}"] = _take(rows, min(t.text_negatives, rows.count()), t.seed)
     # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
     names = cfg.model.signals
     end = end_of(before, asof.label_start)
@@ -99,8 +123,9 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
     if len(frames["hold"]) == 0 or len(frames["cf"]) == 0:
         where = (f"the label window [{asof.label_start:%Y-%m-%d %H:%M}, {asof.cutoff:%Y-%m-%d %H:%M}) UTC"
                  if asof.daily else "the validation split")
-        raise ValueError(f"table pairs: {where} has {len(frames['hold'])} holdout and {len(frames['cf'])} stage-2 "
-                         "rows; the train stage needs both (check asof.label_window_days or prepare.split)")
+        raise InsufficientHistory(f"table pairs: {where} has {len(frames['hold'])} holdout and {len(frames['cf'])} "
+                                  "stage-2 rows; the train stage needs both (check asof.label_window_days or "
+                                  "prepare.split)")
     return frames
 
 
@@ -118,6 +143,30 @@ def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFr
             .select("user_id", "item_id", F.coalesce("_liked", F.lit(0)).cast("int").alias("label"),
                     F.coalesce("history", F.array().cast("array<string>")).alias("history"),
                     F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
+
+
+RANKER_NEGATIVES = 200_000  # the features-only ranker's cap on ignored candidates collected to the driver
+
+
+def ranker_rows(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> pd.DataFrame:
+    """The features-only ranker's training set (daily mode): the whole candidate pool of the label window's start
+    (candidate_pool) of the users that train (not the gate's), with its signals as the features scorer computes
+    them then (collm_udf/spark/scorers/features.py) and the label: every liked candidate and up to
+    RANKER_NEGATIVES ignored ones (a seeded hash sample: a logistic ranker's weights do not depend on how many
+    negatives it sees, only its intercept does, and ranking ignores that)."""
+    from collm_udf.spark.scorers.features import signal_columns
+
+    names = tuple(cfg.model.signals)
+    pool = candidate_pool(cfg, tables, asof, run)
+    if gated(cfg, asof):
+        pool = pool.where(~gate_users(cfg))
+    key = F.pmod(F.xxhash64(F.lit(cfg.model.train.seed), "user_id", "item_id"), F.lit(1_000_000))
+    n_neg = pool.where(F.col("label") == 0).count()
+    if n_neg > RANKER_NEGATIVES:
+        pool = pool.where((F.col("label") == 1) | (key < F.lit(int(1_000_000 * RANKER_NEGATIVES / n_neg))))
+    start = dataclasses.replace(asof, cutoff=asof.label_start)
+    sig = signal_columns(pool, tables=tables, cfg=cfg, asof=start, run=run, names=names)
+    return sig.select("user_id", "item_id", "label", *[column(n) for n in names]).toPandas()
 
 
 def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> tuple[dict, dict, dict]:

@@ -1,20 +1,59 @@
-"""Scorers: the day's model behind one interface (base.py). make_scorer picks the conf's (score.scorer)."""
+"""Scorers: the day's model behind one interface (base.py). make_scorer picks what serves the day: the conf's ALS
+scorer, or what the newest gate decision of the conf as of the day serves (collm_udf/spark/serving.py): the CoLLM
+model it promoted, a features-only ranker, ALS or a popularity list; with no trained ranker as of the day (a
+history too short to train), score.fallback, with the reason."""
 from __future__ import annotations
 
+from typing import Optional
+
 from collm_udf.config import Config
+from collm_udf.core.features import FeatureRanker
+from collm_udf.spark import model_registry, serving
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.scorers.als import ALSScorer
 from collm_udf.spark.scorers.base import Scorer, rank
 from collm_udf.spark.scorers.collm import CoLLMScorer
+from collm_udf.spark.scorers.features import FeaturesScorer
+from collm_udf.spark.scorers.popularity import PopularityScorer
 from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
 
-__all__ = ["ALSScorer", "CoLLMScorer", "Scorer", "make_scorer", "rank"]
+__all__ = ["ALSScorer", "CoLLMScorer", "FeaturesScorer", "PopularityScorer", "Scorer", "make_scorer", "rank",
+           "resolve"]
 
 
 def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:
+    """What ranks the day's table (see the module docstring)."""
     if cfg.score.scorer == "als":
         return ALSScorer(tables, als.run_as_of(tables, asof))
-    if cfg.score.scorer == "collm":
-        return CoLLMScorer(tables.spark, cfg, tables, asof)
-    raise ValueError(f"score.scorer: unknown scorer {cfg.score.scorer!r}")
+    found = serving.decision_as_of(tables, asof, cfg)
+    if found is not None:
+        return resolve(cfg, tables, asof, found["served"], why=found["reason"])
+    if cfg.score.scorer == "collm":  # a warehouse whose models were trained before the gate existed
+        model = model_registry.model_as_of(tables, asof, conf=model_registry.model_conf_json(cfg), required=False)
+        if model is not None:
+            return CoLLMScorer(tables.spark, cfg, tables, asof, model=model)
+    when = f"ds={asof.ds}" + (f" (cutoff {asof.cutoff:%Y-%m-%d %H:%M} UTC)" if asof.daily else "")
+    return resolve(cfg, tables, asof, cfg.score.fallback,
+                   why=f"no trained {cfg.score.scorer} ranker of this conf as of {when}: score.fallback serves")
+
+
+def resolve(cfg: Config, tables: Tables, asof: AsOf, served: str, *, why: Optional[str] = None,
+            run: Optional[dict] = None) -> Scorer:
+    """The scorer of a decision's `served` string, on the ALS fit `run` (default: the day's)."""
+    kind, _, ref = served.partition(":")
+    if kind in ("popularity", "recent_popularity"):
+        return PopularityScorer(cfg, tables, asof, kind, reason=why)
+    run = run or als.run_as_of(tables, asof)
+    if kind == "als":
+        return ALSScorer(tables, run)
+    if kind == "collm":
+        model = model_registry.find_model(tables, ref)
+        return CoLLMScorer(tables.spark, cfg, tables, asof, model=model, run=run)
+    if kind == "features":
+        row = serving.decision(tables, ref)
+        if row is None:
+            raise FileNotFoundError(f"table gate: no row {ref!r} holds the features-only ranker {served!r}")
+        return FeaturesScorer(cfg, tables, asof, ranker=FeatureRanker.from_json(row["features"]), run=run,
+                              version=ref)
+    raise ValueError(f"table gate: unknown served ranker {served!r}")

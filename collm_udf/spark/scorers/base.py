@@ -26,6 +26,14 @@ class Scorer(ABC):
         """Score used in evaluation for pairs this scorer returns null for (the uninformed prior)."""
         return 0.0
 
+    def pool(self, candidates: DataFrame, top_n: int) -> DataFrame:
+        """The pairs this scorer ranks for the day's table: the day's candidates (a popularity list brings its own)."""
+        return candidates
+
+    def metric_rows(self) -> list[tuple]:
+        """Extra (metric, segment, value, n_pairs, n_users, k) rows the evaluate stage records for this scorer."""
+        return []
+
 
 def rank(scored: DataFrame, top_n: int) -> DataFrame:
     """Keep each user's top_n by score, then (unscored pairs) by pop_rank when the frame has it, then item_id,

@@ -73,15 +73,30 @@ class CoLLMScorer(Scorer):
         return {r["item_id"]: np.asarray(r["features"], np.float32) for r in rows.collect()}
 
     def _align(self) -> Alignment:
+        """The day's factors rotated into the model's ALS run; when that rotation does not fit (factors drifted
+        past score.max_alignment_residual, too few shared items) or score.align is off, the model's own run's
+        factors instead: entities that run does not know get the no-CF vector. The day is never lost to drift;
+        `drift` says why the reference factors scored it."""
         ref, new = self.model["als_run_id"], self.run["als_run_id"]
         d = int(json.loads(self.model["spec"])["factor_dim"])
+        self.drift: Optional[dict] = None
         if ref == new:
             return Alignment.identity(ref, d)
+        residual, shared = None, None
         if not self.cfg.score.align:
-            raise AlignmentError(f"CoLLM model {self.model['model_version']} was trained on ALS run {ref}, the "
-                                 f"latest ALS run is {new}, and score.align is off: retrain the model (stage "
-                                 "train) or turn score.align on")
-        return align(self._factors(ref), self._factors(new), ref, new, self.cfg.score.max_alignment_residual)
+            why = "score.align is off"
+        else:
+            try:
+                return align(self._factors(ref), self._factors(new), ref, new, self.cfg.score.max_alignment_residual)
+            except AlignmentError as e:
+                why, residual, shared = str(e), e.residual, e.shared_items
+        reference = als.find_run(self.tables, ref)
+        if reference is None:
+            raise AlignmentError(f"CoLLM model {self.model['model_version']} cannot score ALS run {new} ({why}) and "
+                                 f"its own ALS run {ref} is gone from table als_runs: retrain the model (stage train)")
+        self.drift = {"day_als_run_id": new, "reason": why, "residual": residual, "shared_items": shared}
+        self.run = reference
+        return Alignment(ref, ref, np.eye(d, dtype=np.float32), 0.0 if residual is None else residual, shared or 0)
 
     def inputs(self, pairs: DataFrame) -> DataFrame:
         """pairs + _history_text, _candidate, _user_f, _item_f (factors null where the run has none)."""
@@ -137,6 +152,21 @@ class CoLLMScorer(Scorer):
 
     def describe(self) -> dict:
         a = self.alignment
-        return {"model_version": self.model["model_version"], "model_als_run_id": a.reference_run,
-                "scored_als_run_id": a.new_run, "alignment_residual": round(a.residual, 4),
-                "aligned_items": a.shared_items}
+        out = {"model_version": self.model["model_version"], "model_als_run_id": a.reference_run,
+               "scored_als_run_id": a.new_run, "alignment_residual": round(a.residual, 4),
+               "aligned_items": a.shared_items, "factors": self.factors_used}
+        if self.drift is not None:
+            out["drift"] = self.drift
+        return out
+
+    @property
+    def factors_used(self) -> str:
+        """same_run (the day's fit is the model's), rotated (the day's fit, rotated), or reference (the model's
+        own fit, because the day's did not align)."""
+        if self.drift is not None:
+            return "reference"
+        return "same_run" if self.alignment.reference_run == self.alignment.new_run else "rotated"
+
+    def metric_rows(self) -> list[tuple]:
+        a = self.alignment
+        return [("alignment_residual", self.factors_used, float(a.residual), a.shared_items or None, None, None)]

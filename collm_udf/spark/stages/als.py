@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from collm_udf.config import Config
 from collm_udf.spark.context import StageContext
 from collm_udf.spark.stages import idmap
-from collm_udf.spark.asof import AsOf, fit_dict, fit_rows, micros, newest_as_of
+from collm_udf.spark.asof import AsOf, InsufficientHistory, fit_dict, fit_rows, micros, newest_as_of
 from collm_udf.spark.tables import Tables
 
 
@@ -80,7 +80,7 @@ def fit_run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, part: Dat
     try:
         fp, n, target_mean = fingerprint(train)
         if n == 0:
-            raise ValueError(f"table pairs: no interactions for ALS ({mode} mode, ds={ds}"
+            raise InsufficientHistory(f"table pairs: no interactions for ALS ({mode} mode, ds={ds}"
                              + (f", before {cutoff:%Y-%m-%d %H:%M} UTC)" if cutoff else ")"))
         params = params_json(cfg)
         stamp = f"{cutoff:%Y%m%d%H%M}" if cutoff is not None else ""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Optional
 
 import pandas as pd
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
@@ -38,7 +39,8 @@ from collm_udf.spark.stages import als
 from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark import serving, tempo
+from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank, resolve
 from collm_udf.spark.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,9 @@ def pair_metrics(truth: DataFrame, scorer: Scorer) -> tuple[dict, list]:
 
 def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_id: str,
                  scorer: Scorer | None = None) -> dict:
-    """The backtest of one day: its summary, and its metric rows appended to `metrics` (none when not ready)."""
+    """The backtest of one day: its summary, and its metric rows appended to `metrics` (none when not ready).
+    `cfg`: the conf as loaded (with tempo, the day's settings are derived here)."""
+    cfg, _ = tempo.derive(cfg, tables, ds)
     asof = AsOf.of(cfg, ds)
     ready, why = backtest_status(tables, asof)
     info = dict(asof.describe(), truth=why)
@@ -126,30 +130,42 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
     truth = truth_pairs(cfg, tables, asof).cache()
     summary, rows = pair_metrics(truth, scorer)
     day = F.col("ds") == F.lit(ds).cast("date")
-    lists = {scorer.name: tables.read("recommendations").where(day).select("user_id", "item_id", "rank")}
-    written = {scorer.name: scorer}
+    # The table is named after the conf's scorer whatever served it (model_version says what did), so a table that
+    # the gate had served by a popularity list is still judged beside that list as a baseline.
+    table = cfg.score.scorer
+    lists = {table: tables.read("recommendations").where(day).select("user_id", "item_id", "rank")}
+    written = {table: scorer}
     b_summary, b_rows = None, []
-    if not isinstance(scorer, ALSScorer):
+    cands = tables.read("candidates").where(day)
+    if table != "als":  # the ALS-ranked candidates as a baseline (also when the gate had ALS serve the table)
         base = ALSScorer(tables, als.run_as_of(tables, asof))
         b_summary, b_rows = pair_metrics(truth, base)
-        cands = tables.read("candidates").where(day)
         als_ranked = rank(base.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k)
         lists["als"] = als_ranked.select("user_id", "item_id", "rank")
         written["als"] = base
+    features = features_baseline(cfg, tables, asof)
+    if features is not None and table != "features":
+        lists["features"] = rank(features.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k) \
+            .select("user_id", "item_id", "rank")
+        written["features"] = features
     n_truth = truth.agg(F.count(F.lit(1)).alias("n")).first()["n"]
     truth.unpersist()
     bt = backtest.prepare(cfg, tables, asof)
+    per_user: Optional[dict] = {} if cfg.evaluate.user_figures else None
     try:
         lists.update(backtest.baseline_lists(cfg, bt, asof, k))
-        ranked = backtest.evaluate_lists(bt, lists, k)
+        ranked = backtest.evaluate_lists(bt, lists, k, per_user=per_user)
     finally:
         bt.close()
-    main = ranked[scorer.name]
+    main = ranked[table]
     summary.update({f"recall@{k}": main[f"recall@{k}"], f"ndcg@{k}": main[f"ndcg@{k}"],
                     "ranking_users": main["truth_users"], "ranking_users_with_recs": main["truth_users_with_list"]})
     if b_summary is not None:
         summary["als"] = dict(b_summary, **{x: ranked["als"][x] for x in (f"recall@{k}", f"ndcg@{k}")})
     summary["rankers"] = ranked
+    if per_user is not None:
+        summary["per_user"] = {name: df.to_dict(orient="list") for name, df in per_user.items()}
+    summary["served"] = scorer.model_version
     summary["backtest"] = dict(info, status="done", truth_pairs=n_truth, truth_users=main["truth_users"],
                                served_users=main["served_users"], served_truth_users=main["served_truth_users"])
 
@@ -158,15 +174,23 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
         sc = written.get(name)
         version = sc.model_version if sc is not None else f"{name}:{ds}"
         als_run = getattr(sc, "run", {}).get("als_run_id") if sc is not None else None
-        pair_rows = rows if name == scorer.name else (b_rows if name == "als" else [])  # baselines rank only
-        for m, seg, v, n, u, kk in pair_rows + backtest.metric_rows(name, r, k):
+        pair_rows = rows if name == table else (b_rows if name == "als" else [])  # baselines rank only
+        extra = scorer.metric_rows() if name == table else []
+        for m, seg, v, n, u, kk in pair_rows + extra + backtest.metric_rows(name, r, k):
             out.append((run_id, ds, asof.mode, asof.horizon_days, als_run, version, name, m, seg, kk, v, n, u))
-    df = spark.createDataFrame(out, "run_id string, ds string, mode string, horizon_days int, als_run_id string, "
-                               "model_version string, scorer string, metric string, segment string, k int, "
-                               "value double, n_pairs long, n_users long")
-    df = df.withColumn("ds", F.col("ds").cast("date")).withColumn("evaluated_at", F.current_timestamp())
-    tables.append(df, "metrics")
+    backtest.write_metrics(tables, out)
     return summary
+
+
+def features_baseline(cfg: Config, tables: Tables, asof: AsOf) -> Optional[Scorer]:
+    """The features-only ranker of the conf's gate decision as of the day, on the day's ALS fit (None: no model
+    section, or nothing trained yet)."""
+    if cfg.model is None or not cfg.model.signals:
+        return None
+    found = serving.decision_as_of(tables, asof, cfg)
+    if found is None or found["features"] in (None, "{}"):
+        return None
+    return resolve(cfg, tables, asof, f"features:{found['gate_id']}")
 
 
 def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
@@ -186,7 +210,7 @@ def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
 
 def run(ctx: StageContext) -> dict:
     """The day's backtest (see the module docstring), the catch-up of earlier days, and the day's report."""
-    spark, cfg, tables, ds, run_id = ctx.spark, ctx.cfg, ctx.tables, ctx.ds, ctx.run_id
+    spark, cfg, tables, ds, run_id = ctx.spark, ctx.base_cfg or ctx.cfg, ctx.tables, ctx.ds, ctx.run_id
     summary = evaluate_day(spark, cfg, tables, ds, run_id)
     caught_up = {}
     for d in pending_days(cfg, tables, ds):

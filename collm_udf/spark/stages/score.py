@@ -6,8 +6,10 @@ recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (w
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
 A Scorer (collm_udf/spark/scorers/) maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score`
-column; it is all this stage knows of a model: the ALS scorer or the CoLLM scorer.
-Both are the day's as of its cutoff (the newest ALS fit and model not after it). Pairs a scorer cannot score
+column; it is all this stage knows of a model. make_scorer picks what serves the day: ALS, or what the newest
+promotion-gate decision of the conf serves (a CoLLM model, the features-only ranker, ALS or a popularity list,
+whose pairs are the list itself), or score.fallback when nothing was trained yet. All are the day's, as of its
+cutoff (the newest ALS fit, model and decision not after it). Pairs a scorer cannot score
 (ALS: a user or item without factors) rank after the scored ones in recent-popularity order, so a user without
 factors still gets top_n rows; remaining ties are broken by item_id so that a rerun ranks identically.
 """
@@ -22,7 +24,7 @@ from pyspark.sql import functions as F
 from collm_udf.config import Config
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, Scorer, make_scorer, rank
 from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.tables import Tables
@@ -43,13 +45,17 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
         raise ValueError(f"table candidates: no rows for ds={ds}; run the candidates stage for that day")
     if "pop_rank" not in cands.columns:  # candidates written before the popular source existed
         cands = cands.withColumn("pop_rank", F.lit(None).cast("int"))
+    cands = scorer.pool(cands, cfg.score.top_n)  # a popularity list brings its own pairs
     # The ALS score rides along in the daily table whatever ranks it; when ALS ranks, it is computed once.
     als_scorer = scorer if isinstance(scorer, ALSScorer) else ALSScorer(tables, als.run_as_of(tables, asof))
     with_als = als_scorer.score_pairs(cands).withColumnRenamed("score", "als_score")
     if scorer is als_scorer:
-        scored = with_als.withColumn("score", F.col("als_score")).withColumn("lm_score", F.lit(None).cast("double"))
+        scored = with_als.withColumn("score", F.col("als_score"))
     else:
-        scored = scorer.score_pairs(with_als).withColumn("lm_score", F.col("score"))
+        scored = scorer.score_pairs(with_als)
+    # lm_score: what a language model scored (the CoLLM scorer's logit); null for every other ranker
+    lm = F.col("score") if isinstance(scorer, CoLLMScorer) else F.lit(None).cast("double")
+    scored = scored.withColumn("lm_score", lm)
     out = rank(scored, cfg.score.top_n).select(
         "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "als_score",
         "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
@@ -69,6 +75,9 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
               "model_version": scorer.model_version}
     if hasattr(scorer, "describe"):
         result["scorer"] = scorer.describe()
+        if "drift" in result["scorer"] and progress is not None:
+            progress(f"[score] ds={ds}: the day's ALS factors did not align with the model's; scored "
+                                  f"with the model's own ALS run: {result['scorer']['drift']['reason']}")
     return result
 
 
@@ -85,9 +94,9 @@ def guard_output(cfg: Config, tables: Tables, ds: str, rows: int, users: int) ->
     prev = (tables.read("recommendations").where(F.col("ds") < F.lit(ds).cast("date"))
             .groupBy("ds").agg(F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"))
             .orderBy(F.col("ds").desc()).first())
-    if prev is None:
-        return
     s = cfg.score
+    if prev is None or prev["users"] < s.guard_min_users:
+        return
     for what, now, before, frac in (("rows", rows, prev["rows"], s.min_rows_fraction),
                                     ("users", users, prev["users"], s.min_users_fraction)):
         if now < frac * before:

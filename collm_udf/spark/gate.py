@@ -1,0 +1,105 @@
+"""The promotion gate: a newly trained ranker serves only when it ranks held-out users better than everything a
+team could serve instead. Part of the train stage (daily mode, gate.enabled).
+
+Who: the users gate_users holds out (gate.holdout_users of them, by a stable hash of the id): no model and no
+features-only ranker trained on their label-window pairs, on this day or any other.
+What: the day of the label window's start, as the daily job would have run it then (the candidate pool of
+training_set.candidate_pool: its audience, the label fit's ALS top-K, the popular and cold items; histories and
+statistics before that start), judged by what those users then liked in the label window, new to them
+(backtest.prepare with the window as the truth). Nothing of the window reached the label fit or its statistics.
+Rankers, each a top-k list per held-out user of that audience:
+  collm              the new CoLLM model (score.scorer: collm)
+  features           the features-only ranker fitted beside it on the same stage-2 labels
+  serving            what served before this training, when it was a model (its factors rotated into the label
+                     fit's space as any later day's are)
+  als                the label fit's u . v over the same pool
+  popularity, recent_popularity   the backtest's lists as of the window's start
+Decision: the new ranker (collm, or features when it is the conf's scorer) is promoted when its NDCG@k exceeds
+the best other's by gate.margin (relative); otherwise the best other serves (ties: serving, features, recent
+popularity, popularity, als). Every ranker's figures go to metrics (segment 'gate') and the decision to table gate
+(collm_udf/spark/serving.py), which the score stage reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Optional
+
+from pyspark.sql import functions as F
+
+from collm_udf.core.features import FeatureRanker
+from collm_udf.spark import backtest, serving
+from collm_udf.spark.asof import AsOf, micros, newest_as_of
+from collm_udf.spark.context import StageContext
+from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, rank, resolve
+from collm_udf.spark.stages import candidates
+from collm_udf.spark.training_set import gate_users
+
+TIES = ("serving", "features", "recent_popularity", "popularity", "als")  # who serves when figures tie
+
+
+def window_day(asof: AsOf) -> AsOf:
+    """The label window's start as a day of its own: what it knew (before the start) and what judges it (the
+    window)."""
+    span = asof.cutoff - asof.label_start
+    return dataclasses.replace(asof, cutoff=asof.label_start, label_start=asof.label_start - span,
+                               horizon_end=asof.cutoff, horizon_days=span // dt.timedelta(days=1))
+
+
+def previous(ctx: StageContext, asof: AsOf) -> Optional[dict]:
+    """The decision serving before this day's training (strictly earlier cutoff: a rerun is not its own rival)."""
+    before = F.col("_cutoff_us") < F.lit(micros(asof.cutoff))
+    return newest_as_of(ctx.tables, "gate", asof, "gate_id", (F.col("conf") == serving.serving_conf(ctx.cfg)) & before)
+
+
+def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ranker: Optional[FeatureRanker],
+          gate_id: str) -> dict:
+    """Rank the held-out users' pool with every ranker, decide what serves, write the metric rows; returns the
+    decision row for serving.record (served, promoted, reason, k, margin, truth_users, results)."""
+    cfg, tables = ctx.cfg, ctx.tables
+    k, margin = cfg.evaluate.k, cfg.gate.margin
+    day = window_day(asof)
+    new = "collm" if model is not None else "features"
+    served = {"als": "als", "popularity": "popularity", "recent_popularity": "recent_popularity"}
+    scorers = {"als": ALSScorer(tables, run)}
+    if ranker is not None:  # a model without signals (the paper's) has none
+        scorers["features"] = FeaturesScorer(cfg, tables, day, ranker=ranker, run=run, version=gate_id)
+        served["features"] = f"features:{gate_id}"
+    if model is not None:
+        scorers["collm"] = CoLLMScorer(tables.spark, cfg, tables, day, model=model, run=run)
+        served["collm"] = f"collm:{model['model_version']}"
+    prev = previous(ctx, asof)
+    if prev is not None and prev["served"].split(":")[0] in ("collm", "features"):
+        scorers["serving"] = resolve(cfg, tables, day, prev["served"], run=run)
+        served["serving"] = prev["served"]
+    bt = backtest.prepare(cfg, tables, day, users=gate_users(cfg))
+    try:
+        pool = candidates.build(cfg, tables, day, run).join(bt.served, "user_id").cache()
+        lists = {name: rank(sc.score_pairs(pool), k).select("user_id", "item_id", "rank")
+                 for name, sc in scorers.items()}
+        lists.update(backtest.baseline_lists(cfg, bt, day, k))
+        figures = backtest.evaluate_lists(bt, lists, k)
+        pool.unpersist()
+    finally:
+        bt.close()
+    ndcg = {name: figures[name][f"ndcg@{k}"] or 0.0 for name in lists}
+    others = {name: v for name, v in ndcg.items() if name != new}
+    best = max(others, key=lambda n: (others[n], -TIES.index(n) if n in TIES else -len(TIES)))
+    truth_users = figures[new]["truth_users"]
+    if ndcg[new] > 0 and ndcg[new] > others[best] * (1 + margin):
+        winner, reason = new, (f"{new} NDCG@{k} {ndcg[new]:.4f} > {best} {others[best]:.4f} x (1 + gate.margin "
+                               f"{margin:g}) on {truth_users} held-out truth users")
+    else:
+        winner, reason = best, (f"{new} NDCG@{k} {ndcg[new]:.4f} does not beat {best} {others[best]:.4f} by gate.margin "
+                                f"{margin:g} on {truth_users} held-out truth users: {best} serves")
+    results = {name: {"ndcg": figures[name][f"ndcg@{k}"], "recall": figures[name][f"recall@{k}"],
+                      "served_truth_users": figures[name]["served_truth_users"], "serves": served[name]}
+               for name in lists}
+    rows = []
+    for name, r in results.items():
+        for metric, v in (("ndcg_at_k", r["ndcg"]), ("recall_at_k", r["recall"])):
+            rows.append((ctx.run_id, asof.ds, asof.mode, day.horizon_days, run["als_run_id"], served[name], name,
+                         metric, "gate", k, v, None, truth_users))
+    backtest.write_metrics(tables, rows)
+    return {"served": served[winner], "promoted": winner == new, "reason": reason, "k": k, "margin": margin,
+            "truth_users": truth_users, "results": results, "chosen": winner}
