@@ -22,24 +22,33 @@ sys.path.insert(0, str(ROOT))
 
 from collm_udf.config import load_config  # noqa: E402
 
-BASELINES = ("popularity", "recent_popularity", "als")
+BASELINES = ("popularity", "recent_popularity", "als", "features")  # features: the conf's features-only ranker
+NO_MODEL = ("popularity", "recent_popularity", "als")  # the lists a team ships without any trained ranker
 
 
-def ratios(mean: list[dict], scorer: str) -> dict:
-    """CoLLM's mean figure over the best baseline's, per figure (what the ranking targets are stated in)."""
+def ratios(mean: list[dict], scorer: str, baselines: tuple = BASELINES) -> dict:
+    """The table's mean figure over the best baseline's, per figure (what the ranking targets are stated in)."""
     by = {r["ranker"]: r for r in mean}
     out = {}
     for f in ("ndcg", "recall"):
-        best = max((by[b][f], b) for b in BASELINES if b in by and by[b][f] is not None)
+        best = max((by[b][f], b) for b in baselines if b in by and by[b][f] is not None and b != scorer)
         out[f] = {"scorer": by[scorer][f], "best_baseline": best[1], "best_baseline_value": best[0],
                   "ratio": by[scorer][f] / best[0] if best[0] else None}
     return out
+
+
+def relative(path) -> str:
+    """A path as the project names it (results travel: no machine's absolute paths in them)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--conf", default=None, help="pipeline conf (default conf/local.yaml)")
+    ap.add_argument("--start", default=None, help="first replayed day (default: --days days ending at the newest "
+                    "day whose backtest horizon the data covers)")
     ap.add_argument("--days", type=int, default=4)
     ap.add_argument("--every", type=int, default=7)
     ap.add_argument("--override", default="{}", help="JSON merged into the conf")
@@ -58,22 +67,32 @@ def main() -> int:
     cfg = load_config(args.conf or str(ROOT / "conf" / "local.yaml"), over)
     spark = get_spark(cfg, "collm-bench-ranking")
     t0 = time.time()
-    summary = replay.run(spark, cfg, days=args.days, every=args.every, skip_ingest=bool(args.reuse),
+    end = None
+    if args.start:  # --days days from --start
+        import datetime as dt
+
+        end = (dt.date.fromisoformat(args.start) + dt.timedelta(days=args.every * (args.days - 1))).isoformat()
+    summary = replay.run(spark, cfg, start=args.start, end=end, days=None if args.start else args.days,
+                         every=args.every, skip_ingest=bool(args.reuse),
                          progress=lambda m: print(m, file=sys.stderr))
     wall = round(time.time() - t0, 1)
     spark.stop()
     rep = summary["replay"]
-    out = {"dataset": args.dataset, "conf": cfg.source_path, "override": over, "reused_warehouse": args.reuse,
-           "scorer": cfg.score.scorer,
+    over["tables"]["root"] = relative(over["tables"]["root"])
+    (work / "per_user.json").write_text(json.dumps(rep["per_user"]))  # each truth user's figures, for re-analysis
+    out = {"dataset": args.dataset, "conf": relative(cfg.source_path), "override": over,
+           "reused_warehouse": args.reuse, "scorer": cfg.score.scorer,
            "days": rep["days"], "k": rep["k"], "horizon_days": rep["horizon_days"], "table": rep["table"],
            "mean": rep["mean"], "scorer_over_best_baseline": ratios(rep["mean"], cfg.score.scorer),
-           "runs": summary["runs"], "wall_s": wall}
+           "scorer_over_best_no_model_list": ratios(rep["mean"], cfg.score.scorer, NO_MODEL),
+           "ci": rep["ci"], "runs": summary["runs"], "wall_s": wall}
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     path = res / f"ranking-{args.dataset}{args.tag}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps({"mean": rep["mean"], "scorer_over_best_baseline": out["scorer_over_best_baseline"],
-                      "wall_s": wall, "written": str(path)}, indent=2, default=str))
+                      "ci_ratios": rep["ci"].get("ratios"), "wall_s": wall, "written": relative(path)},
+                     indent=2, default=str))
     return 0
 
 
