@@ -173,7 +173,7 @@ def run(spark: SparkSession, cfg: Config, *, start: Optional[str] = None, end: O
         rows = backtest_rows(ds, m, k)
         table += rows
         out(format_day(ds, rows, k, m.get("backtest", {}).get("truth", "")))
-        runs[ds] = {x: s.get(x) for x in ("run_id", "als_run_id", "model_version", "wall_s")}
+        runs[ds] = {x: s.get(x) for x in ("run_id", "als_run_id", "model_version", "wall_s", "tempo")}
         runs[ds]["stages"] = {name: {kk: v for kk, v in r.items() if kk in ("wall_s", "reused", "users", "skipped",
                                                                              "recommendations", "model_version",
                                                                              "gate", "features", "lm_scale", "scorer",
