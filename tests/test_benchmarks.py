@@ -105,3 +105,19 @@ def test_frames_carried_to_the_gpu_machine_round_trip(tmp_path):
     assert text == {"10": "Heat (1995)", "12": "Fargo (1996)"} and meta["factor_dim"] == 4
     np.testing.assert_array_equal(V2["10"], V["10"])
     assert set(U2) == {"1"} and set(V2) == {"10"}
+
+
+def test_committed_results_name_no_absolute_path():
+    """Results travel: confs and roots are recorded relative to the project, never as one machine's paths."""
+    def strings(o):
+        if isinstance(o, dict):
+            yield from (s for v in o.values() for s in strings(v))
+        elif isinstance(o, list):
+            yield from (s for v in o for s in strings(v))
+        elif isinstance(o, str):
+            yield o
+
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert files
+    absolute = {f.name: s for f in files for s in strings(json.loads(f.read_text())) if os.path.isabs(s)}
+    assert absolute == {}
