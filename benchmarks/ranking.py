@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from collm_udf.config import load_config  # noqa: E402
+from collm_udf.spark.replay import BASELINES  # noqa: E402  (the replay's: popularity, recent, ALS, features-only)
 
-BASELINES = ("popularity", "recent_popularity", "als", "features")  # features: the conf's features-only ranker
 NO_MODEL = ("popularity", "recent_popularity", "als")  # the lists a team ships without any trained ranker
 
 

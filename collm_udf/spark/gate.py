@@ -73,14 +73,16 @@ def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ra
         scorers["serving"] = resolve(cfg, tables, day, prev["served"], run=run)
         served["serving"] = prev["served"]
     bt = backtest.prepare(cfg, tables, day, users=gate_users(cfg))
+    pool = None
     try:
         pool = candidates.build(cfg, tables, day, run).join(bt.served, "user_id").cache()
         lists = {name: rank(sc.score_pairs(pool), k).select("user_id", "item_id", "rank")
                  for name, sc in scorers.items()}
         lists.update(backtest.baseline_lists(cfg, bt, day, k))
         figures = backtest.evaluate_lists(bt, lists, k)
-        pool.unpersist()
     finally:
+        if pool is not None:
+            pool.unpersist()
         bt.close()
     ndcg = {name: figures[name][f"ndcg@{k}"] or 0.0 for name in lists}
     others = {name: v for name, v in ndcg.items() if name != new}

@@ -13,6 +13,7 @@ import datetime as dt
 import time
 from typing import Callable, Optional
 
+import pandas as pd
 from pyspark.sql import SparkSession
 
 from collm_udf.config import Config
@@ -95,9 +96,6 @@ def confidence(per_user: list[dict], scorer: str, *, level: float = 0.95, seed: 
     {rankers: {name: {ndcg: [est, lo, hi], recall: [...]}}, ratios: {baseline: {ndcg: [...], recall: [...]}},
     best_baseline: {ndcg: name, recall: name}, units: user-days}. Ratios are the table's (`scorer`) over each
     baseline's; the best baseline is the one with the highest estimate."""
-    import numpy as np
-    import pandas as pd
-
     if not per_user:
         return {}
     df = pd.DataFrame(per_user)

@@ -23,9 +23,6 @@ from collm_udf.spark.asof import AsOf, micros, newest_as_of
 from collm_udf.spark.model_registry import model_conf_json
 from collm_udf.spark.tables import Tables
 
-BASELINES = ("als", "popularity", "recent_popularity")
-
-
 def serving_conf(cfg: Config) -> str:
     """What makes a decision this conf's: its model section and its scorer."""
     return json.dumps({"model": json.loads(model_conf_json(cfg)), "scorer": cfg.score.scorer}, sort_keys=True)

@@ -17,6 +17,7 @@ from collm_udf.core.signals import STATISTICS
 from collm_udf.spark.stages import als, candidates
 from collm_udf.spark.asof import AsOf, InsufficientHistory, history_as_of, micros
 from collm_udf.core.signals import column
+from collm_udf.spark.scorers.features import signal_columns
 from collm_udf.spark.signal_stats import add_stats, end_of
 from collm_udf.spark.tables import Tables
 
@@ -154,8 +155,6 @@ def ranker_rows(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> pd.DataFr
     them then (collm_udf/spark/scorers/features.py) and the label: every liked candidate and up to
     RANKER_NEGATIVES ignored ones (a seeded hash sample: a logistic ranker's weights do not depend on how many
     negatives it sees, only its intercept does, and ranking ignores that)."""
-    from collm_udf.spark.scorers.features import signal_columns
-
     names = tuple(cfg.model.signals)
     pool = candidate_pool(cfg, tables, asof, run)
     if gated(cfg, asof):

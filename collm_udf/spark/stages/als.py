@@ -81,7 +81,7 @@ def fit_run(spark: SparkSession, cfg: Config, tables: Tables, ds: str, part: Dat
         fp, n, target_mean = fingerprint(train)
         if n == 0:
             raise InsufficientHistory(f"table pairs: no interactions for ALS ({mode} mode, ds={ds}"
-                             + (f", before {cutoff:%Y-%m-%d %H:%M} UTC)" if cutoff else ")"))
+                                      + (f", before {cutoff:%Y-%m-%d %H:%M} UTC)" if cutoff else ")"))
         params = params_json(cfg)
         stamp = f"{cutoff:%Y%m%d%H%M}" if cutoff is not None else ""
         digest = hashlib.sha1(f"{params}|{mode}|{stamp}|{fp}|{n}".encode()).hexdigest()[:10]

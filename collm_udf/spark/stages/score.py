@@ -77,7 +77,7 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
         result["scorer"] = scorer.describe()
         if "drift" in result["scorer"] and progress is not None:
             progress(f"[score] ds={ds}: the day's ALS factors did not align with the model's; scored "
-                                  f"with the model's own ALS run: {result['scorer']['drift']['reason']}")
+                     f"with the model's own ALS run: {result['scorer']['drift']['reason']}")
     return result
 
 
