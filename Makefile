@@ -31,6 +31,13 @@ browser:
 test: venv browser
 	$(BIN)/python -m pytest -q tests
 
+# The README's images from the demo's warehouse: its newest day's report and evaluation notebook (make demo first
+# when it has not run).
+.PHONY: docs-images
+docs-images: venv browser
+	test -d warehouse/recommendations || $(MAKE) demo
+	$(BIN)/python docs/images.py --conf conf/local.yaml
+
 clean:
 	rm -rf warehouse spark-warehouse metastore_db derby.log
 

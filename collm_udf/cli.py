@@ -7,6 +7,7 @@ Examples:
   collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
   collm replay --conf conf/local.yaml --days 4 --every 7   # the daily job over past days, with backtests
   collm report --conf conf/local.yaml --ds 2026-11-27  # HTML report of that day's tables
+  collm latest --conf conf/local.yaml                  # the newest complete day of recommendations, its table
   collm stages                                         # list the stages in order
 
 `collm run` and `collm replay` print the summary as one JSON object on the last line of stdout.
@@ -38,6 +39,12 @@ REPLAY_EXAMPLES = """examples:
 REPORT_EXAMPLES = """examples:
   collm report --conf conf/local.yaml --ds 2026-11-27               # -> <tables.root>/reports/ds=2026-11-27/
   collm report --conf conf/databricks.yaml --ds 2026-11-27 --out /Volumes/main/recsys/reports/latest
+"""
+LATEST_EXAMPLES = """examples:
+  collm latest --conf conf/local.yaml          # 1998-04-15<TAB>/path/to/warehouse/recommendations
+  collm latest --conf conf/databricks.yaml --catalog main --schema recsys --json
+      # {"ds": ..., "table": "main.recsys.collm_recommendations", "view": "main.recsys.collm_recommendations_latest"}
+  spark.read.format("delta").load(TABLE).where(f"ds = '{DS}'")   # reading that day of a path table
 """
 STAGES_EXAMPLES = """examples:
   collm stages                       # ingest prepare idmap als train candidates score evaluate, one a line
@@ -97,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                           REPORT_EXAMPLES))
     sub.choices["report"].add_argument(
         "--out", help="output directory (default: <evaluate.report_dir or <tables.root>/reports>/ds=<ds>)")
+    lp = _sub(sub, "latest", "print the newest complete day of recommendations and where its table is "
+              "(ds, table[, view]: tab-separated)", LATEST_EXAMPLES)
+    _add_target_args(lp, ds=False)
+    lp.add_argument("--json", action="store_true", help="print one JSON object {ds, table, view} instead")
     _sub(sub, "stages", "list the stages in order", STAGES_EXAMPLES)
     return p
 
@@ -186,6 +197,24 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def latest(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg is None:
+        return 2
+    from collm_udf.spark.publish import latest as latest_
+    from collm_udf.spark.session import get_spark
+    from collm_udf.spark.tables import Tables
+
+    spark = get_spark(cfg, app_name=f"collm-latest-{cfg.name}")
+    try:
+        day = latest_(Tables(spark, cfg.tables))
+    except FileNotFoundError as e:
+        print(f"collm: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(day) if args.json else "\t".join(v for v in day.values() if v), flush=True)
+    return 0
+
+
 def replay(args: argparse.Namespace, progress: Callable[[str], None] = _stderr) -> int:
     cfg = _load(args)
     if cfg is None:
@@ -218,6 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return report(args)
     if args.cmd == "replay":
         return replay(args)
+    if args.cmd == "latest":
+        return latest(args)
     return execute(args, args.stage)
 
 

@@ -166,3 +166,22 @@ def scores(model, rows, kernel):
         return model(**rows)
     finally:
         model.block_kernel = "auto"
+
+
+# ------------------------------------------------------------------------------------------- the table contract
+def delta_contract(tables, name: str) -> tuple[str, str, dict[str, str]]:
+    """(table comment, schema version, {column: comment}) of a table as Delta holds them."""
+    from collm_udf.spark.contract import VERSION_PROPERTY
+
+    d = tables.delta(name).detail().select("description", "properties").first()
+    cols = {f.name: f.metadata.get("comment") for f in tables.read(name).schema}
+    return d["description"], d["properties"].get(VERSION_PROPERTY), cols
+
+
+def assert_contract(tables, name: str) -> None:
+    """Table `name` carries collm_udf/spark/contract.py's description: the same columns, each with its comment."""
+    from collm_udf.spark.contract import CONTRACT, SCHEMA_VERSION
+
+    comment, version, cols = delta_contract(tables, name)
+    assert (comment, version) == (CONTRACT[name].comment, str(SCHEMA_VERSION)), name
+    assert cols == CONTRACT[name].columns, name

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
-from helpers import TOP_N, daily_conf
+from helpers import TOP_N, assert_contract, daily_conf
 
 pytestmark = pytest.mark.slow
 DAY = "1998-04-08"
@@ -86,6 +86,8 @@ def test_a_gated_day_records_every_ranker_and_serves_what_the_gate_chose(gated):
     assert len(recs) and recs.model_version.nunique() == 1 and summary["model_version"] == recs.model_version.iloc[0]
     assert table_version(row["served"], recs.model_version.iloc[0])
     assert "features" in summary["metrics"]["rankers"] and "collm" in summary["metrics"]["rankers"]
+    for name in ("gate", "collm_models", "recommendations", "metrics"):  # the table contract, read back from Delta
+        assert_contract(tables, name)
 
 
 def test_no_model_trains_on_the_held_out_users_label_window(gated):

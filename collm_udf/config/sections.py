@@ -246,8 +246,17 @@ class TablesConfig:
     prefix: str = _help("prefix of every table name", "")
     models_dir: Optional[str] = _help("directory for saved models (ALS); default <root>/_models; required "
                                       "with catalog tables, e.g. a /Volumes/... path", None)
+    retention_days: Optional[int] = _help(
+        "keep this many days of candidates and recommendations before the newest ds: the score stage drops older "
+        "partitions and VACUUMs both tables with the same horizon (never metrics, als_runs, collm_models). Off "
+        "when unset; at least 7 (Delta's VACUUM safety margin for readers still on an older version)", None)
 
     def __post_init__(self):
+        if self.retention_days is not None and (isinstance(self.retention_days, bool)
+                                                or not isinstance(self.retention_days, int)
+                                                or self.retention_days < 7):
+            raise ConfigError(f"tables.retention_days: {self.retention_days!r} must be a whole number of days >= 7 "
+                              "(Delta refuses to VACUUM files younger than 7 days), or unset to keep every day")
         if (self.root is None) == (self.schema is None):
             raise ConfigError("tables: set either 'root' (paths) or 'schema' (catalog tables)")
         if self.schema is not None and self.models_dir is None:

@@ -5,6 +5,8 @@ recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (w
                  als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
+After the write: the latest view (catalog tables) and retention (tables.retention_days): collm_udf/spark/publish.py.
+
 A Scorer (collm_udf/spark/scorers/) maps a frame of (user_id, item_id, ...) pairs to the same frame plus a `score`
 column; it is all this stage knows of a model. make_scorer picks what serves the day: ALS, or what the newest
 promotion-gate decision of the conf serves (a CoLLM model, the features-only ranker, ALS or a popularity list,
@@ -22,6 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
+from collm_udf.spark import publish
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
 from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, Scorer, make_scorer, rank
@@ -73,6 +76,12 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
     day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date"))
     result = {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
               "model_version": scorer.model_version}
+    retention = publish.apply_retention(tables, cfg.tables.retention_days, ds)
+    if retention is not None:
+        result["retention"] = retention
+    view = publish.refresh_latest_view(tables)
+    if view is not None:
+        result["latest_view"] = view
     if hasattr(scorer, "describe"):
         result["scorer"] = scorer.describe()
         if "drift" in result["scorer"] and progress is not None:
