@@ -121,3 +121,45 @@ def test_committed_results_name_no_absolute_path():
     assert files
     absolute = {f.name: s for f in files for s in strings(json.loads(f.read_text())) if os.path.isabs(s)}
     assert absolute == {}
+
+
+def _synth():
+    spec = importlib.util.spec_from_file_location("synth", ROOT / "benchmarks" / "synth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_synthetic_warehouse_is_seeded_and_shaped_like_a_log(tmp_path):
+    """benchmarks/synth.py: the same seed writes the same rows; Zipf items, releases, bursts, topic titles."""
+    from collm_udf.config import config_from_dict
+
+    synth = _synth()
+    meta = synth.generate(tmp_path / "a", 1500, 600, 40_000, seed=3, chunk_users=400)
+    synth.generate(tmp_path / "b", 1500, 600, 40_000, seed=3, chunk_users=400)
+    other = synth.generate(tmp_path / "c", 1500, 600, 40_000, seed=4, chunk_users=400)
+    read = lambda d, t: pd.read_parquet(tmp_path / d / f"{t}.parquet")  # noqa: E731
+    inter, items = read("a", "interactions"), read("a", "items")
+    pd.testing.assert_frame_equal(inter, read("b", "interactions"))
+    pd.testing.assert_frame_equal(items, read("b", "items"))
+    assert not inter.equals(read("c", "interactions")) and other["interactions"] > 0
+    assert meta["interactions"] == len(inter) and 0.95 * 40_000 <= len(inter) <= 40_000
+    assert inter.user_id.nunique() == 1500 and not inter.duplicated(["user_id", "item_id"]).any()
+    assert set(inter.rating) <= {1.0, 2.0, 3.0, 4.0, 5.0} and inter.rating.nunique() == 5
+    # never rated before its release; items keep arriving through the window
+    joined = inter.merge(items, on="item_id")
+    assert (joined.ts >= joined.released).all()
+    assert (items.released > items.released.min() + pd.Timedelta(days=365)).mean() > 0.3
+    # Zipf: the top tenth of the items holds far more than a tenth of the ratings
+    counts = inter.item_id.value_counts()
+    assert counts.head(len(items) // 10).sum() / len(inter) > 0.2
+    # bursts: most consecutive ratings of a user minutes apart, the rest days apart
+    gaps = inter.sort_values(["user_id", "ts"]).groupby("user_id").ts.diff().dropna().dt.total_seconds()
+    assert gaps.median() < 3600 and gaps.quantile(0.95) > 7 * 86_400
+    # titles: words of the list; an item's topic shows in its words (same-topic titles share words more)
+    words = set(synth.WORDS) | set(synth.SHARED)
+    assert all(w.lower() in words for t in items.title for w in t.split())
+    own = items.assign(w=items.title.str.lower().str.split()).explode("w")
+    own = own[~own.w.isin(synth.SHARED)]
+    assert (own.groupby("w").topic.nunique() == 1).mean() > 0.9
+    config_from_dict(synth.conf_for(tmp_path / "a", tmp_path / "wh"))  # a conf collm accepts

@@ -137,21 +137,31 @@ def test_retention_below_a_week_or_not_a_number_is_refused(tmp_path, days, says)
 # -------------------------------------------------------------------- catalog tables and the latest view
 @pytest.fixture(scope="module")
 def catalog_run(spark, slice_dir, tmp_path_factory):
-    """Two days on managed tables (schema collm_contract, prefix t_), the second rerun of the first after it."""
+    """Sources and tables in the catalog (schema shop; schema collm_contract, prefix t_): two days, then a rerun
+    of the first (the third write of each day-partitioned table)."""
     from collm_udf.spark import pipeline
 
-    spark.sql("CREATE DATABASE IF NOT EXISTS collm_contract")
+    for db in ("shop", "collm_contract"):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    for name, file in (("shop.events", "events.parquet"), ("shop.catalog", "catalog.parquet")):
+        spark.read.parquet(str(slice_dir / file)).write.format("delta").mode("overwrite").saveAsTable(name)
     models = tmp_path_factory.mktemp("catalog-models")
-    cfg = daily_conf(slice_dir, None, tables={"schema": "collm_contract", "prefix": "t_", "models_dir": str(models)})
+    src = slice_conf(slice_dir, None)
+    src["interactions"]["source"], src["items"]["source"] = {"table": "shop.events"}, {"table": "shop.catalog"}
+    cfg = daily_conf(slice_dir, None, tables={"schema": "collm_contract", "prefix": "t_", "models_dir": str(models)},
+                     interactions=src["interactions"], items=src["items"])
     pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "candidates", "score"], ds=DAYS[1])
-    newest = pipeline.run(spark, cfg, stages=["idmap", "als", "candidates", "score"], ds=DAYS[2])
+    newest = pipeline.run(spark, cfg, stages=["candidates", "score"], ds=DAYS[2])  # the first day's fit and ids
     view_after_newest = spark.table(Tables(spark, cfg.tables).latest_view()).toPandas()
     rerun = pipeline.run(spark, cfg, stages=["candidates", "score"], ds=DAYS[1])
     return cfg, Tables(spark, cfg.tables), newest, rerun, view_after_newest
 
 
-def test_catalog_tables_carry_comments_and_version_in_the_catalog(spark, catalog_run):
+def test_catalog_tables_carry_comments_and_version_in_the_catalog(spark, catalog_run, slice_dir):
     cfg, tables, *_ = catalog_run
+    assert tables.location("pairs") == "collm_contract.t_pairs"
+    n = len(pd.read_parquet(slice_dir / "events.parquet"))
+    assert spark.table("collm_contract.t_pairs").count() == n  # every source row, read from the catalog
     for name in ("interactions", "pairs", "candidates", "recommendations", "als_runs"):
         assert_contract(tables, name)
     loc = tables.location("recommendations")

@@ -359,14 +359,14 @@ def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted
 
     cfg, a, _, _ = daily
     _, b, _, _ = planted
-    names = ["item_recent", "item_count", "item_like_rate", "user_count"]
+    names = ["item_recent", "item_trend", "item_count", "item_like_rate", "user_count"]
     ds = DAYS[0]
     asof = AsOf.of(cfg, ds)
 
     def stats(t):
         known = asof.known(t.read("pairs"))
         cands = t.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).select("user_id", "item_id")
-        return add_stats(cands, known, end_of(known, asof.cutoff), names, RECENT).toPandas() \
+        return add_stats(cands, known, end_of(known, asof.cutoff), names, RECENT, 7).toPandas() \
             .sort_values(["user_id", "item_id"]).reset_index(drop=True)
 
     got = stats(a)
@@ -377,6 +377,8 @@ def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted
     rate = (k.groupby("item_id")["label"].sum() + 5 * k["label"].mean()) / (n_item + 5)
     np.testing.assert_allclose(got[column("item_count")], np.log1p(got.item_id.map(n_item).fillna(0)))
     np.testing.assert_allclose(got[column("item_recent")], np.log1p(got.item_id.map(recent).fillna(0)))
+    trend = k[k.ts >= cutoff(ds) - pd.Timedelta(days=7)].groupby("item_id").size()
+    np.testing.assert_allclose(got[column("item_trend")], np.log1p(got.item_id.map(trend).fillna(0)))
     np.testing.assert_allclose(got[column("user_count")], np.log1p(got.user_id.map(n_user).fillna(0)))
     want_rate = got.item_id.map(rate).fillna(k["label"].mean())
     np.testing.assert_allclose(got[column("item_like_rate")], want_rate, rtol=1e-9)

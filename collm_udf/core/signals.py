@@ -18,6 +18,8 @@ DERIVED = {
 }
 STATISTICS = {
     "item_recent": "log1p(the item's interactions in the last candidates.recent_days before the cutoff)",
+    "item_trend": "log1p(the item's interactions in the last evaluate.horizon_days before the cutoff: the span a "
+                  "day's table is judged on)",
     "item_count": "log1p(the item's interactions before the cutoff)",
     "item_like_rate": "the item's like rate before the cutoff, shrunk towards the global rate by 5 interactions",
     "user_count": "log1p(the user's interactions before the cutoff)",

@@ -20,6 +20,7 @@ from typing import Optional
 
 from pyspark.sql import functions as F
 
+from collm_udf.spark.session import session_conf
 from collm_udf.spark.tables import Tables, sql_string
 
 DAILY = ("candidates", "recommendations")  # the tables retention bounds
@@ -72,6 +73,11 @@ def apply_retention(tables: Tables, retention_days: Optional[int], written_ds: s
         table = tables.delta(name)
         if days:
             table.delete(old)
-        table.vacuum(retention_days * 24.0)  # files no version younger than the horizon needs
+        # files no version younger than the horizon needs. VACUUM lists the table's folders with Spark's partition
+        # discovery parallelism (default 10,000 tasks: 24 s a table on 2 local cores); a daily table has a folder
+        # a day, so the cluster's cores are plenty
+        cores = str(max(2, tables.spark.sparkContext.defaultParallelism))
+        with session_conf(tables.spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism", cores):
+            table.vacuum(retention_days * 24.0)
         done["dropped"][name] = days
     return done

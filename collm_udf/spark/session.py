@@ -8,6 +8,7 @@ through configure_spark_with_delta_pip; its jars come from Maven Central through
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -86,3 +87,17 @@ def set_checkpoint_dir(spark: SparkSession, cfg: Config) -> None:
         spark.sparkContext.setCheckpointDir(d)
     except Exception as e:  # Spark Connect sessions have no SparkContext
         log.warning("could not set checkpoint dir %s: %s", d, e)
+
+
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, key: str, value: str):
+    """Set a session setting while a block runs; the caller's session gets its value (or its absence) back."""
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, old)

@@ -27,7 +27,7 @@ def end_of(known: DataFrame, cutoff: Optional[dt.datetime]) -> dt.datetime:
 
 
 def add_stats(pairs: DataFrame, known: DataFrame, end: dt.datetime, names: Sequence[str],
-              recent_days: int) -> DataFrame:
+              recent_days: int, trend_days: int = 7) -> DataFrame:
     """pairs + one `_sig_<name>` column per statistic in `names` (derived signals are the core's)."""
     wanted = [n for n in names if n in STATISTICS]
     if not wanted:
@@ -37,9 +37,11 @@ def add_stats(pairs: DataFrame, known: DataFrame, end: dt.datetime, names: Seque
     if item_names:
         glob = known.agg(F.avg("label")).first()[0] or 0.0
         recent = F.count(F.when(ts_from(end - dt.timedelta(days=recent_days)), 1))
+        trend = F.count(F.when(ts_from(end - dt.timedelta(days=trend_days)), 1))
         items = known.groupBy("item_id").agg(F.count(F.lit(1)).alias("_n"), F.sum("label").alias("_likes"),
-                                            recent.alias("_recent"))
+                                            recent.alias("_recent"), trend.alias("_trend"))
         exprs = {"item_recent": F.log1p(F.coalesce("_recent", F.lit(0))),
+                 "item_trend": F.log1p(F.coalesce("_trend", F.lit(0))),
                  "item_count": F.log1p(F.coalesce("_n", F.lit(0))),
                  "item_like_rate": (F.coalesce("_likes", F.lit(0)) + F.lit(LIKE_PRIOR * glob))
                  / (F.coalesce("_n", F.lit(0)) + F.lit(LIKE_PRIOR))}

@@ -118,7 +118,8 @@ class CoLLMScorer(Scorer):
              .join(uf, "user_id", "left").join(vf, "item_id", "left"))
         if self.stats:  # the model's signals, as of the day's cutoff
             known = self.asof.known(self.tables.read("pairs"))
-            p = add_stats(p, known, end_of(known, self.asof.cutoff), self.stats, self.cfg.candidates.recent_days)
+            p = add_stats(p, known, end_of(known, self.asof.cutoff), self.stats,
+                          self.cfg.candidates.recent_days, self.cfg.evaluate.horizon_days)
         return p
 
     @property

@@ -32,7 +32,8 @@ def signal_columns(pairs: DataFrame, *, tables: Tables, cfg: Config, asof: AsOf,
     stats = tuple(n for n in names if n in STATISTICS)
     if stats:
         known = asof.known(tables.read("pairs"))
-        out = add_stats(out, known, end_of(known, asof.cutoff), stats, cfg.candidates.recent_days)
+        out = add_stats(out, known, end_of(known, asof.cutoff), stats, cfg.candidates.recent_days,
+                        cfg.evaluate.horizon_days)
     return out
 
 

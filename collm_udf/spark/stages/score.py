@@ -17,8 +17,6 @@ factors still gets top_n rows; remaining ties are broken by item_id so that a re
 """
 from __future__ import annotations
 
-import contextlib
-
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +28,7 @@ from collm_udf.spark.context import StageContext
 from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, Scorer, make_scorer, rank
 from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
+from collm_udf.spark.session import session_conf
 from collm_udf.spark.tables import Tables
 
 
@@ -115,16 +114,6 @@ def guard_output(cfg: Config, tables: Tables, ds: str, rows: int, users: int) ->
                 "(if any) is unchanged")
 
 
-@contextlib.contextmanager
 def arrow_batch_rows(spark: SparkSession, rows: int):
-    """Set the Arrow batch size for the UDF while this stage runs; the caller's session gets its value back."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    old = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if old is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, old)
+    """The Arrow batch size for the UDF while this stage runs; the caller's session gets its value back."""
+    return session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
