@@ -75,7 +75,7 @@ def times(rng: np.random.Generator, counts: np.ndarray, days: int) -> tuple[np.n
 
 
 def pick(rng: np.random.Generator, ts: np.ndarray, utopic: np.ndarray, release: np.ndarray, weight: np.ndarray,
-         topic: np.ndarray, novelty: float) -> np.ndarray:
+         topic: np.ndarray, *, novelty: float) -> np.ndarray:
     """An item per rating: of the user's topic, released by ts, Zipf-weighted; a `novelty` share among the
     items released in the 30 days before ts (any released item when the topic has none)."""
     out = np.empty(len(ts), np.int64)
@@ -124,13 +124,13 @@ def generate(out: Path, users: int, items_n: int, interactions: int, *, seed: in
             u, ts = times(rng, c, days)
             u += lo
             utopic = np.where(rng.random(len(u)) < 0.75, prefs[u, 0], prefs[u, 1])
-            it = pick(rng, ts, utopic, release, weight, topic, novelty)
+            it = pick(rng, ts, utopic, release, weight, topic, novelty=novelty)
             for r in range(REPICKS):  # one rating per (user, item): a repeat is picked again, flatter each round
                 dup = _repeats(u, it, items_n)
                 if not dup.any():
                     break
                 t = np.where(rng.random(dup.sum()) < 0.5, utopic[dup], rng.integers(0, topics, dup.sum()))
-                it[dup] = pick(rng, ts[dup], t, release, weight ** (1.0 / (2 + r)), topic, novelty)
+                it[dup] = pick(rng, ts[dup], t, release, weight ** (1.0 / (2 + r)), topic, novelty=novelty)
             keep = ~_repeats(u, it, items_n)
             u, ts, it = u[keep], ts[keep], it[keep]
             affinity = np.where(topic[it] == prefs[u, 0], 0.5, 0.0)
