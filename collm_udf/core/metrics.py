@@ -26,16 +26,18 @@ def segment_masks(df: "pd.DataFrame") -> dict[str, np.ndarray]:
     return {"all": np.ones(len(df), bool), "warm": warm, "cold": ~warm, "cold_item": df["cold_item"].to_numpy(bool)}
 
 
+def segment_figures(part: "pd.DataFrame", score: str = "score") -> dict:
+    """One segment's pairs: {auc, uauc, pairs, users, uauc_users}; UAUC = mean per-user AUC over the users whose
+    pairs hold both classes (uauc_users of the `users` there)."""
+    a = auc(part["label"], part[score])
+    per_user = [a for a in (auc(g["label"], g[score]) for _, g in part.groupby("user_id")) if a is not None]
+    return {"auc": a, "uauc": float(np.mean(per_user)) if per_user else None, "pairs": int(len(part)),
+            "users": int(part["user_id"].nunique()), "uauc_users": len(per_user)}
+
+
 def auc_uauc(df: "pd.DataFrame", score: str = "score") -> dict:
-    """{segment: {auc, uauc, pairs, users}}; UAUC = mean per-user AUC over users with both classes."""
-    out = {}
-    for seg, m in segment_masks(df).items():
-        part = df[m]
-        a = auc(part["label"], part[score])
-        per_user = [a for a in (auc(g["label"], g[score]) for _, g in part.groupby("user_id")) if a is not None]
-        out[seg] = {"auc": a, "uauc": float(np.mean(per_user)) if per_user else None, "pairs": int(len(part)),
-                    "uauc_users": len(per_user)}
-    return out
+    """{segment: segment_figures} over SEGMENTS."""
+    return {seg: segment_figures(df[m], score) for seg, m in segment_masks(df).items()}
 
 
 def weighted_mean(x, w, axis=-1):

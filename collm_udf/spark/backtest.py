@@ -90,37 +90,34 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int,
     frame = (truth.crossJoin(names).join(preds, ["ranker", "user_id"], "left").join(served, "user_id", "left")
              .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>")))
              .withColumn("served", F.coalesce("served", F.lit(False)))).cache()
-    counts = {r["ranker"]: r for r in frame.groupBy("ranker").agg(
-        F.count(F.lit(1)).alias("truth_users"), F.count(F.when(F.col("served"), 1)).alias("served"),
-        F.count(F.when(F.size("pred") > 0, 1)).alias("with_list")).collect()}
-    listed = {r["ranker"]: r["n"] for r in ranked.select("ranker", "user_id").distinct().join(bt.served, "user_id")
-              .groupBy("ranker").agg(F.count(F.lit(1)).alias("n")).collect()}
-    n_served = bt.served.count()
-    # every ranker's mean figures over all and over the served truth users in one pass (the means of
+    # every ranker's counts and mean figures over all and over the served truth users in one job (the means of
     # RankingEvaluator: tests/test_confidence.py checks user_figures against it)
-    figures = user_figures(frame, k).cache()
-    means = {}
-    for r in figures.groupBy("ranker").agg(
-            F.avg("recall").alias("all_recall"), F.avg("ndcg").alias("all_ndcg"),
-            F.avg(F.when(F.col("served"), F.col("recall"))).alias("served_recall"),
-            F.avg(F.when(F.col("served"), F.col("ndcg"))).alias("served_ndcg")).collect():
-        for seg in ("all", "served"):
-            for metric in ("recall", "ndcg"):
-                v = r[f"{seg}_{metric}"]
-                means[(r["ranker"], seg, metric)] = None if v is None else float(v)
-    spread = {}
-    for r in ranked.groupBy("ranker", "item_id").agg(F.count(F.lit(1)).alias("c")).groupBy("ranker").agg(
-            F.sum(F.col("c") * (F.col("c") - 1)).alias("pairs"), F.max("c").alias("top")).collect():
-        spread[r["ranker"]] = (int(r["pairs"]), int(r["top"]))
+    figures = user_figures(frame, k)
+    counts = {r["ranker"]: r for r in figures.groupBy("ranker").agg(
+        F.count(F.lit(1)).alias("truth_users"), F.count(F.when(F.col("served"), 1)).alias("served"),
+        F.count(F.when(F.col("listed"), 1)).alias("with_list"),
+        F.avg("recall").alias("all_recall"), F.avg("ndcg").alias("all_ndcg"),
+        F.avg(F.when(F.col("served"), F.col("recall"))).alias("served_recall"),
+        F.avg(F.when(F.col("served"), F.col("ndcg"))).alias("served_ndcg")).collect()}
+    means = {(name, seg, metric): None if r[f"{seg}_{metric}"] is None else float(r[f"{seg}_{metric}"])
+             for name, r in counts.items() for seg in ("all", "served") for metric in ("recall", "ndcg")}
+    # the lists' spread (every list) and the served users with a list, in one more job
+    listed = (ranked.select("ranker", "user_id").distinct().join(bt.served, "user_id")
+              .groupBy("ranker").agg(F.count(F.lit(1)).alias("listed")))
+    spread = (ranked.groupBy("ranker", "item_id").agg(F.count(F.lit(1)).alias("c")).groupBy("ranker")
+              .agg(F.sum(F.col("c") * (F.col("c") - 1)).alias("pairs"), F.max("c").alias("top")))
+    spread = {r["ranker"]: r for r in spread.join(listed, "ranker", "left").collect()}
+    n_served = bt.served.count()
     out = {}
     for name in lists:
         got = counts.get(name) or {"truth_users": 0, "served": 0, "with_list": 0}
-        n_list = listed.get(name, 0)
+        got_spread = spread.get(name)
+        n_list = (got_spread["listed"] or 0) if got_spread is not None else 0
         r = {"truth_users": got["truth_users"], "served_truth_users": got["served"],
              "truth_users_with_list": got["with_list"], "users_with_list": n_list, "served_users": n_served,
              "coverage_active": n_list / n_served if n_served else None,
              "coverage_truth": got["with_list"] / got["truth_users"] if got["truth_users"] else None}
-        pairs_in_common, top = spread.get(name, (0, 0))
+        pairs_in_common, top = (int(got_spread["pairs"]), int(got_spread["top"])) if got_spread else (0, 0)
         r[f"overlap@{k}"] = pairs_in_common / (n_list * (n_list - 1) * k) if n_list > 1 else None
         r["top_item_share"] = top / n_list if n_list else None
         for seg, suffix, n in (("all", "", got["truth_users"]), ("served", "_served", got["served"])):
@@ -128,26 +125,26 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int,
                 r[f"{metric}@{k}{suffix}"] = means.get((name, seg, metric)) if n else None
         out[name] = r
     if per_user is not None:
-        got = figures.toPandas()
+        got = figures.drop("listed").toPandas()
         per_user.update({name: got[got["ranker"] == name].drop(columns="ranker").reset_index(drop=True)
                          for name in lists})
-    figures.unpersist()
     frame.unpersist()
     ranked.unpersist()
     return out
 
 
 def user_figures(frame: DataFrame, k: int) -> DataFrame:
-    """ranker, user_id, served, ndcg, recall: each truth user's NDCG@k and Recall@k (binary gains, as MLlib's
-    RankingMetrics: their means over users are RankingEvaluator's figures), for paired comparisons of rankers
-    over the same users (the benchmarks' bootstrap)."""
+    """ranker, user_id, served, listed, ndcg, recall: each truth user's NDCG@k and Recall@k (binary gains, as
+    MLlib's RankingMetrics: their means over users are RankingEvaluator's figures), for paired comparisons of
+    rankers over the same users (the benchmarks' bootstrap); listed: the ranker gave the user a list."""
     top = F.slice("pred", 1, k)
     dcg = F.aggregate(F.transform(top, lambda x, i: F.when(F.array_contains("truth", x), 1.0 / F.log2(i + 2))
                                   .otherwise(0.0)), F.lit(0.0), lambda a, x: a + x)
     idcg = F.aggregate(F.sequence(F.lit(0), F.least(F.size("truth"), F.lit(k)) - 1), F.lit(0.0),
                        lambda a, j: a + 1.0 / F.log2(j + 2))
     hits = F.size(F.filter(top, lambda x: F.array_contains("truth", x)))
-    return frame.select("ranker", "user_id", "served", (dcg / idcg).alias("ndcg"),
+    return frame.select("ranker", "user_id", "served", (F.size("pred") > 0).alias("listed"),
+                        (dcg / idcg).alias("ndcg"),
                         (hits / F.size("truth")).cast("double").alias("recall"))
 
 

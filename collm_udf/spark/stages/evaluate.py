@@ -12,10 +12,10 @@ earlier days of the last evaluate.catch_up_days whose horizon has completed sinc
 Split mode: the test split. Test pairs are scored as of the cutoff (daily: the users' histories before it; split:
 each pair's own history, the paper's protocol); warm/cold count interactions in the part the day's ALS fit saw.
 
-- AUC: MLlib BinaryClassificationEvaluator without binning (numBins=0), i.e. the exact ROC area with tied
-  scores handled as sklearn's roc_auc_score does.
-- UAUC: as in CoLLM, the mean of per-user AUCs over users whose test pairs hold both classes (per-user AUC by
-  sklearn, inside applyInPandas).
+- AUC: sklearn's roc_auc_score (the exact ROC area, ties averaged) of each segment's pairs.
+- UAUC: as in CoLLM, the mean of per-user AUCs over users whose test pairs hold both classes.
+  Both in one Spark job per scorer (segment_rows: a pandas group per segment, collm_udf/core/metrics.py); 16
+  MLlib evaluator passes did the same in 57 jobs.
 - Segments: all; warm (user and item each >= warm_min_interactions training interactions); cold (not warm);
   cold_item (item never in training). Pairs the scorer cannot score (ALS: no factors) get its fallback score,
   the uninformed prior, so a scorer is never credited for pairs it skips.
@@ -28,13 +28,11 @@ import logging
 from typing import Optional
 
 import pandas as pd
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
-from collm_udf.core.metrics import SEGMENTS, segment_masks
-from collm_udf.core.metrics import auc as auc_of
+from collm_udf.core.metrics import SEGMENTS, segment_figures
 from collm_udf.spark.stages import als
 from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
@@ -46,39 +44,26 @@ from collm_udf.spark.tables import Tables
 log = logging.getLogger(__name__)
 
 
-def segment_filter(segment: str):
-    return {"all": F.lit(True), "warm": F.col("warm"), "cold": ~F.col("warm"),
-            "cold_item": F.col("cold_item")}[segment]
+FIGURES_SCHEMA = "segment string, auc double, uauc double, pairs long, users long, uauc_users long"
 
 
-def auc(df: DataFrame) -> float | None:
-    """Exact ROC AUC of `score` against `label`; None when one class is absent."""
-    if df.select("label").distinct().count() < 2:
-        return None
-    ev = BinaryClassificationEvaluator(rawPredictionCol="score", labelCol="label",
-                                       metricName="areaUnderROC", numBins=0)
-    return float(ev.evaluate(df.select(F.col("score").cast("double"), F.col("label").cast("double"))))
-
-
-def _user_aucs(pdf: pd.DataFrame) -> pd.DataFrame:
-    """One user's AUC in every segment where their pairs hold both classes.
+def _segment_figures(pdf: pd.DataFrame) -> pd.DataFrame:
+    """One segment's scored pairs -> its one row of FIGURES_SCHEMA (sklearn's exact AUC, ties as roc_auc_score).
 
     Module-level so that executors import it instead of unpickling a closure."""
-    rows = []
-    for seg, m in segment_masks(pdf).items():
-        a = auc_of(pdf["label"].to_numpy()[m], pdf["score"].to_numpy()[m])
-        if a is not None:
-            rows.append((pdf["user_id"].iloc[0], seg, a))
-    return pd.DataFrame(rows, columns=["user_id", "segment", "auc"])
+    return pd.DataFrame([{"segment": pdf["segment"].iloc[0], **segment_figures(pdf)}])
 
 
-def uauc(scored: DataFrame) -> dict[str, tuple[float | None, int]]:
-    """Per segment: mean per-user AUC over users with both classes there, and the number of such users."""
-    per_user = (scored.select("user_id", "label", F.col("score").cast("double"), "warm", "cold_item")
-                .groupBy("user_id").applyInPandas(_user_aucs, "user_id string, segment string, auc double"))
-    got = {r["segment"]: (float(r["m"]), int(r["n"])) for r in
-           per_user.groupBy("segment").agg(F.avg("auc").alias("m"), F.count("*").alias("n")).collect()}
-    return {seg: got.get(seg, (None, 0)) for seg in SEGMENTS}
+def segment_rows(scored: DataFrame) -> dict[str, dict]:
+    """{segment: {auc, uauc, pairs, users, uauc_users}} of scored truth pairs, in one Spark job: each pair goes
+    to every segment it is in (all; warm or cold; cold_item), and each segment is one pandas group (a task holds
+    a segment's pairs: a day's truth, not the interaction log)."""
+    seg = F.explode(F.array(F.lit("all"), F.when(F.col("warm"), F.lit("warm")).otherwise(F.lit("cold")),
+                            F.when(F.col("cold_item"), F.lit("cold_item"))))
+    got = (scored.select("user_id", "label", F.col("score").cast("double"), seg.alias("segment"))
+           .where(F.col("segment").isNotNull())
+           .groupBy("segment").applyInPandas(_segment_figures, FIGURES_SCHEMA).collect())
+    return {r["segment"]: r.asDict() for r in got}
 
 
 def truth_pairs(cfg: Config, tables: Tables, asof: AsOf) -> DataFrame:
@@ -97,21 +82,16 @@ def score_test_pairs(truth: DataFrame, scorer: Scorer) -> DataFrame:
 
 
 def pair_metrics(truth: DataFrame, scorer: Scorer) -> tuple[dict, list]:
-    """AUC and UAUC per segment on the truth pairs: (summary, metric rows)."""
-    scored = score_test_pairs(truth, scorer).cache()
-    if scored.limit(1).count() == 0:
-        scored.unpersist()
+    """AUC and UAUC per segment on the truth pairs: (summary, metric rows); {} and [] when there are none."""
+    got = segment_rows(score_test_pairs(truth, scorer))
+    if not got:
         return {}, []
     rows, summary = [], {"auc": {}, "uauc": {}, "pairs": {}}
-    per_user = uauc(scored)
     for seg in SEGMENTS:
-        part = scored.where(segment_filter(seg))
-        counts = part.agg(F.count("*").alias("n"), F.countDistinct("user_id").alias("u")).first()
-        a = auc(part) if counts["n"] else None
-        u, n_users = per_user[seg]
-        summary["auc"][seg], summary["uauc"][seg], summary["pairs"][seg] = a, u, counts["n"]
-        rows += [("auc", seg, a, counts["n"], counts["u"], None), ("uauc", seg, u, counts["n"], n_users, None)]
-    scored.unpersist()
+        r = got.get(seg) or {"auc": None, "uauc": None, "pairs": 0, "users": 0, "uauc_users": 0}
+        summary["auc"][seg], summary["uauc"][seg], summary["pairs"][seg] = r["auc"], r["uauc"], r["pairs"]
+        rows += [("auc", seg, r["auc"], r["pairs"], r["users"], None),
+                 ("uauc", seg, r["uauc"], r["pairs"], r["uauc_users"], None)]
     return summary, rows
 
 
