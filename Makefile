@@ -29,7 +29,7 @@ browser:
 	  echo "make: could not install chromium; tests/test_report.py will fail without it" >&2
 
 test: venv browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # The README's images from the demo's warehouse: its newest day's report and evaluation notebook (make demo first
 # when it has not run).

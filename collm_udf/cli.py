@@ -30,6 +30,7 @@ RUN_EXAMPLES = """examples:
   collm run --conf conf/local.yaml                                  # all stages, ds = today (UTC)
   collm run --conf conf/local.yaml --stage score --stage evaluate --ds 2026-11-27
   collm run --conf conf/databricks.yaml --catalog main --schema recsys --ds 2026-11-27
+  collm run --conf conf/local.yaml --master spark://10.0.0.5:7077 --root /shared/wh   # a standalone cluster
 """
 REPLAY_EXAMPLES = """examples:
   collm replay --conf conf/local.yaml --days 4 --every 7        # 4 days a week apart, ending at the newest day
@@ -71,6 +72,13 @@ def _add_target_args(p: argparse.ArgumentParser, ds: bool = True) -> None:
     p.add_argument("--models-dir", help="override tables.models_dir (saved models, e.g. /Volumes/main/recsys/models)")
 
 
+def _add_master_arg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--master of the commands that create their own session (jobs/<stage>.py take spark-submit's)."""
+    p.add_argument("--master", help="override spark.master of the session collm creates, e.g. spark://host:7077 "
+                   "for a standalone cluster (ignored when Spark launched collm: spark-submit, a notebook)")
+    return p
+
+
 def _add_run_args(p: argparse.ArgumentParser, stage_choice: bool) -> None:
     _add_target_args(p)
     if stage_choice:
@@ -90,23 +98,23 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collm", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    _add_run_args(_sub(sub, "run", "run stages of the pipeline for one day", RUN_EXAMPLES), True)
+    _add_run_args(_add_master_arg(_sub(sub, "run", "run stages of the pipeline for one day", RUN_EXAMPLES)), True)
     rp = _sub(sub, "replay", "run the daily job for a range of days, oldest first, each as of its own ds, and print "
               "each day's backtest and the mean", REPLAY_EXAMPLES)
-    _add_target_args(rp, ds=False)
+    _add_target_args(_add_master_arg(rp), ds=False)
     rp.add_argument("--start", type=_ds, help="first day (default: --days before --end)")
     rp.add_argument("--end", type=_ds, help="last day (default: the newest day whose backtest horizon the "
                     "interactions cover)")
     rp.add_argument("--days", type=int, help="number of days ending at --end (instead of --start)")
     rp.add_argument("--every", type=int, default=7, help="days between replayed days (default 7)")
     rp.add_argument("--skip-ingest", action="store_true", help="reuse the interactions and pairs tables as they are")
-    _add_target_args(_sub(sub, "report", "write the HTML evaluation report of one day and print its path",
-                          REPORT_EXAMPLES))
+    _add_target_args(_add_master_arg(_sub(sub, "report", "write the HTML evaluation report of one day and print its "
+                                          "path", REPORT_EXAMPLES)))
     sub.choices["report"].add_argument(
         "--out", help="output directory (default: <evaluate.report_dir or <tables.root>/reports>/ds=<ds>)")
     lp = _sub(sub, "latest", "print the newest complete day of recommendations and where its table is "
               "(ds, table[, view]: tab-separated)", LATEST_EXAMPLES)
-    _add_target_args(lp, ds=False)
+    _add_target_args(_add_master_arg(lp), ds=False)
     lp.add_argument("--json", action="store_true", help="print one JSON object {ds, table, view} instead")
     _sub(sub, "stages", "list the stages in order", STAGES_EXAMPLES)
     return p
@@ -133,7 +141,10 @@ def conf_overrides(args: argparse.Namespace) -> Optional[dict]:
     """The tables overrides given on the command line, as load_config takes them (None: none given)."""
     tables = {k: v for k, v in (("root", args.root), ("catalog", args.catalog), ("schema", args.schema),
                                 ("models_dir", args.models_dir)) if v}
-    return {"tables": tables} if tables else None
+    out = {"tables": tables} if tables else {}
+    if getattr(args, "master", None):
+        out["spark"] = {"master": args.master}
+    return out or None
 
 
 def _load(args: argparse.Namespace) -> Optional[Config]:

@@ -54,14 +54,16 @@ K, TOP_N, ACTIVE, RECENT, POPULAR_K = 10, 10, 30, 30, 15  # the daily mode's sli
 
 def daily_conf(slice_dir: Path, root: Path, **sections):
     """The slice in the daily mode (a Config): a 28-day label window, ALS refitted every 10 days, a 30-day
-    audience, each day judged by its following week; `sections` replace whole sections."""
+    audience, each day judged by its following week, no HTML report (tests/test_report.py renders the split
+    run's); `sections` replace whole sections."""
     from collm_udf.config import config_from_dict
 
     base = dict(asof={"mode": "daily", "label_window_days": 28},
                 als={"rank": 8, "max_iter": 8, "target": "rating", "retrain_every_days": 10},
                 candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3,
                             "active_within_days": ACTIVE, "popular_k": POPULAR_K, "recent_days": RECENT},
-                evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0}, score={"top_n": TOP_N})
+                evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0, "report": False},
+                score={"top_n": TOP_N})
     return config_from_dict(slice_conf(slice_dir, root, **{**base, **sections}))
 
 

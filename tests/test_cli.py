@@ -2,6 +2,7 @@
 the --catalog/--schema/--models-dir overrides, and `collm report`'s options and wiring."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -66,6 +67,15 @@ def test_stage_parser_maps_catalog_schema_and_models_dir_to_the_tables_section()
     assert (cfg.tables.catalog, cfg.tables.schema, cfg.tables.models_dir) == \
         ("dev_cat", "dev_schema", "/Volumes/dev_cat/dev_schema/models")
     assert cli.conf_overrides(cli.stage_parser("ingest").parse_args(["--conf", "c.yaml"])) is None
+
+
+def test_run_master_overrides_spark_master_and_keeps_the_conf_settings():
+    args = cli.parser().parse_args(["run", "--conf", str(ROOT / "conf/local.yaml"), "--master", "spark://h:7077"])
+    cfg = load_config(args.conf, cli.conf_overrides(args))
+    assert cfg.spark.master == "spark://h:7077" and cfg.spark == dataclasses.replace(
+        load_config(args.conf).spark, master="spark://h:7077")
+    with pytest.raises(SystemExit):  # a spark-submit job takes spark-submit's --master, not its own
+        cli.stage_parser("score").parse_args(["--conf", "c.yaml", "--master", "local[2]"])
 
 
 @pytest.mark.parametrize("argv", [["--conf", "c.yaml", "--ds", "2026-02-30"], ["--conf", "c.yaml", "--cat", "x"],

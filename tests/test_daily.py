@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 
 import numpy as np
 import pandas as pd
@@ -273,6 +274,8 @@ def test_backtest_without_future_data_says_so_writes_nothing_and_catches_up_late
     # ...and the first day, scored but never evaluated, is backtested now that its week is in the data
     assert list(out["caught_up"]) == [DAYS[0]]
     assert set(m.loc[m.ds.astype(str) == DAYS[0], "run_id"]) == {"run_late"}
+    # evaluate.report off (the daily slice conf): no page, and the summary names none
+    assert not {"report", "report_error"} & set(out) and not os.path.exists(os.path.join(cfg.tables.root, "reports"))
 
 
 def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_factors(

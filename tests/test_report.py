@@ -169,3 +169,35 @@ def test_write_report_to_a_given_folder(spark, pipeline_run, tmp_path):
     page = path.read_text(encoding="utf-8")
     n_recs = summary["tables"]["recommendations"]["rows"]
     assert f"<td>{n_recs}</td>" in page  # coverage: the day's recommendation rows
+
+
+@pytest.mark.slow
+def test_coverage_equals_a_pandas_reference(spark, pipeline_run):
+    """The report's coverage figures, aggregated in a few Spark passes, against pandas on the same tables."""
+    from pyspark.sql import functions as F
+
+    from collm_udf.report import POPULARITY_EDGES
+    from collm_udf.spark.asof import AsOf
+    from collm_udf.spark.report_data import coverage
+
+    cfg, tables, _ = pipeline_run
+    recs = tables.read("recommendations").where(F.col("ds") == F.lit(TEST_DS).cast("date"))
+    cov, buckets, top = coverage(tables, TEST_DS, recs, AsOf.of(cfg, TEST_DS))
+
+    r = recs.toPandas()
+    pairs = tables.read("pairs").toPandas()
+    counts = pairs[pairs["split"] == "train"].groupby("item_id").size()  # split mode: the training split
+    catalog = tables.read("items").toPandas().drop_duplicates("item_id")
+    catalog_n = catalog["item_id"].map(counts).fillna(0)
+    rec_n = r["item_id"].map(counts).fillna(0)
+    want = {"catalog_items": len(catalog), "recommended_items": r["item_id"].nunique(),
+            "users": r["user_id"].nunique(), "rows": len(r), **{f"items_{s}": g["item_id"].nunique() for s, g in r.groupby("source")},
+            "mean_train_count_catalog": round(catalog_n.mean(), 2), "mean_train_count_recommended": round(rec_n.mean(), 2)}
+    assert {k: cov[k] for k in want} == pytest.approx(want)
+    assert len(want) > 6  # at least two sources: the per-source rows are checked
+    edges = list(POPULARITY_EDGES) + [np.inf]
+    labels = popularity_bucket_labels()
+    for name, n in (("catalog", catalog_n), ("recommended", rec_n)):
+        ref = pd.cut(n, edges, right=False, labels=labels).value_counts().reindex(labels).fillna(0)
+        assert buckets[name].tolist() == ref.astype(int).tolist(), name
+    assert top["recommendations"].tolist() == r["item_id"].value_counts().sort_values(ascending=False).head(10).tolist()

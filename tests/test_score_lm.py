@@ -119,6 +119,27 @@ def test_model_is_loaded_once_per_worker(spark, lm_run):
     assert (got["loads"] == 1).all()  # ...and no worker loaded any model (key) twice
 
 
+def test_scoring_keeps_its_partitions_under_adaptive_execution(spark, lm_run):
+    """score.partitions 0 means spark.sql.shuffle.partitions: as many as the joins before the UDF leave, which
+    adaptive execution would coalesce into one task (the whole day on one core) were the repartition redundant."""
+    import dataclasses
+
+    from collm_udf.spark.scorers.collm import CoLLMScorer
+
+    cfg, tables, _ = lm_run
+    cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, partitions=0))
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+    n = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date"))
+    out = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS)).score_pairs(pairs) \
+        .withColumn("p", F.spark_partition_id()).cache()  # the task each row was scored in
+    per_task = out.groupBy("p").agg(F.count(F.lit(1)).alias("rows")).toPandas()
+    assert n > 1 and len(per_task) == n and per_task["rows"].sum() == pairs.count()
+    users = out.groupBy("user_id").agg(F.countDistinct("p").alias("parts")).toPandas()
+    assert (users["parts"] == 1).all()  # a user's candidates stay in one task (they share one prefix)
+    out.unpersist()
+
+
 def test_the_model_cache_keeps_the_three_most_recently_used():
     from collm_udf.spark.scorers import model_cache
 
@@ -189,6 +210,20 @@ def test_new_als_run_is_aligned_or_scored_with_the_models_own_factors(spark, lm_
     rotated = _fake_run(spark, tables, run0, "als_test_rotated", lambda f: f @ Q.T)
     aligned = CoLLMScorer(spark, cfg, tables, AsOf.of(cfg, LM_DS), run=rotated)
     assert aligned.alignment.residual < 1e-4 and aligned.alignment.shared_items > 20
+    # the moments Spark summed per partition equal numpy's over the collected factors, and give align()'s rotation
+    from collm_udf.core.align import Moments, align
+    from collm_udf.spark.scorers.collm import factor_moments
+
+    got = factor_moments(tables, run0, "als_test_rotated")
+    f = {r: {x["item_id"]: np.asarray(x["features"]) for x in tables.read("item_factors")
+             .where(F.col("als_run_id") == r).collect()} for r in (run0, "als_test_rotated")}
+    ids = sorted(f[run0])
+    want = Moments.of(np.stack([f["als_test_rotated"][i] for i in ids]), np.stack([f[run0][i] for i in ids]))
+    assert got.shared == want.shared == aligned.alignment.shared_items
+    np.testing.assert_allclose(got.cross, want.cross, rtol=1e-9, atol=1e-9)
+    assert (got.new_sq, got.ref_sq) == pytest.approx((want.new_sq, want.ref_sq), rel=1e-9)
+    np.testing.assert_allclose(aligned.alignment.rotation,
+                               align(f[run0], f["als_test_rotated"], run0, "x", 0.5).rotation, atol=1e-5)
     assert aligned.describe()["factors"] == "rotated"
     pairs = tables.read("candidates").where(F.col("ds") == F.lit(LM_DS).cast("date")).limit(60)
     a = base.score_pairs(pairs).toPandas().sort_values(["user_id", "item_id"])["score"].to_numpy()

@@ -37,6 +37,24 @@ def test_alignment_recovers_a_rotation_and_keeps_dot_products():
     np.testing.assert_allclose(a.apply(new["i3"]), ref["i3"], atol=0.05)
 
 
+def test_alignment_from_summed_moments_equals_scipys_procrustes_on_the_whole_matrices():
+    from scipy.linalg import orthogonal_procrustes
+
+    from collm_udf.core.align import Moments, align_moments
+
+    rng = np.random.default_rng(3)
+    B = rng.normal(size=(300, 8))
+    A = B @ np.linalg.qr(rng.normal(size=(8, 8)))[0] + 0.3 * rng.normal(size=(300, 8))  # a rotation plus noise
+    R, _ = orthogonal_procrustes(A, B)
+    chunks = [Moments.of(A[i:i + 70], B[i:i + 70]) for i in range(0, 300, 70)]  # what Spark's partitions sum
+    got = align_moments(sum(chunks[1:], chunks[0]), "ref", "new", max_residual=1.0)
+    np.testing.assert_allclose(got.rotation, R, atol=1e-5)
+    assert got.shared_items == 300
+    assert got.residual == pytest.approx(np.linalg.norm(A @ R - B) / np.linalg.norm(B), rel=1e-6)
+    with pytest.raises(AlignmentError, match="rank 8, the model's run ref has rank 6"):
+        align_moments(Moments.of(A, B[:, :6]), "ref", "new", max_residual=1.0)
+
+
 def test_alignment_refuses_unrelated_factors_and_too_few_shared_items():
     ref, other = _factors(seed=0), _factors(seed=5)
     with pytest.raises(AlignmentError, match=r"ALS run als_ref cannot score factors of ALS run als_new.*residual"):

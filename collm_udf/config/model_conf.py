@@ -90,6 +90,10 @@ class TrainingConfig:
                                 "pool one label window further back (offered at its start, labelled by the window "
                                 "before the label window's start, so stage 2's labels stay unseen): this many "
                                 "ignored candidates and up to as many liked ones join the text pairs", 0)
+    pool_label: str = _help("daily mode: which likes label the candidate pool offered at the label window's start "
+                            "(cf_negatives, text_negatives and the features-only ranker's rows): window (liked "
+                            "anywhere in the label window) or horizon (liked within evaluate.horizon_days of its "
+                            "start: the span a day's table is judged by)", "window")
     retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
                                     "model conf is this many days older than the cutoff; in between, days are "
                                     "scored by it with the newest ALS fit's factors aligned into its space", 7)
@@ -110,6 +114,8 @@ class TrainingConfig:
             raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives and text_negatives >= 0")
         if self.skip_init not in ("logistic", "zero"):
             raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic or zero")
+        if self.pool_label not in ("window", "horizon"):
+            raise ConfigError(f"train.pool_label: {self.pool_label!r} is not window or horizon")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 

@@ -226,6 +226,8 @@ class EvaluateConfig:
     user_figures: bool = _help("keep each truth user's NDCG@k and Recall@k per ranker in the run summary (small "
                                "warehouses: collm replay turns it on for its paired-bootstrap confidence intervals)",
                                False)
+    report: bool = _help("the evaluate stage ends by writing the day's HTML report (off: `collm report --ds` writes "
+                         "it on demand from the same tables)", True)
     report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "
                                       "folder ds=<ds> per day; a local or mounted path (e.g. /Volumes/...); "
                                       "default <tables.root>/reports, or <tables.models_dir>/reports", None)

@@ -141,25 +141,33 @@ def coverage(tables: Tables, ds: str, recs: DataFrame, asof: AsOf, top: int = 10
     items = tables.read("items").select("item_id", "text").dropDuplicates(["item_id"])
     train = asof.fit(tables.read("pairs")).groupBy("item_id").agg(F.count(F.lit(1)).alias("train_count"))
     catalog = items.join(train, "item_id", "left").fillna(0, ["train_count"])
-    cov: dict = {"catalog_items": catalog.count()}
+    rec_pop = recs.select("item_id").join(train, "item_id", "left").fillna(0, ["train_count"])
+    # one job per frame: bucket counts and sums, whose totals give the frame's size and mean
+    buckets, totals = pd.DataFrame({"bucket": popularity_bucket_labels()}), {}
+    for name, df in (("catalog", catalog), ("recommended", rec_pop)):
+        got = df.groupBy(_bucket(F.col("train_count")).alias("bucket")) \
+            .agg(F.count(F.lit(1)).alias("n"), F.sum("train_count").alias("s")).toPandas()
+        buckets[name] = buckets["bucket"].map(dict(zip(got["bucket"], got["n"]))).fillna(0).astype("int64")
+        totals[name] = (int(got["n"].sum()), float(got["s"].sum()))
+    cov: dict = {"catalog_items": totals["catalog"][0]}
     if tables.exists("candidates"):
         cov["candidate_items"] = _day(tables, "candidates", ds).select("item_id").distinct().count()
-    r = recs.agg(F.countDistinct("item_id").alias("items"), F.countDistinct("user_id").alias("users"),
-                 F.count(F.lit(1)).alias("rows")).first()
-    cov.update(recommended_items=int(r["items"]), users=int(r["users"]), rows=int(r["rows"]))
-    for row in recs.groupBy("source").agg(F.countDistinct("item_id").alias("n")).orderBy("source").collect():
-        cov[f"items_{row['source']}"] = int(row["n"])
+    # the day's totals and each source's distinct items in one pass (rollup's grand total: grouping = 1; an
+    # empty day has no rows at all)
+    cov.update(recommended_items=0, users=0, rows=0)
+    by_source = recs.rollup("source").agg(F.grouping("source").alias("total"),
+                                          F.countDistinct("item_id").alias("items"),
+                                          F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"))
+    for row in by_source.orderBy("source").collect():
+        if row["total"]:
+            cov.update(recommended_items=int(row["items"]), users=int(row["users"]), rows=int(row["rows"]))
+        else:
+            cov[f"items_{row['source']}"] = int(row["items"])
     cov["catalog_share"] = round(cov["recommended_items"] / cov["catalog_items"], 4) if cov["catalog_items"] else None
-
-    rec_pop = recs.select("item_id").join(train, "item_id", "left").fillna(0, ["train_count"])
-    buckets = pd.DataFrame({"bucket": popularity_bucket_labels()})
-    for name, df in (("catalog", catalog), ("recommended", rec_pop)):
-        got = df.groupBy(_bucket(F.col("train_count")).alias("bucket")).count().toPandas()
-        buckets[name] = buckets["bucket"].map(dict(zip(got["bucket"], got["count"]))).fillna(0).astype("int64")
-    means = {n: df.agg(F.avg("train_count")).first()[0] for n, df in (("catalog", catalog), ("recommended", rec_pop))}
-    cov["mean_train_count_catalog"] = round(float(means["catalog"] or 0), 2)
-    cov["mean_train_count_recommended"] = round(float(means["recommended"]), 2) if means["recommended"] is not None \
-        else None
+    n, total = totals["catalog"]
+    cov["mean_train_count_catalog"] = round(total / n, 2) if n else 0.0
+    n, total = totals["recommended"]
+    cov["mean_train_count_recommended"] = round(total / n, 2) if n else None
 
     top_items = (recs.groupBy("item_id").agg(F.count(F.lit(1)).alias("recommendations"))
                  .orderBy(F.col("recommendations").desc(), "item_id").limit(top)

@@ -4,6 +4,7 @@ ALS fit behind stage 2's factors (label_run). See collm_udf/spark/stages/train.p
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 from typing import Optional
 
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from collm_udf.config import Config
 from collm_udf.core.signals import STATISTICS
 from collm_udf.spark.stages import als, candidates
-from collm_udf.spark.asof import AsOf, InsufficientHistory, history_as_of, micros
+from collm_udf.spark.asof import AsOf, InsufficientHistory, history_as_of, micros, ts_before
 from collm_udf.core.signals import column
 from collm_udf.spark.scorers.features import signal_columns
 from collm_udf.spark.signal_stats import add_stats, end_of
@@ -133,17 +134,27 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
 def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     """The table's task, one window back: the candidates the day of the label window's start would have offered
     (its audience, the label fit's ALS top-K, its popular and cold items), labelled as the backtest labels a day:
-    1 where the user then liked the item in the window, else 0 (ignored, or rated below the like threshold).
+    1 where the user then liked the item in the window (pool_labels), else 0 (ignored, or rated below the like
+    threshold).
     History as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
     start = dataclasses.replace(asof, cutoff=asof.label_start)
     pairs = tables.read("pairs")
     offered = candidates.build(cfg, tables, start, run).select("user_id", "item_id")
-    window = asof.labels(pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
+    window = pool_labels(cfg, asof, pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
     hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
     return (offered.join(window, ["user_id", "item_id"], "left").join(hist, "user_id", "left")
             .select("user_id", "item_id", F.coalesce("_liked", F.lit(0)).cast("int").alias("label"),
                     F.coalesce("history", F.array().cast("array<string>")).alias("history"),
                     F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
+
+
+def pool_labels(cfg: Config, asof: AsOf, pairs: DataFrame) -> DataFrame:
+    """The pairs whose likes label a pool offered at the label window's start: the whole window, or with
+    model.train.pool_label horizon only its first evaluate.horizon_days (a day's table is judged by that span)."""
+    labels = asof.labels(pairs)
+    if cfg.model.train.pool_label == "horizon":
+        labels = labels.where(ts_before(asof.label_start + dt.timedelta(days=cfg.evaluate.horizon_days)))
+    return labels
 
 
 RANKER_NEGATIVES = 200_000  # the features-only ranker's cap on ignored candidates collected to the driver

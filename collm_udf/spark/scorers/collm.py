@@ -17,12 +17,13 @@ from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from collm_udf.config import Config
-from collm_udf.core.align import Alignment, AlignmentError, align
+from collm_udf.core.align import Alignment, AlignmentError, Moments, align_moments
 from collm_udf.core.inference import load_predict_fn
 from collm_udf.core.signals import STATISTICS, column
 from collm_udf.spark import model_registry
@@ -40,6 +41,36 @@ def _titles(frame: DataFrame, key: str, items: DataFrame) -> DataFrame:
     return (frame.select(key, F.posexplode("history").alias("_pos", "_hid")).join(text, "_hid")
             .groupBy(key).agg(F.array_sort(F.collect_list(F.struct("_pos", "_t"))).alias("_s"))
             .select(key, F.col("_s._t").alias("_history_text")))
+
+
+MOMENTS = T.StructType([T.StructField("shared", T.LongType()), T.StructField("d_new", T.IntegerType()),
+                        T.StructField("d_ref", T.IntegerType()), T.StructField("cross", T.ArrayType(T.DoubleType())),
+                        T.StructField("new_sq", T.DoubleType()), T.StructField("ref_sq", T.DoubleType())])
+
+
+def factor_moments(tables: Tables, reference_run: str, new_run: str) -> Optional[Moments]:
+    """The alignment's sums over the items both ALS runs know (collm_udf/core/align.py), each partition's in its
+    own task and one d x d row per partition to the driver, whatever the catalog's size; None: no shared item."""
+    f = tables.read("item_factors")
+    both = (f.where(F.col("als_run_id") == new_run).select("item_id", F.col("features").alias("_a"))
+            .join(f.where(F.col("als_run_id") == reference_run).select("item_id", F.col("features").alias("_b")),
+                  "item_id"))
+
+    def partial_sums(batches):
+        total = None
+        for b in batches:
+            if len(b):
+                m = Moments.of(np.stack(b["_a"].to_numpy()), np.stack(b["_b"].to_numpy()))
+                total = m if total is None else total + m
+        if total is not None:
+            yield pd.DataFrame({"shared": [total.shared], "d_new": [total.cross.shape[0]],
+                                "d_ref": [total.cross.shape[1]], "cross": [total.cross.ravel()],
+                                "new_sq": [total.new_sq], "ref_sq": [total.ref_sq]})
+
+    rows = both.select("_a", "_b").mapInPandas(partial_sums, MOMENTS).collect()
+    parts = [Moments(r["shared"], np.asarray(r["cross"], np.float64).reshape(r["d_new"], r["d_ref"]), r["new_sq"],
+                     r["ref_sq"]) for r in rows]
+    return sum(parts[1:], parts[0]) if parts else None
 
 
 class CoLLMScorer(Scorer):
@@ -68,10 +99,6 @@ class CoLLMScorer(Scorer):
     def model_version(self) -> str:
         return f"collm:{self.model['model_version']}"
 
-    def _factors(self, run_id: str) -> dict:
-        rows = self.tables.read("item_factors").where(F.col("als_run_id") == run_id).select("item_id", "features")
-        return {r["item_id"]: np.asarray(r["features"], np.float32) for r in rows.collect()}
-
     def _align(self) -> Alignment:
         """The day's factors rotated into the model's ALS run; when that rotation does not fit (factors drifted
         past score.max_alignment_residual, too few shared items) or score.align is off, the model's own run's
@@ -87,7 +114,8 @@ class CoLLMScorer(Scorer):
             why = "score.align is off"
         else:
             try:
-                return align(self._factors(ref), self._factors(new), ref, new, self.cfg.score.max_alignment_residual)
+                return align_moments(factor_moments(self.tables, ref, new), ref, new,
+                                     self.cfg.score.max_alignment_residual)
             except AlignmentError as e:
                 why, residual, shared = str(e), e.residual, e.shared_items
         reference = als.find_run(self.tables, ref)
@@ -132,7 +160,11 @@ class CoLLMScorer(Scorer):
         keep = [c for c in pairs.columns if c != "history"]
         df = self.inputs(pairs.select(*pairs.columns))
         n = s.partitions or int(self.spark.conf.get("spark.sql.shuffle.partitions", "200"))
-        df = df.repartition(n, "user_id").sortWithinPartitions("user_id", "item_id")
+        # By a hash of the user, not the user column itself: the joins above already leave the rows hash-partitioned
+        # by user_id into spark.sql.shuffle.partitions parts, so with that many a repartition on user_id would be
+        # dropped as redundant and adaptive execution would coalesce the (small) joined rows into one task, scoring
+        # the whole day on one core or GPU. A repartition that is not redundant keeps its n parts.
+        df = df.repartition(n, F.xxhash64("user_id")).sortWithinPartitions("user_id", "item_id")
         schema = T.StructType([f for f in pairs.schema.fields if f.name in keep] +
                               [T.StructField("score", T.DoubleType())])
         fn = score_udf(make_predict_fn=self.make_predict_fn, key=self._cache_key(),

@@ -189,7 +189,8 @@ def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
 
 
 def run(ctx: StageContext) -> dict:
-    """The day's backtest (see the module docstring), the catch-up of earlier days, and the day's report."""
+    """The day's backtest (see the module docstring), the catch-up of earlier days, and (evaluate.report) the
+    day's report."""
     spark, cfg, tables, ds, run_id = ctx.spark, ctx.base_cfg or ctx.cfg, ctx.tables, ctx.ds, ctx.run_id
     summary = evaluate_day(spark, cfg, tables, ds, run_id)
     caught_up = {}
@@ -198,7 +199,8 @@ def run(ctx: StageContext) -> dict:
         caught_up[d] = {x: r.get(x) for x in (f"recall@{cfg.evaluate.k}", f"ndcg@{cfg.evaluate.k}")}
     if caught_up:
         summary["caught_up"] = caught_up
-    summary.update(report(spark, cfg, tables, ds))
+    if cfg.evaluate.report:
+        summary.update(report(spark, cfg, tables, ds))
     return summary
 
 
