@@ -70,6 +70,14 @@ bench-ranking-validate: venv
 bench-ranking-parts: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking_parts.py --dataset $(DATASET)
 
+# One daily day of a synthetic warehouse (benchmarks/synth.py) at 1M, 5M and 20M interactions: each stage's time and
+# its exponent in the interactions, the driver's peak memory, and the LM's full-audience cost extrapolated from its
+# rate on 2,000 users -> benchmarks/results/scale.json and scale.png (SIZES=1m,5m for a shorter run)
+SIZES ?= 1m,5m,20m
+.PHONY: bench-scale
+bench-scale: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/scale.py --sizes $(SIZES)
+
 .PHONY: bench-alignment
 bench-alignment: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/alignment.py --dataset $(DATASET)

@@ -183,10 +183,11 @@ def examples(spark, cfg: Config, ds: str, users: int = 3, per_user: int = 5) -> 
     return example_recommendations(cfg, tables(spark, cfg), ds, users, per_user)
 
 
-def write_report(spark, cfg: Config, ds: str, out_dir: Optional[str] = None) -> str:
+def write_report(spark, cfg: Config, ds: str, out_dir: Optional[str] = None, data=None) -> str:
+    """The day's HTML report; `data`: report_data's frames of that day, rendered as they are (no second pass)."""
     from collm_udf.spark.report_data import write_report as write
 
-    return write(spark, cfg, tables(spark, cfg), ds, out_dir)
+    return write(spark, cfg, tables(spark, cfg), ds, out_dir, data=data)
 
 
 def show(fig) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from collm_udf.config import config_from_dict
 from collm_udf.datasets import dataset_dir
-from helpers import TEST_DS, load_ml100k, save_tiny_bert, save_tiny_qwen2, slice_conf
+from helpers import GATE_DAY, TEST_DS, gate_conf, load_ml100k, save_tiny_bert, save_tiny_qwen2, slice_conf
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +77,17 @@ def tiny_encoder(tmp_path_factory) -> str:
 def tiny_causal(tmp_path_factory) -> str:
     """A 2-layer, 32-wide random Qwen2 causal LM with MiniLM's tokenizer."""
     return save_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def gated(spark, slice_dir, tiny_encoder, tmp_path_factory):
+    """The whole daily pipeline for GATE_DAY with a tiny CoLLM model and the gate (half the users held out):
+    tests/test_gate.py judges it, tests/test_cluster.py scores copies of it."""
+    from collm_udf.spark import pipeline
+    from collm_udf.spark.session import set_checkpoint_dir
+    from collm_udf.spark.tables import Tables
+
+    cfg = gate_conf(slice_dir, tmp_path_factory.mktemp("gate-wh"), tiny_encoder)
+    set_checkpoint_dir(spark, cfg)
+    summary = pipeline.run(spark, cfg, ds=GATE_DAY, run_id="run_gate_1")
+    return cfg, Tables(spark, cfg.tables), summary

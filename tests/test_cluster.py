@@ -1,8 +1,8 @@
 """A real Spark standalone cluster on this machine: a master and two workers started from the installed pyspark's
 own scripts, so that executors are JVMs of their own with their own Python workers (local[*] shares one JVM).
 
-One daily day of the ML-100K slice, trained in local mode, is then served twice: its candidates and score stages
-in local mode (in this process), and through `collm run --master spark://...` on a copy of the same warehouse.
+One daily day of the ML-100K slice, run up to its candidates in local mode (conftest's `gated`), is then scored
+twice: in local mode (in this process) and through `collm run --master spark://...`, each on a copy.
 The two tables must be the same, and each executor Python worker must have loaded the model once (the executors'
 own logs say so: collm_udf/spark/scorers/model_cache.py)."""
 from __future__ import annotations
@@ -27,10 +27,9 @@ import yaml
 from pyspark.sql import functions as F
 
 from collm_udf.config.load import to_dict
-from helpers import daily_conf
+from helpers import GATE_DAY as DAY, gate_conf
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-DAY = "1998-04-08"
 WORKERS, PARTITIONS = 2, 4  # more score tasks than executors: the workers' Python processes are reused
 LOADED = re.compile(r"\[collm\] model_cache: loaded (.*) in pid (\d+) ")
 
@@ -107,28 +106,13 @@ def standalone(tmp: Path, workers: int = WORKERS):
                 p.wait()
 
 
-def sections(tiny_encoder: str) -> dict:
-    """The day's conf beside daily_conf's: a tiny CoLLM model that serves without a gate, and score tasks to
-    spare."""
-    return {"model": {"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
-                      "train": {"text_pairs": 64, "cf_pairs": 64, "holdout_pairs": 32, "text_epochs": 1,
-                                "cf_epochs": 1}},
-            "gate": {"enabled": False},
-            "score": {"top_n": 10, "scorer": "collm", "partitions": PARTITIONS, "arrow_batch_rows": 100}}
+def day_conf(slice_dir: Path, root: Path, tiny_encoder: str):
+    """The gated day's conf (tests/helpers.py: gate_conf) serving its newest model, with score tasks to spare."""
+    import dataclasses
 
-
-@pytest.fixture(scope="module")
-def offered(spark, slice_dir, tiny_encoder, tmp_path_factory):
-    """The day's stages up to candidates, in local mode; the warehouse that both scorings copy."""
-    from collm_udf.spark import pipeline
-    from collm_udf.spark.session import set_checkpoint_dir
-
-    root = tmp_path_factory.mktemp("cluster-base")
-    cfg = daily_conf(slice_dir, root, **sections(tiny_encoder))
-    set_checkpoint_dir(spark, cfg)
-    pipeline.run(spark, cfg, stages=["ingest", "prepare", "idmap", "als", "train", "candidates"], ds=DAY,
-                 run_id="run_base")
-    return root
+    cfg = gate_conf(slice_dir, root, tiny_encoder)
+    return dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, enabled=False),
+                               score=dataclasses.replace(cfg.score, partitions=PARTITIONS, arrow_batch_rows=100))
 
 
 def recommendations(spark, root: Path):
@@ -136,18 +120,20 @@ def recommendations(spark, root: Path):
     return day.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True)
 
 
-def test_a_day_on_a_standalone_cluster_equals_local_mode(spark, offered, slice_dir, tiny_encoder, tmp_path):
+def test_a_day_on_a_standalone_cluster_equals_local_mode(spark, gated, slice_dir, tiny_encoder, tmp_path):
     """The score stage (the LM in executors' Python workers, the alignment's partial sums, Delta writes from
-    executors) through `collm run --master spark://...`; the stages before it are the same code in local mode."""
+    executors) through `collm run --master spark://...` on a copy of the gated day's warehouse (conftest: its
+    stages ran in local mode); the reference is the same stage in local mode on another copy."""
     from collm_udf.spark import pipeline
 
     if java() is None:
         pytest.skip("no Java: the standalone master and workers are JVMs (install a JDK or set JAVA_HOME)")
     local, remote = tmp_path / "local", tmp_path / "cluster"
-    shutil.copytree(offered, local)
-    shutil.copytree(offered, remote)
+    for copy in (local, remote):
+        shutil.copytree(gated[0].tables.root, copy)
+        shutil.rmtree(copy / "gate")  # no gate decision: the newest model serves (the LM on the executors)
     # the same conf as a scheduler would pass it: a YAML file, the warehouse as --root, the cluster as --master
-    cfg = daily_conf(slice_dir, Path("/not-used"), **sections(tiny_encoder))
+    cfg = day_conf(slice_dir, Path("/not-used"), tiny_encoder)
     conf = {k: v for k, v in to_dict(cfg).items() if k != "source_path"}
     # spark.locality.wait 0: tasks go to whichever executor is free, so both workers score
     conf["spark"]["conf"] = {"spark.executor.memory": "1g", "spark.cores.max": str(WORKERS),
@@ -156,8 +142,7 @@ def test_a_day_on_a_standalone_cluster_equals_local_mode(spark, offered, slice_d
     (tmp_path / "day.yaml").write_text(yaml.safe_dump(conf))
     with standalone(tmp_path / "spark") as (url, work_dirs, ready):
         # the reference while the cluster boots: the same stage in local mode, in this process
-        pipeline.run(spark, daily_conf(slice_dir, local, **sections(tiny_encoder)), stages=["score"], ds=DAY,
-                     run_id="run_local")
+        pipeline.run(spark, day_conf(slice_dir, local, tiny_encoder), stages=["score"], ds=DAY, run_id="run_local")
         ready()
         t0 = time.monotonic()
         done = subprocess.run([str(Path(sys.executable).parent / "collm"), "run", "--conf", str(tmp_path / "day.yaml"),
@@ -172,7 +157,8 @@ def test_a_day_on_a_standalone_cluster_equals_local_mode(spark, offered, slice_d
                         for m in LOADED.finditer(p.read_text(errors="replace")))
     print(f"cluster score stage ({WORKERS} workers): {took:.1f}s")
     summary = json.loads(done.stdout.strip().splitlines()[-1])["stages"]["score"]
-    assert summary["scorer"]["factors"] == "rotated"  # the day's ALS fit aligned to the model's (Spark-side sums)
+    # the day's ALS fit was aligned to the model's (Spark-side sums), the CoLLM model ranked
+    assert summary["model_version"].startswith("collm:") and summary["scorer"]["factors"] in ("rotated", "reference")
 
     want, got = recommendations(spark, local), recommendations(spark, remote)
     assert len(want) > 100 and (got["model_version"] == want["model_version"]).all()

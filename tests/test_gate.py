@@ -12,34 +12,11 @@ from pyspark.sql import functions as F
 
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
-from helpers import TOP_N, assert_contract, daily_conf
+from helpers import GATE_DAY as DAY, TOP_N, assert_contract, daily_conf, gate_conf
 
 pytestmark = pytest.mark.slow
-DAY = "1998-04-08"
 EARLY = "1997-10-10"  # the slice starts 1997-09-20: no interaction before this day's label window (28 days)
 RANKERS = {"collm", "features", "als", "popularity", "recent_popularity"}
-
-
-def gate_conf(slice_dir, root, tiny_encoder, scorer="collm"):
-    model = {"backbone": tiny_encoder, "max_tokens": 48, "candidate_max_tokens": 12,
-             "signals": ["als_dot", "als_missing", "item_recent", "item_like_rate", "user_count"], "lm_scale": True,
-             "train": {"text_pairs": 64, "cf_pairs": 64, "holdout_pairs": 32, "text_epochs": 1, "cf_epochs": 1,
-                       "retrain_every_days": 14, "cf_negatives": 60, "text_negatives": 30}}
-    return daily_conf(slice_dir, root, model=model, gate={"holdout_users": 0.5},
-                      score={"top_n": TOP_N, "scorer": scorer, "partitions": 2, "arrow_batch_rows": 500})
-
-
-@pytest.fixture(scope="module")
-def gated(spark, slice_dir, tiny_encoder, tmp_path_factory):
-    """The whole daily pipeline for DAY with a tiny CoLLM model and the gate (half the users held out)."""
-    from collm_udf.spark import pipeline
-    from collm_udf.spark.session import set_checkpoint_dir
-    from collm_udf.spark.tables import Tables
-
-    cfg = gate_conf(slice_dir, tmp_path_factory.mktemp("gate-wh"), tiny_encoder)
-    set_checkpoint_dir(spark, cfg)
-    summary = pipeline.run(spark, cfg, ds=DAY, run_id="run_gate_1")
-    return cfg, Tables(spark, cfg.tables), summary
 
 
 def held_out(cfg, tables) -> set:

@@ -27,6 +27,7 @@ def tiny_overrides(backbone: str) -> dict:
                   "train": {"text_pairs": 128, "cf_pairs": 128, "holdout_pairs": 64, "text_epochs": 1,
                             "cf_epochs": 1}},
         "score": {"top_n": 10, "scorer": "collm", "partitions": 2, "arrow_batch_rows": 500},
+        "gate": {"enabled": False},  # the newest model serves (the gate's backtest: tests/test_gate.py)
         "asof": {"mode": "daily"},
         "candidates": {"top_k": 20, "max_cold_items": 20, "min_item_interactions": 3, "active_within_days": 30,
                        "popular_k": 10},

@@ -169,6 +169,16 @@ def test_write_report_to_a_given_folder(spark, pipeline_run, tmp_path):
     page = path.read_text(encoding="utf-8")
     n_recs = summary["tables"]["recommendations"]["rows"]
     assert f"<td>{n_recs}</td>" in page  # coverage: the day's recommendation rows
+    # frames collected once (a notebook's) render as they are; frames of another day are refused
+    import dataclasses
+
+    from collm_udf.spark.report_data import collect
+
+    data = collect(spark, cfg, tables, TEST_DS)
+    again = Path(write_report(spark, cfg, tables, TEST_DS, str(tmp_path / "again"), data=data))
+    assert f"<td>{n_recs}</td>" in again.read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="report data is of ds=2020-01-01"):
+        write_report(spark, cfg, tables, TEST_DS, str(tmp_path / "x"), data=dataclasses.replace(data, ds="2020-01-01"))
 
 
 @pytest.mark.slow

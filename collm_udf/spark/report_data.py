@@ -241,10 +241,14 @@ def collect(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> Report
                       gate=gate, gate_note=gate_note)
 
 
-def write_report(spark: SparkSession, cfg: Config, tables: Tables, ds: str, out_dir: str | None = None) -> str:
-    """Write the day's report (index.html + PNGs) to out_dir (default: default_out_dir); returns index.html."""
+def write_report(spark: SparkSession, cfg: Config, tables: Tables, ds: str, out_dir: str | None = None,
+                 data: ReportData | None = None) -> str:
+    """Write the day's report (index.html + PNGs) to out_dir (default: default_out_dir); returns index.html.
+    `data`: the day's frames when the caller has collected them already (collect)."""
     ds = check_ds(ds)
     out = out_dir or default_out_dir(cfg, ds)
-    path = render_html(collect(spark, cfg, tables, ds), out)
+    if data is not None and data.ds != ds:
+        raise ValueError(f"write_report: the report data is of ds={data.ds}, not ds={ds}")
+    path = render_html(data if data is not None else collect(spark, cfg, tables, ds), out)
     log.info("report for ds=%s: %s", ds, path)
     return path
