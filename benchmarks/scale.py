@@ -94,6 +94,7 @@ def one(size: str, lm_users: int, lm: bool) -> dict:
     out = {"size": size, "users": meta["users"], "items": meta["items"], "interactions": meta["interactions"],
            "ds": ds, "wall_s": round(time.time() - t0, 1),
            "stages": {s: summary["stages"][s]["wall_s"] for s in STAGES if s in summary["stages"]},
+           "train_gate_s": summary["stages"].get("train", {}).get("gate", {}).get("wall_s"),
            "candidate_pairs": summary["tables"]["candidates"]["rows"] if "candidates" in summary["tables"] else None,
            "audience": summary["stages"].get("candidates", {}).get("users"),
            "driver_python_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

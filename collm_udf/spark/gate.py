@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 from typing import Optional
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from collm_udf.core.features import FeatureRanker
@@ -33,7 +34,7 @@ from collm_udf.spark.asof import AsOf, micros, newest_as_of
 from collm_udf.spark.context import StageContext
 from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, rank, resolve
 from collm_udf.spark.stages import candidates
-from collm_udf.spark.training_set import gate_users
+from collm_udf.spark.training_set import POOL_CANDIDATE_COLUMNS, gate_users
 
 TIES = ("serving", "features", "recent_popularity", "popularity", "als")  # who serves when figures tie
 
@@ -53,9 +54,10 @@ def previous(ctx: StageContext, asof: AsOf) -> Optional[dict]:
 
 
 def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ranker: Optional[FeatureRanker],
-          gate_id: str) -> dict:
+          gate_id: str, pool: Optional[DataFrame] = None) -> dict:
     """Rank the held-out users' pool with every ranker, decide what serves, write the metric rows; returns the
-    decision row for serving.record (served, promoted, reason, k, margin, truth_users, results)."""
+    decision row for serving.record (served, promoted, reason, k, margin, truth_users, results). `pool`: the
+    label window's training_set.candidate_pool when the train stage has built it (the same candidates)."""
     cfg, tables = ctx.cfg, ctx.tables
     k, margin = cfg.evaluate.k, cfg.gate.margin
     day = window_day(asof)
@@ -73,16 +75,18 @@ def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ra
         scorers["serving"] = resolve(cfg, tables, day, prev["served"], run=run)
         served["serving"] = prev["served"]
     bt = backtest.prepare(cfg, tables, day, users=gate_users(cfg))
-    pool = None
+    held = None
     try:
-        pool = candidates.build(cfg, tables, day, run).join(bt.served, "user_id").cache()
-        lists = {name: rank(sc.score_pairs(pool), k).select("user_id", "item_id", "rank")
+        offered = (candidates.build(cfg, tables, day, run) if pool is None
+                   else pool.select("user_id", "item_id", *POOL_CANDIDATE_COLUMNS))
+        held = offered.join(bt.served, "user_id").cache()
+        lists = {name: rank(sc.score_pairs(held), k).select("user_id", "item_id", "rank")
                  for name, sc in scorers.items()}
         lists.update(backtest.baseline_lists(cfg, bt, day, k))
         figures = backtest.evaluate_lists(bt, lists, k)
     finally:
-        if pool is not None:
-            pool.unpersist()
+        if held is not None:
+            held.unpersist()
         bt.close()
     ndcg = {name: figures[name][f"ndcg@{k}"] or 0.0 for name in lists}
     others = {name: v for name, v in ndcg.items() if name != new}

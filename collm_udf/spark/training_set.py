@@ -56,13 +56,14 @@ def _take(part: DataFrame, n: int, seed: int, skip: int = 0) -> DataFrame:
 
 
 def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict] = None,
-                    notes: Optional[list] = None) -> dict:
+                    notes: Optional[list] = None, pool: Optional[DataFrame] = None) -> dict:
     """{text, cf, hold} pandas frames of sampled pairs (the label window for cf and hold; see TrainingConfig),
     with the statistics among the model's signals as of the label window's start (`_sig_<name>` columns).
     With model.train.cf_negatives, cf and hold also hold candidate-pool rows (candidate_pool, from the ALS fit
     `run`): that many the user ignored and, with cf_pool_positives, up to as many the user then liked. Under the
     gate (gated), no label-window row of a held-out user (gate_users) is among them. `notes` gets a line for each
-    part left out (a text pool whose window has no history yet)."""
+    part left out (a text pool whose window has no history yet). `pool`: the label window's candidate_pool when
+    the caller has it already (the train stage builds it once for this, the features-only ranker and the gate)."""
     t = cfg.model.train
     pairs = tables.read("pairs").select(*PAIR_COLUMNS, "ts", "split")
     labels, before = asof.labels(pairs), asof.label_fit(pairs)
@@ -80,11 +81,13 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
                          "(asof.mode: daily) and the label window's ALS fit")
     pools = []
     if t.cf_negatives:
-        pool = candidate_pool(cfg, tables, asof, run).where(trainable).cache()
-        pools.append(pool)
+        if pool is None:
+            pool = candidate_pool(cfg, tables, asof, run).cache()
+            pools.append(pool)
+        trains = pool.where(trainable)
         # a fifth of each label to the holdout, so that early stopping also judges the table's task
         for label, name, n in ((0, "neg", t.cf_negatives), (1, "pos", t.cf_negatives if t.cf_pool_positives else 0)):
-            rows = pool.where(F.col("label") == label)
+            rows = trains.where(F.col("label") == label)
             n = min(n, rows.count())
             parts[f"hold_{name}"] = _take(rows, n // 5, t.seed)
             parts[f"cf_{name}"] = _take(rows, n - n // 5, t.seed, skip=n // 5)
@@ -99,10 +102,10 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
             if notes is not None:
                 notes.append(f"model.train.text_negatives: no candidate pool one window back ({e})")
         if back_run is not None:
-            pool = candidate_pool(cfg, tables, back, back_run).cache()
-            pools.append(pool)
+            back_pool = candidate_pool(cfg, tables, back, back_run).cache()
+            pools.append(back_pool)
             for label, name in ((0, "neg"), (1, "pos")):
-                rows = pool.where(F.col("label") == label)
+                rows = back_pool.where(F.col("label") == label)
                 parts[f"text_{name}"] = _take(rows, min(t.text_negatives, rows.count()), t.seed)
     # what the stage-2 factors' fit saw also gives the statistics: nothing from the label window enters them
     names = cfg.model.signals
@@ -114,8 +117,8 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
            .orderBy("_part", F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
            .select("_part", *PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas())
     frames = {k: got[got["_part"] == k].drop(columns="_part").reset_index(drop=True) for k in parts}
-    for pool in pools:
-        pool.unpersist()
+    for made in pools:
+        made.unpersist()
     frames["text"] = pd.concat([frames.pop(k) for k in ("text", "text_neg", "text_pos") if k in frames],
                                ignore_index=True)
     frames["cf"] = pd.concat([frames.pop(k) for k in ("cf_valid", "cf_train", "cf_neg", "cf_pos") if k in frames],
@@ -131,21 +134,26 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
     return frames
 
 
+POOL_CANDIDATE_COLUMNS = ("source", "als_rank", "pop_rank")
+
+
 def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     """The table's task, one window back: the candidates the day of the label window's start would have offered
     (its audience, the label fit's ALS top-K, its popular and cold items), labelled as the backtest labels a day:
     1 where the user then liked the item in the window (pool_labels), else 0 (ignored, or rated below the like
     threshold).
-    History as of that start. Columns as PAIR_COLUMNS + ts (the start)."""
+    History as of that start. Columns as PAIR_COLUMNS + ts (the start), and the candidates' source, als_rank and
+    pop_rank (the gate ranks this pool as the score stage ranks a day's candidates)."""
     start = dataclasses.replace(asof, cutoff=asof.label_start)
     pairs = tables.read("pairs")
-    offered = candidates.build(cfg, tables, start, run).select("user_id", "item_id")
+    offered = candidates.build(cfg, tables, start, run)
     window = pool_labels(cfg, asof, pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
     hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
     return (offered.join(window, ["user_id", "item_id"], "left").join(hist, "user_id", "left")
             .select("user_id", "item_id", F.coalesce("_liked", F.lit(0)).cast("int").alias("label"),
                     F.coalesce("history", F.array().cast("array<string>")).alias("history"),
-                    F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts")))
+                    F.timestamp_micros(F.lit(micros(asof.label_start))).alias("ts"),
+                    *POOL_CANDIDATE_COLUMNS))
 
 
 def pool_labels(cfg: Config, asof: AsOf, pairs: DataFrame) -> DataFrame:
@@ -160,14 +168,16 @@ def pool_labels(cfg: Config, asof: AsOf, pairs: DataFrame) -> DataFrame:
 RANKER_NEGATIVES = 200_000  # the features-only ranker's cap on ignored candidates collected to the driver
 
 
-def ranker_rows(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> pd.DataFrame:
+def ranker_rows(cfg: Config, tables: Tables, asof: AsOf, run: dict,
+                pool: Optional[DataFrame] = None) -> pd.DataFrame:
     """The features-only ranker's training set (daily mode): the whole candidate pool of the label window's start
     (candidate_pool) of the users that train (not the gate's), with its signals as the features scorer computes
     them then (collm_udf/spark/scorers/features.py) and the label: every liked candidate and up to
     RANKER_NEGATIVES ignored ones (a seeded hash sample: a logistic ranker's weights do not depend on how many
-    negatives it sees, only its intercept does, and ranking ignores that)."""
+    negatives it sees, only its intercept does, and ranking ignores that). `pool`: candidate_pool, when the
+    caller has it already."""
     names = tuple(cfg.model.signals)
-    pool = candidate_pool(cfg, tables, asof, run)
+    pool = candidate_pool(cfg, tables, asof, run) if pool is None else pool
     if gated(cfg, asof):
         pool = pool.where(~gate_users(cfg))
     key = F.pmod(F.xxhash64(F.lit(cfg.model.train.seed), "user_id", "item_id"), F.lit(1_000_000))
@@ -176,7 +186,9 @@ def ranker_rows(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> pd.DataFr
         pool = pool.where((F.col("label") == 1) | (key < F.lit(int(1_000_000 * RANKER_NEGATIVES / n_neg))))
     start = dataclasses.replace(asof, cutoff=asof.label_start)
     sig = signal_columns(pool, tables=tables, cfg=cfg, asof=start, run=run, names=names)
-    return sig.select("user_id", "item_id", "label", *[column(n) for n in names]).toPandas()
+    # in a stable order: the same rows give the same fit, and the same version (model_registry.model_version)
+    return (sig.select("user_id", "item_id", "label", *[column(n) for n in names]).orderBy("user_id", "item_id")
+            .toPandas())
 
 
 def lookups(spark: SparkSession, tables: Tables, frames: dict, run_id: str) -> tuple[dict, dict, dict]:

@@ -72,9 +72,8 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
             tables.replace_partition(out, "recommendations", "ds", ds)
         finally:
             out.unpersist()
-    day = tables.read("recommendations").where(F.col("ds") == F.lit(ds).cast("date"))
-    result = {"recommendations": day.count(), "users": day.select("user_id").distinct().count(),
-              "model_version": scorer.model_version}
+    # the written partition is exactly the persisted rows the guard counted
+    result = {"recommendations": int(got["rows"]), "users": int(got["users"]), "model_version": scorer.model_version}
     retention = publish.apply_retention(tables, cfg.tables.retention_days, ds)
     if retention is not None:
         result["retention"] = retention

@@ -32,8 +32,11 @@ import os
 import shutil
 import tempfile
 import time
-
 from typing import Optional
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 
 from collm_udf.config import Config
 from collm_udf.core.features import FeatureRanker
@@ -46,7 +49,7 @@ from collm_udf.spark.context import StageContext
 from collm_udf.spark.model_registry import (collm_dir, model_as_of, model_conf_json, model_version, register,
                                             register_checkpoint)
 from collm_udf.spark.tables import Tables
-from collm_udf.spark.training_set import gated, label_run, lookups, ranker_rows, training_frames
+from collm_udf.spark.training_set import candidate_pool, gated, label_run, lookups, ranker_rows, training_frames
 
 
 def run(ctx: StageContext) -> dict:
@@ -68,25 +71,48 @@ def run(ctx: StageContext) -> dict:
 
         tracking.require_mlflow(tracked)  # fail before training, not after it
     notes: list[str] = []
+    pool = None
     try:
         if ctx.tempo.get("label_short"):
             raise InsufficientHistory(
                 f"the {ctx.tempo['label_window_days']} days before the cutoff hold {ctx.tempo['label_likes']} likes, "
                 f"fewer than tempo.label_likes = {ctx.base_cfg.tempo.label_likes} (tempo.max_label_window_days)")
         run = label_run(spark, cfg, tables, asof)
-        frames = training_frames(cfg, tables, asof, run, notes=notes)
+        # The label window's candidate pool, built once for all who rank it: stage 2's pool pairs, the
+        # features-only ranker's rows and the gate's held-out users (each a candidates build on the whole log).
+        if asof.daily and ((lm and cfg.model.train.cf_negatives) or cfg.model.signals or gated(cfg, asof)):
+            pool = candidate_pool(cfg, tables, asof, run).persist(StorageLevel.MEMORY_AND_DISK)
+        return _train(ctx, asof, run, lm=lm, pool=pool, notes=notes)
     except InsufficientHistory as e:  # the day is still served: score.fallback, or the last decision
         log(f"[train] ds={ds}: nothing trained: {e}")
         return {"skipped": f"history too short to train: {e}"}
+    finally:
+        if pool is not None:
+            pool.unpersist()
+
+
+def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional[DataFrame], notes: list) -> dict:
+    """Fit what the day trains on the label fit `run` (the CoLLM model when `lm`; the features-only ranker), run
+    the gate and record what serves. The features-only scorer in daily mode samples no pairs: its ranker learns
+    from the pool alone."""
+    spark, cfg, tables, ds, log = ctx.spark, ctx.cfg, ctx.tables, ctx.ds, ctx.log
     run_id = run["als_run_id"]
     d = json.loads(run["params"])["rank"]
-    text, U, V = lookups(spark, tables, frames, run_id)
-    sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text=text,
-                                user_factors=U, item_factors=V, factor_dim=d,
-                                stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
-            for k, df in frames.items()}
-    version = model_version(cfg, run_id, ds, frames)
-    ranker = features_ranker(cfg, tables, asof, run, sets["cf"])
+    sets: dict = {}
+    if lm or not asof.daily:
+        frames = training_frames(cfg, tables, asof, run, notes=notes, pool=pool)
+        text, U, V = lookups(spark, tables, frames, run_id)
+        sets = {k: PairSet.from_ids(df["user_id"], df["item_id"], df["history"], df["label"], text=text,
+                                    user_factors=U, item_factors=V, factor_dim=d,
+                                    stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
+                for k, df in frames.items()}
+    ranker, rows = features_ranker(cfg, tables, asof, run, sets.get("cf"), pool=pool)
+    if lm or not asof.daily:
+        version = model_version(cfg, run_id, ds, frames)
+    elif ranker is not None:  # named by the rows it learned from, as a model by its sample
+        version = model_version(cfg, run_id, ds, {"ranker": rows})
+    else:
+        raise InsufficientHistory("score.scorer features: the model has no signals to rank with (model.signals)")
     out: dict = {"als_run_id": run_id}
     if lm:
         out.update(_fit_lm(ctx, cfg, sets, d=d, run_id=run_id, version=version, asof=asof))
@@ -97,7 +123,7 @@ def run(ctx: StageContext) -> dict:
         out["features"] = {"weights": ranker.weights(), "intercept": round(ranker.intercept, 4)}
     if gated(cfg, asof):
         t0 = time.time()
-        decision = gate.judge(ctx, asof, run, model=model, ranker=ranker, gate_id=gate_id)
+        decision = gate.judge(ctx, asof, run, model=model, ranker=ranker, gate_id=gate_id, pool=pool)
         decision["wall_s"] = round(time.time() - t0, 1)
     else:
         why = "gate.enabled is off" if asof.daily else "split mode: no gate"
@@ -115,17 +141,22 @@ def run(ctx: StageContext) -> dict:
     return out
 
 
-def features_ranker(cfg: Config, tables: Tables, asof: AsOf, run: dict, cf: PairSet) -> Optional[FeatureRanker]:
-    """The features-only ranker: the model's signals as a logistic ranker on the stage-2 labels, no language model.
-    Daily mode: the whole candidate pool of the label window (its users that train; training_set.ranker_rows);
-    split mode: the stage-2 pairs. None without signals."""
+def features_ranker(cfg: Config, tables: Tables, asof: AsOf, run: dict, cf: Optional[PairSet], *,
+                    pool: Optional[DataFrame] = None) -> tuple[Optional[FeatureRanker], Optional[pd.DataFrame]]:
+    """The features-only ranker and, in daily mode, the rows it learned from: the model's signals as a logistic
+    ranker on the stage-2 labels, no language model. Daily mode: the whole candidate pool of the label window (its
+    users that train; training_set.ranker_rows); split mode: the stage-2 pairs `cf`. (None, None) without
+    signals."""
     names = cfg.model.signals
     if not names:
-        return None
+        return None, None
     if not asof.daily:
-        return FeatureRanker.fit(names, cf.signals(names), cf.label)
-    rows = ranker_rows(cfg, tables, asof, run)
-    return FeatureRanker.fit(names, rows[[column(n) for n in names]].to_numpy(), rows["label"].to_numpy())
+        return FeatureRanker.fit(names, cf.signals(names), cf.label), None
+    rows = ranker_rows(cfg, tables, asof, run, pool=pool)
+    if not rows["label"].sum():
+        raise InsufficientHistory(f"the label window's candidate pool holds {len(rows)} pairs of users that train "
+                                  "and none they then liked: the features-only ranker has nothing to learn")
+    return FeatureRanker.fit(names, rows[[column(n) for n in names]].to_numpy(), rows["label"].to_numpy()), rows
 
 
 def last_training(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
