@@ -13,6 +13,16 @@ import pandas as pd
 from helpers import ROOT
 
 
+def bench_module(name: str):
+    """benchmarks/<name>.py imported as a module (benchmarks/ is no package; its scripts import their neighbours)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_gpu_scoring_script_packed_equals_naive_on_cpu():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_scoring.py"), "--smoke"],
                        capture_output=True, text=True, timeout=300)
@@ -31,9 +41,7 @@ def test_gpu_core_script_runs_the_production_scorer_on_cpu():
 def test_bench_quality_conf_loads_from_the_shipped_conf(tmp_path):
     """make bench-quality overrides conf/local.yaml into the fixed split: the result must be a valid conf (the
     shipped daily-mode candidate negatives once made it fail before any training)."""
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = bench_module("quality")
     cfg = quality.bench_conf(quality.parse_args([]), tmp_path)
     assert cfg.asof.mode == "split" and cfg.model.train.cf_negatives == cfg.model.train.text_negatives == 0
     assert cfg.model.train.cf_pairs == 8000 and cfg.model.signals
@@ -52,9 +60,7 @@ def test_ranking_parts_lm_copy_scores_the_lm_part_and_the_skip_part_is_the_rest(
 
     from helpers import D, make
 
-    spec = importlib.util.spec_from_file_location("ranking_parts", ROOT / "benchmarks" / "ranking_parts.py")
-    parts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(parts)
+    parts = bench_module("ranking_parts")
     model, tok, pb = make(tiny_encoder, signals=["als_dot", "item_like_rate"], lm_scale=True)
     rng = np.random.default_rng(0)
     n = 64
@@ -123,18 +129,11 @@ def test_committed_results_name_no_absolute_path():
     assert absolute == {}
 
 
-def _synth():
-    spec = importlib.util.spec_from_file_location("synth", ROOT / "benchmarks" / "synth.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_synthetic_warehouse_is_seeded_and_shaped_like_a_log(tmp_path):
     """benchmarks/synth.py: the same seed writes the same rows; Zipf items, releases, bursts, topic titles."""
     from collm_udf.config import config_from_dict
 
-    synth = _synth()
+    synth = bench_module("synth")
     meta = synth.generate(tmp_path / "a", 1500, 600, 40_000, seed=3, chunk_users=400)
     synth.generate(tmp_path / "b", 1500, 600, 40_000, seed=3, chunk_users=400)
     other = synth.generate(tmp_path / "c", 1500, 600, 40_000, seed=4, chunk_users=400)
@@ -165,27 +164,19 @@ def test_synthetic_warehouse_is_seeded_and_shaped_like_a_log(tmp_path):
     config_from_dict(synth.conf_for(tmp_path / "a", tmp_path / "wh"))  # a conf collm accepts
 
 
-def _module(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # scale.py imports its neighbour synth.py
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_bench_scale_fits_each_stages_exponent_and_its_day_conf_is_valid(tmp_path):
     import pytest
 
     from collm_udf.config import config_from_dict
 
-    scale = _module("scale")
+    scale = bench_module("scale")
     rows = [{"interactions": n, "wall_s": 2 * n ** 0.5, "stages": {"ingest": 3e-6 * n, "als": 1e-9 * n ** 1.5}}
             for n in (1e6, 5e6, 2e7)]
     got = scale.fit(rows)
     assert got == pytest.approx({"ingest": 1.0, "als": 1.5, "wall_s": 0.5}, abs=1e-6)  # no train row: no fit
     assert scale.fit(rows[:1]) == {}
 
-    _module("synth").generate(tmp_path / "synth", 300, 80, 6000, days=120)
+    bench_module("synth").generate(tmp_path / "synth", 300, 80, 6000, days=120)
     conf, ds = scale.day_conf(tmp_path / "synth", lm=False)
     cfg = config_from_dict(conf)
     assert cfg.score.scorer == "features" and cfg.gate.enabled and cfg.asof.mode == "daily"

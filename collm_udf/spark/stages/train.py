@@ -98,7 +98,7 @@ def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional
     spark, cfg, tables, ds, log = ctx.spark, ctx.cfg, ctx.tables, ctx.ds, ctx.log
     run_id = run["als_run_id"]
     d = json.loads(run["params"])["rank"]
-    sets: dict = {}
+    frames, sets = None, {}
     if lm or not asof.daily:
         frames = training_frames(cfg, tables, asof, run, notes=notes, pool=pool)
         text, U, V = lookups(spark, tables, frames, run_id)
@@ -107,12 +107,8 @@ def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional
                                     stats={n: df[column(n)] for n in cfg.model.signals if n in STATISTICS})
                 for k, df in frames.items()}
     ranker, rows = features_ranker(cfg, tables, asof, run, sets.get("cf"), pool=pool)
-    if lm or not asof.daily:
-        version = model_version(cfg, run_id, ds, frames)
-    elif ranker is not None:  # named by the rows it learned from, as a model by its sample
-        version = model_version(cfg, run_id, ds, {"ranker": rows})
-    else:
-        raise InsufficientHistory("score.scorer features: the model has no signals to rank with (model.signals)")
+    # named by the sample it learned from; the features-only scorer (it has signals: the conf checks) by its rows
+    version = model_version(cfg, run_id, ds, frames if frames is not None else {"ranker": rows})
     out: dict = {"als_run_id": run_id}
     if lm:
         out.update(_fit_lm(ctx, cfg, sets, d=d, run_id=run_id, version=version, asof=asof))
