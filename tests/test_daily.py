@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from collm_udf.spark.context import StageContext
 from collm_udf.config import config_from_dict
-from helpers import ACTIVE, K, RECENT, TOP_N, daily_conf, recall_ndcg
+from helpers import ACTIVE, K, POPULAR_K, RECENT, TOP_N, daily_conf, recall_ndcg
 
 pytestmark = pytest.mark.slow
 DAYS = ("1998-04-08", "1998-04-15")
@@ -100,8 +100,8 @@ def test_every_active_user_gets_top_n_rows_with_or_without_factors(daily, events
         assert mine.item_id.tolist() == popular.item_id.tolist()[:TOP_N]  # filled in recent-popularity order
 
 
-def _popular(events, ds, users, recent_days):
-    """Each user's first K unseen items by (interactions in the last recent_days, all interactions, item_id)."""
+def _popular(events, ds, users, recent_days, n=K):
+    """Each user's first n unseen items by (interactions in the last recent_days, all interactions, item_id)."""
     k = known(events, ds)
     allc = k.groupby("item_id").size()
     rec = k[k.ts >= cutoff(ds) - pd.Timedelta(days=recent_days)].groupby("item_id").size() if recent_days \
@@ -109,7 +109,16 @@ def _popular(events, ds, users, recent_days):
     order = pd.DataFrame({"all": allc, "recent": rec.reindex(allc.index).fillna(0)}).reset_index()
     order = order.sort_values(["recent", "all", "item_id"], ascending=[False, False, True])["item_id"].tolist()
     seen = k.groupby("user_id")["item_id"].apply(set)
-    return {u: [i for i in order if i not in seen.get(u, set())][:K] for u in users}
+    return {u: [i for i in order if i not in seen.get(u, set())][:n] for u in users}
+
+
+def test_popular_candidates_are_each_users_unseen_recent_popular_items(daily, events):
+    _, tables, _, _ = daily
+    ds = DAYS[0]
+    cands = day(tables, "candidates", ds)
+    got = cands[cands.pop_rank.notna()].sort_values(["user_id", "pop_rank"]).groupby("user_id")["item_id"].apply(list)
+    want = _popular(events, ds, active_users(events, ds), RECENT, n=POPULAR_K)
+    assert got.to_dict() == want
 
 
 @pytest.mark.parametrize("ds", DAYS)

@@ -112,6 +112,37 @@ def test_candidates_are_unseen_top_k_plus_cold_items(frames):
     assert not c.duplicated(["user_id", "item_id"]).any()
 
 
+def test_als_candidates_are_each_users_best_scored_allowed_items_in_order(frames):
+    """The ALS source against numpy: each user's als_rank list is the top_k eligible unseen items by u . v, best
+    first. The slice's explicit-rating fit ranks seen items high, so some users' lists reach past the short
+    fetch (2 * top_k) and come from the long one: both passes are checked."""
+    c, p = frames["candidates"], frames["pairs"]
+    known = p[p.split != "test"]
+    counts = known.groupby("item_id").size()
+    seen = known.groupby("user_id")["item_id"].apply(set)
+    V = frames["item_factors"].set_index("item_id")["features"]
+    items = V.index.to_numpy()
+    Vm = np.stack(V.to_numpy())
+    eligible = counts.reindex(items).fillna(0).to_numpy() >= 3
+    als_c = c[c.source == "als"].sort_values(["user_id", "als_rank"])
+    got = als_c.groupby("user_id")["item_id"].apply(list)
+    reached = []
+    for r in frames["user_factors"].itertuples():
+        scores = Vm @ np.asarray(r.features)
+        order = np.argsort(-scores, kind="stable")
+        allowed = [j for j in order if eligible[j] and items[j] not in seen.get(r.user_id, set())]
+        want = [items[j] for j in allowed[:20]]
+        mine = got.get(r.user_id, [])
+        assert len(mine) == 20, r.user_id
+        s_of = dict(zip(items, scores))
+        mine_s = np.array([s_of[i] for i in mine])
+        assert (np.diff(mine_s) <= 1e-5).all(), r.user_id  # in ALS's order
+        # the same items up to float32 ties at the boundary: nothing left out scores above the 20th
+        assert set(mine) == set(want) or mine_s.min() >= scores[allowed[20]] - 1e-5, r.user_id
+        reached.append(int(np.flatnonzero(order == allowed[19])[0]) + 1)
+    assert max(reached) > 40, "every list fits the short fetch: the long pass is not exercised"
+
+
 def test_recommendations_ranked_by_score(frames):
     r = frames["recommendations"]
     assert set(r.columns) >= {"ds", "user_id", "item_id", "rank", "score", "source", "als_run_id",
