@@ -188,6 +188,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1m,5m,20m", help=f"comma-separated, of {', '.join(SIZES)}")
     ap.add_argument("--lm-size", default="1m", help="the size whose day also measures the LM's rate ('' for none)")
     ap.add_argument("--lm-users", type=int, default=2000)
+    ap.add_argument("--lm-rate-from", type=Path, help="with --lm-size '': an earlier scale JSON whose measured LM "
+                    "rate prices the full audiences (recorded with its file name)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one size in this process, print its JSON
     args = ap.parse_args()
     if args.one:
@@ -201,6 +203,8 @@ def main() -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"[scale] {size}: {time.time() - t:.0f}s {json.dumps(rows[-1])}", file=sys.stderr)
     lm = next((r["lm"] for r in rows if "lm" in r), None)
+    if lm is None and args.lm_rate_from:
+        lm = {**json.loads(args.lm_rate_from.read_text())["lm_rate"], "from": args.lm_rate_from.name}
     gpu = gpu_rate()
     for r in rows:  # the full audience's LM cost at the measured rates
         if lm and r["candidate_pairs"]:
