@@ -54,7 +54,7 @@ class ReportData:
     popularity: bucket, catalog, recommended  (item counts / recommendation rows per popularity bucket)
     coverage:   catalog_items, candidate_items, recommended_items, users, rows, items_<source>, ...
     holdout:    validation holdout AUC of the trained model's stages, e.g. {"text-only": .., "CoLLM": ..}
-    examples:   user_id, history, rank, item, score, lm_score, als_score, source
+    examples:   user_id, history, rank, item, score, lm_score, signal_score, als_score, source
     top_items:  item, text, recommendations, train_count
     gate:       ranker, serves, NDCG@k, Recall@k, served truth users: the promotion gate's held-out comparison
                 behind what serves the day (gate_note: when it decided, what it chose and why)
@@ -306,9 +306,9 @@ def render_html(data: ReportData, out_dir: str) -> str:
                         "of the day's table and of the baselines over the truth users"
                         + ("; holdout AUC of the model after stage 1 (text-only) and stage 2 (CoLLM)"
                            if data.holdout else "") + "."),
-        "scores.png": (score_figure(data.hists), "Histograms of LM and ALS scores",
-                       "Score distributions: the day's recommendations (LM and ALS scores) and the ALS score "
-                       "of the labelled truth pairs by label."),
+        "scores.png": (score_figure(data.hists), "Histograms of the score's parts and of ALS scores",
+                       "Score distributions: the day's recommendations (the LM's and the signals' parts of the "
+                       "score, and the ALS score) and the ALS score of the labelled truth pairs by label."),
         "coverage.png": (coverage_figure(data.coverage, data.popularity),
                          "Catalog coverage bars and popularity distribution of recommended items",
                          "Share of the catalog among the day's candidates and recommendations, and the training "

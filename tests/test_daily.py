@@ -348,6 +348,8 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     recs = day(tables, "recommendations", DAYS[1])
     assert set(recs.user_id) == active_users(events, DAYS[1]) and (recs.groupby("user_id").size() == TOP_N).all()
     assert recs.lm_score.notna().all()
+    np.testing.assert_allclose(recs.lm_score + recs.signal_score, recs.score, rtol=0, atol=1e-12)
+    assert recs.signal_score.abs().max() > 0  # the model's skip over its signals carries part of every score
     # A newer model of another model conf in the same warehouse (another replay, a conf changed since): each
     # conf's scorer takes its own conf's model, never the newest of any.
     from collm_udf.spark.scorers.collm import CoLLMScorer

@@ -173,6 +173,7 @@ def test_a_day_too_early_to_train_still_gets_a_table_and_says_why(spark, gated):
     cands = tables.read("candidates").where(F.col("ds") == F.lit(EARLY).cast("date")).toPandas()
     assert set(recs.user_id) == set(cands.user_id) and (recs.groupby("user_id").size() == TOP_N).all()
     assert (recs.source == "popular").all() and recs.lm_score.isna().all()
+    assert (recs.signal_score == recs.score).all()  # no LM: the whole score is the signals' part
 
 
 def test_the_features_scorer_trains_no_language_model(spark, gated, slice_dir, tiny_encoder):

@@ -309,6 +309,13 @@ def test_the_lm_scale_starts_at_a_joint_fit_that_can_turn_the_lm_down_or_round_a
     fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
     np.testing.assert_allclose(fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has,
                                   hold.item_has, stats=hold.stats), want, rtol=1e-5, atol=1e-6)
+    # the score's two addends (the table's lm_score, signal_score), packed or not: the signals' part is the skip's
+    parts = predict_packed(model, pb, hold, tok.pad_token_id, max_row_tokens=60, batch_tokens=150, bf16="off",
+                           parts=True)
+    with torch.no_grad():
+        skip = model.skip(model.skip_inputs(torch.as_tensor(hold.signals(model.spec.signals)))).squeeze(-1).numpy()
+    assert parts.shape == (len(hold), 2) and np.abs(skip).max() > 0.01
+    np.testing.assert_allclose(parts, np.stack([want - skip, skip], 1), rtol=1e-4, atol=1e-5)
     with pytest.raises(ModelError, match="lm_scale"):
         ModelSpec(lm_scale=True)
 

@@ -54,7 +54,8 @@ def synthetic() -> ReportData:
                         "recommended": [30, 0, 0, 10, 40, 20, 0]})
     examples = pd.DataFrame({"user_id": ["u1", "u1"], "history": ["Heat (1995); <Alien> & Co"] * 2,
                              "rank": [1, 2], "item": ["Toy Story (1995)", "Fargo (1996)"],
-                             "score": [0.91, 0.42], "lm_score": [0.91, 0.42], "als_score": [3.5, None],
+                             "score": [0.91, 0.42], "lm_score": [0.61, 0.12], "signal_score": [0.3, 0.3],
+                             "als_score": [3.5, None],
                              "source": ["als", "cold"]})
     return ReportData(name="synthetic", ds="2026-01-15", metrics=metrics, hists=pd.concat(hists), popularity=pop,
                       coverage={"catalog_items": 100, "candidate_items": 60, "recommended_items": 25,

@@ -53,7 +53,10 @@ def test_daily_table_is_ranked_by_the_lm(lm_run):
     version = summary["stages"]["train"]["model_version"]
     recs = day(tables)
     assert len(recs) and (recs["model_version"] == f"collm:{version}").all()
-    assert recs["lm_score"].notna().all() and (recs["score"] == recs["lm_score"]).all()
+    # every row's score is its LM part plus its signals' part (this model has no signals: that part is 0)
+    assert recs["lm_score"].notna().all() and recs["signal_score"].notna().all()
+    np.testing.assert_allclose(recs["lm_score"] + recs["signal_score"], recs["score"], rtol=0, atol=1e-12)
+    assert (recs["signal_score"] == 0).all() and (recs["lm_score"] != 0).any()
     assert recs.loc[recs.source == "als", "als_score"].notna().all()
     for _, g in recs.groupby("user_id"):
         g = g.sort_values("rank")

@@ -51,17 +51,19 @@ def batch_inputs(model: CoLLM, ps: PairSet, idx, device, pad_id: int, use_cf: bo
 
 @torch.no_grad()
 def predict(model: CoLLM, ps: PairSet, pad_id: int, use_cf: bool, batch_size: int = 128,
-            bf16: str = "auto") -> np.ndarray:
+            bf16: str = "auto", *, parts: bool = False) -> np.ndarray:
+    """Scores, one prompt per pair, (n,); parts: (n, 2), as predict_packed's."""
     device = next(model.parameters()).device
     amp = autocast_enabled(device, bf16)
     model.eval()
     # Sorting by length keeps padding low; scores go back to the input order.
     order = np.argsort([len(e.input_ids) for e in ps.encoded], kind="stable")
-    out = np.empty(len(ps), dtype=np.float64)
+    out = np.empty((len(ps), 2) if parts else len(ps), dtype=np.float64)
     for s in range(0, len(ps), batch_size):
         idx = order[s:s + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out[idx] = model(**batch_inputs(model, ps, idx, device, pad_id, use_cf)).float().cpu().numpy()
+            got = model(**batch_inputs(model, ps, idx, device, pad_id, use_cf), parts=parts)
+            out[idx] = got.float().cpu().numpy()
     return out
 
 
@@ -77,20 +79,21 @@ def group_pairs(ps: PairSet) -> list[np.ndarray]:
 @torch.no_grad()
 def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, use_cf: bool = True, *,
                    max_row_tokens: int = 512, batch_tokens: int = 8192, bf16: str = "auto",
-                   buckets: bool = False) -> np.ndarray:
-    """Scores of every pair of `ps`, in its order, computed one packed pass per prefix group. buckets: pad each
-    batch to a few fixed shapes (batching.pad_to_buckets; for compiled layers). A batch's scores are read back
-    after the next batch is packed and launched, so on a GPU the CPU's packing overlaps the GPU's work."""
+                   buckets: bool = False, parts: bool = False) -> np.ndarray:
+    """Scores of every pair of `ps`, in its order, computed one packed pass per prefix group, (n,); parts: the
+    two addends of each score instead, (n, 2) [the LM's part ; the signals' part] (CoLLM.forward). buckets: pad
+    each batch to a few fixed shapes (batching.pad_to_buckets; for compiled layers). A batch's scores are read
+    back after the next batch is packed and launched, so on a GPU the CPU's packing overlaps the GPU's work."""
     if model.spec.kind == "encoder" and model.spec.attention == "full":
         # The prefix sees the candidate under full attention: packing would not be exact.
-        return predict(model, ps.encode(pb), pad_id, use_cf, bf16=bf16)
+        return predict(model, ps.encode(pb), pad_id, use_cf, bf16=bf16, parts=parts)
     device = next(model.parameters()).device
     amp = autocast_enabled(device, bf16)
     model.eval()
-    out = np.empty(len(ps), np.float64)
+    out = np.empty((len(ps), 2) if parts else len(ps), np.float64)
     uh = ps.user_has if use_cf else np.zeros(len(ps), bool)
     ih = ps.item_has if use_cf else np.zeros(len(ps), bool)
-    parts: dict[str, tuple] = {}
+    encoded: dict[str, tuple] = {}  # each candidate text's encoding, once
     pending: list[tuple[UserGroup, np.ndarray]] = []
     pending_tokens = 0
     inflight: list = []  # (scores on the device, the out index of each score) of the batch launched last
@@ -105,7 +108,7 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
         if buckets:
             rows = pad_to_buckets(rows, pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            s = model(**{k: v.to(device) for k, v in rows.items()}).float()
+            s = model(**{k: v.to(device) for k, v in rows.items()}, parts=parts).float()
         read_back()
         inflight.append((s, np.array([pending[g][1][c] for g, c in order], np.int64)))
         pending.clear()
@@ -119,9 +122,9 @@ def predict_packed(model: CoLLM, pb: PromptBuilder, ps: PairSet, pad_id: int, us
         cand = []
         for i in idx:
             c = ps.candidate[i]
-            if c not in parts:
-                parts[c] = pb.encode_candidate(c)
-            cand.append(parts[c])
+            if c not in encoded:
+                encoded[c] = pb.encode_candidate(c)
+            cand.append(encoded[c])
         x = ps.signals(model.spec.signals, idx, uh[idx], ih[idx]) if use_cf and model.spec.signals else None
         grp = UserGroup(prefix, user_pos, ps.user_f[i0], bool(uh[i0]), cand, ps.item_f[idx], ih[idx], x)
         tokens = len(prefix) * max(1, sum(len(p) for p, _ in cand) // max_row_tokens + 1) + \
@@ -175,8 +178,9 @@ def pick_device(prefer: Optional[str] = None, gpu_addresses: Sequence[str] = ())
 def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, *, expect_factor_dim: Optional[int] = None,
                     expect_als_run_id: Optional[str] = None, max_row_tokens: int = 512, batch_tokens: int = 8192,
                     bf16: str = "auto", compile: str = "auto") -> Callable[..., np.ndarray]:
-    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has[, stats=])
-    -> scores. A model with signals refuses pairs without the statistics it was trained with.
+    """Load a checkpoint once; return predict(history, candidate, user_f, item_f, user_has, item_has[, stats=,
+    parts=]) -> scores (n,), or with parts=True their two addends (n, 2): [the LM's part ; the signals' part]. A
+    model with signals refuses pairs without the statistics it was trained with.
 
     compile: "auto" (on a GPU only), "on" or "off": the backbone's layers under torch.compile (compile_layers),
     batches padded to a few shapes. On CPU auto leaves the model eager, as it always was."""
@@ -193,7 +197,7 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, *, expect
     spec = model.spec
     pb = PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 
-    def predict(history, candidate, user_f, item_f, user_has, item_has, *, stats=None) -> np.ndarray:
+    def predict(history, candidate, user_f, item_f, user_has, item_has, *, stats=None, parts=False) -> np.ndarray:
         """stats: name -> (n,) values of the statistics among the model's signals (collm_udf/core/signals.py)."""
         n = len(candidate)
         ps = PairSet([list(h) if h is not None else [] for h in history], list(candidate),
@@ -201,7 +205,7 @@ def load_predict_fn(checkpoint_dir: str, device: Optional[str] = None, *, expect
                      np.asarray(user_has, bool), np.asarray(item_has, bool), np.zeros(n, np.int64),
                      stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
         return predict_packed(model, pb, ps, tok.pad_token_id, True, max_row_tokens=max_row_tokens,
-                              batch_tokens=batch_tokens, bf16=bf16, buckets=compiled)
+                              batch_tokens=batch_tokens, bf16=bf16, buckets=compiled, parts=parts)
 
     predict.model, predict.tokenizer, predict.prompts, predict.device = model, tok, pb, dev  # type: ignore[attr-defined]
     predict.compiled = compiled  # type: ignore[attr-defined]

@@ -132,20 +132,22 @@ class CoLLM(nn.Module):
         return emb
 
     def forward(self, *, input_ids, segment, position_ids, slot_row, slot_pos, slot_kind, slot_f, slot_has,
-                out_row, out_seg, out_last, out_x=None) -> torch.Tensor:
+                out_row, out_seg, out_last, out_x=None, parts: bool = False) -> torch.Tensor:
         """Rows (see collm_udf/core/batching.py) -> one logit per candidate, (J,). out_x (J, F): the candidates'
-        signals; None leaves the skip out (text-only scoring)."""
+        signals; None leaves the skip out (text-only scoring). parts: (J, 2) instead, the logit's two addends
+        [the LM's part (its logit times lm_scale) ; the skip's part (bias included; 0 without a skip)]."""
         logit = self._lm_logit(input_ids=input_ids, segment=segment, position_ids=position_ids, slot_row=slot_row,
                                slot_pos=slot_pos, slot_kind=slot_kind, slot_f=slot_f, slot_has=slot_has,
                                out_row=out_row, out_seg=out_seg, out_last=out_last)
         if self.skip is None or out_x is None:
-            return logit
+            return torch.stack([logit, torch.zeros_like(logit)], -1) if parts else logit
         if out_x.shape != (logit.shape[0], len(self.spec.signals)):
             raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
                              f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
         with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
             lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_scale
-            return lm + self.skip(self.skip_inputs(out_x)).squeeze(-1)
+            sig = self.skip(self.skip_inputs(out_x)).squeeze(-1)
+            return torch.stack([lm, sig], -1) if parts else lm + sig
 
     def skip_inputs(self, out_x: torch.Tensor) -> torch.Tensor:
         """(J, F) signals -> the skip's input: standardised, (J, F); with skip_segments [x ; x * warm] (J, 2F)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: recommendations.lm_score is the LM's part of score (was the whole CoLLM logit)
 VERSION_PROPERTY = "collm.schema_version"
 
 
@@ -107,8 +107,12 @@ CONTRACT: dict[str, TableContract] = {
         "dense from 1 (1 = best). The newest complete day: view <prefix>recommendations_latest (catalog tables) "
         "or `collm latest --conf CONF` (path tables).", ("ds", "user_id", "item_id"), "ds",
         ds=_DS, user_id="the user's id", item_id="the recommended item's id (never one the user had seen)",
-        rank="1 = best; dense from 1 within (ds, user_id)", score="what ranked the row (higher = better)",
-        lm_score="the CoLLM scorer's logit; null when anything else ranked the day",
+        rank="1 = best; dense from 1 within (ds, user_id)",
+        score="what ranked the row (higher = better): lm_score (0 when null) + signal_score",
+        lm_score="the language model's part of score (the CoLLM scorer's LM logit times its learned weight); "
+                 "null when no LM ranked the row",
+        signal_score="the rest of score: the CoLLM skip's part over the signals, bias included, or the whole "
+                     "score of a ranker without an LM (features, ALS, popularity)",
         als_score="u . v of the day's ALS fit (null when the user or item has no factors)",
         source="the candidate source: als, popular or cold", als_run_id=_ALS_RUN,
         model_version="what ranked the day: collm:<version>, features:<gate_id>, als:<run>, popularity:<ds> "

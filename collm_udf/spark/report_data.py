@@ -105,15 +105,16 @@ def _als_run(tables: Tables, recs: DataFrame, asof: AsOf) -> dict | None:
 
 
 def score_histograms(tables: Tables, recs: DataFrame, asof: AsOf, bins: int = HIST_BINS) -> pd.DataFrame:
-    """LM and ALS scores of the day's recommendations (by source), and the ALS score of the labelled truth
-    pairs (when the day's truth exists).
+    """The LM's and the signals' parts of the score and the ALS score of the day's recommendations (by source),
+    and the ALS score of the labelled truth pairs (when the day's truth exists).
 
     The LM's truth-pair scores are not redone here: scoring them again would cost as much as the evaluate
     stage's own scoring pass."""
     source = (F.when(F.col("source") == "als", F.lit("ALS candidates"))
               .when(F.col("source") == "popular", F.lit("recently popular"))
               .when(F.col("source") == "cold", F.lit("cold items")).otherwise(F.col("source")))
-    parts = [histogram(recs, "lm_score", source, "LM score of the day's recommendations", bins),
+    parts = [histogram(recs, "lm_score", source, "LM part of the score (lm_score)", bins),
+             histogram(recs, "signal_score", source, "Signals' part of the score (signal_score)", bins),
              histogram(recs, "als_score", source, "ALS score of the day's recommendations", bins)]
     run = _als_run(tables, recs, asof)
     if run is not None and tables.exists("pairs"):
@@ -176,12 +177,17 @@ def coverage(tables: Tables, ds: str, recs: DataFrame, asof: AsOf, top: int = 10
     return cov, buckets, top_items
 
 
+def signal_score(recs: DataFrame) -> Column:
+    """recommendations.signal_score; null in a table written before schema version 2 added it."""
+    return F.col("signal_score") if "signal_score" in recs.columns else F.lit(None).cast("double").alias("signal_score")
+
+
 def example_recommendations(cfg: Config, tables: Tables, ds: str, users: int = 3, per_user: int = 5) -> pd.DataFrame:
     """The first `users` users (by id) of the day: history titles (their latest positives before the cutoff, as
     the scorer saw them) and top `per_user` recommendations with titles and scores."""
     recs = _day(tables, "recommendations", ds)
     who = [r["user_id"] for r in recs.select("user_id").distinct().orderBy("user_id").limit(users).collect()]
-    cols = ["user_id", "history", "rank", "item", "score", "lm_score", "als_score", "source"]
+    cols = ["user_id", "history", "rank", "item", "score", "lm_score", "signal_score", "als_score", "source"]
     if not who:
         return pd.DataFrame(columns=cols)
     items = tables.read("items").select("item_id", "text")
@@ -191,8 +197,8 @@ def example_recommendations(cfg: Config, tables: Tables, ds: str, users: int = 3
             .toPandas())
     titles = {u: "; ".join(g.sort_values("pos")["text"].fillna("?")) for u, g in hist.groupby("user_id")}
     top = (recs.where(F.col("user_id").isin(who) & (F.col("rank") <= per_user)).join(items, "item_id", "left")
-           .select("user_id", "rank", F.coalesce("text", "item_id").alias("item"), "score", "lm_score", "als_score",
-                   "source").toPandas().sort_values(["user_id", "rank"]))
+           .select("user_id", "rank", F.coalesce("text", "item_id").alias("item"), "score", "lm_score",
+                   signal_score(recs), "als_score", "source").toPandas().sort_values(["user_id", "rank"]))
     top.insert(1, "history", top["user_id"].map(titles).fillna(""))
     return top[cols].reset_index(drop=True)
 
@@ -215,11 +221,13 @@ def collect(spark: SparkSession, cfg: Config, tables: Tables, ds: str) -> Report
     cfg, _ = tempo.derive(cfg, tables, ds)
     metrics, run_id = metrics_frame(tables, ds)
     if tables.exists("recommendations"):
-        recs = _day(tables, "recommendations", ds).select("user_id", "item_id", "rank", "lm_score", "als_score",
-                                                          "source", "als_run_id", "model_version")
+        day = _day(tables, "recommendations", ds)
+        recs = day.select("user_id", "item_id", "rank", "lm_score", signal_score(day), "als_score", "source",
+                          "als_run_id", "model_version")
     else:
-        recs = spark.createDataFrame([], "user_id string, item_id string, rank int, lm_score double, "
-                                     "als_score double, source string, als_run_id string, model_version string")
+        recs = spark.createDataFrame([], "user_id string, item_id string, rank int, lm_score double, signal_score "
+                                     "double, als_score double, source string, als_run_id string, "
+                                     "model_version string")
     # Read once for the several aggregations below (the day's partition only).
     recs = recs.cache()
     try:

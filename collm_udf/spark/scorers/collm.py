@@ -29,7 +29,7 @@ from collm_udf.core.signals import STATISTICS, column
 from collm_udf.spark import model_registry
 from collm_udf.spark.asof import AsOf, history_as_of
 from collm_udf.spark.scorers.base import Scorer
-from collm_udf.spark.scorers.udf import COLUMNS, score_udf
+from collm_udf.spark.scorers.udf import COLUMNS, PARTS, score_udf
 from collm_udf.spark.signal_stats import add_stats, end_of
 from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
@@ -166,7 +166,7 @@ class CoLLMScorer(Scorer):
         # the whole day on one core or GPU. A repartition that is not redundant keeps its n parts.
         df = df.repartition(n, F.xxhash64("user_id")).sortWithinPartitions("user_id", "item_id")
         schema = T.StructType([f for f in pairs.schema.fields if f.name in keep] +
-                              [T.StructField("score", T.DoubleType())])
+                              [T.StructField(c, T.DoubleType()) for c in PARTS])
         fn = score_udf(make_predict_fn=self.make_predict_fn, key=self._cache_key(),
                        device=None if s.device == "auto" else s.device, factor_dim=self.alignment.rotation.shape[0],
                        rotation=self.alignment.rotation.tolist(), keep=keep, stats=self.stats)

@@ -16,17 +16,20 @@ from collm_udf.core.signals import column
 from collm_udf.spark.task import task_cpus, task_gpu_addresses
 
 COLUMNS = ("_history_text", "_candidate", "_user_f", "_item_f")  # what the UDF reads besides the statistics
+PARTS = ("score", "lm_score", "signal_score")  # what it writes: the score and its two addends
 
 
 def score_udf(*, make_predict_fn: Callable[[str], Callable], key: Hashable, device: Optional[str],
               factor_dim: int, rotation: Sequence[Sequence[float]], keep: Sequence[str],
               stats: Sequence[str] = ()) -> Callable:
-    """The mapInPandas function: batches with `keep`, COLUMNS and the statistics' columns in, `keep` + score out.
+    """The mapInPandas function: batches with `keep`, COLUMNS and the statistics' columns in, `keep` + PARTS out:
+    score = lm_score + signal_score, the LM's part and the signals' part of each pair's score.
 
     make_predict_fn(device) loads the model and returns predict(history, candidate, user_f, item_f, user_has,
-    item_has, *, stats) -> scores (collm_udf.core.inference.load_predict_fn); it runs once per worker and device,
-    cached under (key, device). device None: the task's GPU, else the CPU (core.inference.pick_device). The ALS
-    factors are rotated by `rotation` (factor_dim x factor_dim) into the model's ALS run first."""
+    item_has, *, stats, parts=True) -> (n, 2) parts (collm_udf.core.inference.load_predict_fn); it runs once per
+    worker and device, cached under (key, device). device None: the task's GPU, else the CPU
+    (core.inference.pick_device). The ALS factors are rotated by `rotation` (factor_dim x factor_dim) into the
+    model's ALS run first."""
     keep, stats = list(keep), tuple(stats)
 
     def fn(batches):
@@ -49,7 +52,9 @@ def score_udf(*, make_predict_fn: Callable[[str], Callable], key: Hashable, devi
             cand = ["" if c is None else c for c in pdf["_candidate"]]
             out = pdf[keep].copy()
             sig = {name: pdf[column(name)].to_numpy(np.float64) for name in stats} if stats else None
-            out["score"] = predict(hist, cand, uf @ R, vf @ R, uh, ih, stats=sig)
+            lm, signal = np.asarray(predict(hist, cand, uf @ R, vf @ R, uh, ih, stats=sig, parts=True),
+                                    np.float64).T
+            out["score"], out["lm_score"], out["signal_score"] = lm + signal, lm, signal
             yield out
 
     return fn

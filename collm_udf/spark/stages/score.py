@@ -1,8 +1,9 @@
 """Stage 6, score and write: rank each user's candidates with a Scorer and write the daily table.
 
-recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (what ranked), lm_score DOUBLE
-                 (the CoLLM score; null when ALS ranks), als_score DOUBLE, source ('als' | 'popular' | 'cold'),
-                 als_run_id, model_version, generated_at TIMESTAMP
+recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (what ranked) = lm_score DOUBLE
+                 (the LM's part; null when no LM ranked the row) + signal_score DOUBLE (the rest: the skip's part,
+                 bias included, or the whole score of a ranker without an LM), als_score DOUBLE, source ('als' |
+                 'popular' | 'cold'), als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
 After the write: the latest view (catalog tables) and retention (tables.retention_days): collm_udf/spark/publish.py.
@@ -25,7 +26,7 @@ from collm_udf.config import Config
 from collm_udf.spark import publish
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, Scorer, make_scorer, rank
+from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
 from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.session import session_conf
@@ -55,11 +56,13 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
         scored = with_als.withColumn("score", F.col("als_score"))
     else:
         scored = scorer.score_pairs(with_als)
-    # lm_score: what a language model scored (the CoLLM scorer's logit); null for every other ranker
-    lm = F.col("score") if isinstance(scorer, CoLLMScorer) else F.lit(None).cast("double")
-    scored = scored.withColumn("lm_score", lm)
+    # score = lm_score + signal_score: a scorer with an LM (CoLLM) gives both parts; for any other ranker the LM's
+    # part is null and the whole score is the signals'
+    if "lm_score" not in scored.columns:
+        scored = scored.withColumn("lm_score", F.lit(None).cast("double")).withColumn("signal_score", F.col("score"))
     out = rank(scored, cfg.score.top_n).select(
-        "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "als_score",
+        "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "signal_score",
+        "als_score",
         "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
     with arrow_batch_rows(spark, cfg.score.arrow_batch_rows), \
