@@ -62,8 +62,7 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
         scored = scored.withColumn("lm_score", F.lit(None).cast("double")).withColumn("signal_score", F.col("score"))
     out = rank(scored, cfg.score.top_n).select(
         "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "signal_score",
-        "als_score",
-        "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
+        "als_score", "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
     with arrow_batch_rows(spark, cfg.score.arrow_batch_rows), \
             spark_progress(spark, f"score ds={ds}", progress, rows=cands.count, unit="pairs"):
