@@ -26,14 +26,29 @@ def held_out(cfg, tables) -> set:
 
 
 def expected_winner(results: dict, new: str, margin: float) -> str:
-    """The gate's rule from its recorded figures: the new ranker when it beats every other by the margin, else the
-    best other (ties in gate.TIES order)."""
-    from collm_udf.spark.gate import TIES
+    """The gate's rule from its recorded figures (collm_udf/core/promotion.py): the better list without a model
+    serves unless a ranker with a model proves better than it (a lead's interval above 0 on NDCG or Recall, the
+    other mean lead not below 0, NDCG over the list's by the margin); then the best proven NDCG serves. Each
+    recorded lead is checked against the recorded means first."""
+    from collm_udf.core.promotion import LISTS, TIES
 
-    ndcg = {n: r["ndcg"] or 0.0 for n, r in results.items()}
-    others = {n: v for n, v in ndcg.items() if n != new}
-    best = max(others, key=lambda n: (others[n], -TIES.index(n)))
-    return new if ndcg[new] > 0 and ndcg[new] > others[best] * (1 + margin) else best
+    mean = {n: {f: r[f] or 0.0 for f in ("ndcg", "recall")} for n, r in results.items()}
+    default = max((n for n in LISTS if n in results), key=lambda n: (mean[n]["ndcg"], -LISTS.index(n)))
+    proven = []
+    for n, r in results.items():
+        if n in LISTS:
+            continue
+        assert r["vs"] == default and new in results
+        lead = {f: r[f"{f}_lead"] for f in ("ndcg", "recall")}
+        for f, (est, lo, hi) in lead.items():
+            assert est == pytest.approx(mean[n][f] - mean[default][f], abs=1e-9)
+            assert lo is None or lo <= est + 1e-12 <= hi + 2e-12
+        above = {f: lead[f][1] is not None and lead[f][1] > 0 for f in lead}
+        ok = mean[n]["ndcg"] > mean[default]["ndcg"] * (1 + margin) and (
+            (above["ndcg"] and lead["recall"][0] >= 0) or (above["recall"] and lead["ndcg"][0] >= 0))
+        assert r["proven"] == ok
+        proven += [n] if ok else []
+    return max(proven, key=lambda n: (mean[n]["ndcg"], -TIES.index(n))) if proven else default
 
 
 def table_version(served: str, version: str) -> bool:

@@ -91,7 +91,9 @@ CONTRACT: dict[str, TableContract] = {
         promoted="true when the newly trained ranker serves", reason="why, in words",
         k="the list length judged (evaluate.k)", margin="gate.margin",
         truth_users="held-out users with a liked item in the window",
-        results="each ranker's held-out NDCG@k and Recall@k (JSON)", cutoff="the training day's cutoff (UTC)",
+        results="each ranker's held-out NDCG@k and Recall@k; for a ranker with a model, its lead over the better "
+                "list without one, with its interval, and whether it was proven (JSON)",
+        cutoff="the training day's cutoff (UTC)",
         trained_at="when the decision was made"),
     "candidates": _t(
         "collm: each audience user's candidate items of a day. One partition per ds, replaced whole when the "

@@ -14,9 +14,11 @@ Rankers, each a top-k list per held-out user of that audience:
                      fit's space as any later day's are)
   als                the label fit's u . v over the same pool
   popularity, recent_popularity   the backtest's lists as of the window's start
-Decision: the new ranker (collm, or features when it is the conf's scorer) is promoted when its NDCG@k exceeds
-the best other's by gate.margin (relative); otherwise the best other serves (ties: serving, features, recent
-popularity, popularity, als). Every ranker's figures go to metrics (segment 'gate') and the decision to table gate
+Decision (collm_udf/core/promotion.py): the better list without a model (popularity, recent popularity) serves
+unless a ranker with a model proves better than it on the held-out users: a paired-bootstrap interval
+(gate.confidence) of its per-user lead above 0 on NDCG@k or Recall@k, the other figure's mean lead not below 0,
+and its NDCG@k over the list's by gate.margin. Of those that prove it, the best NDCG@k serves. Every ranker's
+figures go to metrics (segment 'gate') and the decision, with each lead and its interval, to table gate
 (collm_udf/spark/serving.py), which the score stage reads.
 """
 from __future__ import annotations
@@ -29,15 +31,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from collm_udf.core.features import FeatureRanker
+from collm_udf.core.promotion import decide
 from collm_udf.spark import backtest, serving
 from collm_udf.spark.asof import AsOf, micros, newest_as_of
 from collm_udf.spark.context import StageContext
 from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, rank, resolve
 from collm_udf.spark.stages import candidates
 from collm_udf.spark.training_set import POOL_CANDIDATE_COLUMNS, gate_users
-
-TIES = ("serving", "features", "recent_popularity", "popularity", "als")  # who serves when figures tie
-
 
 def window_day(asof: AsOf) -> AsOf:
     """The label window's start as a day of its own: what it knew (before the start) and what judges it (the
@@ -83,23 +83,17 @@ def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ra
         lists = {name: rank(sc.score_pairs(held), k).select("user_id", "item_id", "rank")
                  for name, sc in scorers.items()}
         lists.update(backtest.baseline_lists(cfg, bt, day, k))
-        figures = backtest.evaluate_lists(bt, lists, k)
+        per_user: dict = {}
+        figures = backtest.evaluate_lists(bt, lists, k, per_user=per_user)
     finally:
         if held is not None:
             held.unpersist()
         bt.close()
-    ndcg = {name: figures[name][f"ndcg@{k}"] or 0.0 for name in lists}
-    others = {name: v for name, v in ndcg.items() if name != new}
-    best = max(others, key=lambda n: (others[n], -TIES.index(n) if n in TIES else -len(TIES)))
     truth_users = figures[new]["truth_users"]
-    if ndcg[new] > 0 and ndcg[new] > others[best] * (1 + margin):
-        winner, reason = new, (f"{new} NDCG@{k} {ndcg[new]:.4f} > {best} {others[best]:.4f} x (1 + gate.margin "
-                               f"{margin:g}) on {truth_users} held-out truth users")
-    else:
-        winner, reason = best, (f"{new} NDCG@{k} {ndcg[new]:.4f} does not beat {best} {others[best]:.4f} by gate.margin "
-                                f"{margin:g} on {truth_users} held-out truth users: {best} serves")
+    winner, leads, reason = decide(per_user, new, margin=margin, level=cfg.gate.confidence)
     results = {name: {"ndcg": figures[name][f"ndcg@{k}"], "recall": figures[name][f"recall@{k}"],
-                      "served_truth_users": figures[name]["served_truth_users"], "serves": served[name]}
+                      "served_truth_users": figures[name]["served_truth_users"], "serves": served[name],
+                      **leads.get(name, {})}
                for name in lists}
     rows = []
     for name, r in results.items():

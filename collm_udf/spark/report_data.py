@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
+from collm_udf.core.promotion import fmt_lead
 from collm_udf.report import POPULARITY_EDGES, ReportData, popularity_bucket_labels, render_html
 from collm_udf.spark import serving, tempo
 from collm_udf.spark.stages import als
@@ -71,7 +72,10 @@ def gate_frame(cfg: Config, tables: Tables, ds: str) -> tuple[pd.DataFrame | Non
     res = json.loads(found["results"] or "{}")
     k = found["k"]
     rows = [{"ranker": name, "serves": r.get("serves"), f"NDCG@{k}": r.get("ndcg"), f"Recall@{k}": r.get("recall"),
-             "served truth users": r.get("served_truth_users")} for name, r in res.items()]
+             "served truth users": r.get("served_truth_users"),
+             "NDCG lead (CI)": fmt_lead(r["ndcg_lead"]) if "ndcg_lead" in r else "",
+             "Recall lead (CI)": fmt_lead(r["recall_lead"]) if "recall_lead" in r else "",
+             "proven": r.get("proven", "")} for name, r in res.items()]
     note = (f"Decided by the training of {found['ds']}: {found['served']} serves "
             f"({'promoted' if found['promoted'] else 'not promoted'}): {found['reason']}.")
     return (pd.DataFrame(rows) if rows else None), note

@@ -130,7 +130,10 @@ def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional
                                                   features=ranker.to_json() if ranker is not None else "{}"))
     out["gate"] = {k: decision[k] for k in ("served", "promoted", "reason", "wall_s") if k in decision}
     if "results" in decision:
-        out["gate"]["ndcg"] = {n: r["ndcg"] for n, r in decision["results"].items()}
+        res = decision["results"]
+        out["gate"]["ndcg"] = {n: r["ndcg"] for n, r in res.items()}
+        out["gate"]["recall"] = {n: r["recall"] for n, r in res.items()}
+        out["gate"]["proven"] = sorted(n for n, r in res.items() if r.get("proven"))
     if notes:
         out["notes"] = notes
     log(f"[train] ds={ds}: {out['gate']['reason']}")

@@ -1,0 +1,106 @@
+"""The promotion gate's rule, on per-user figures (pandas; no Spark): what serves the daily table after a training.
+
+A team's default is a list that needs no model: the better of popularity and recent popularity on the held-out
+users (ties: recent popularity). A ranker with a model (the new one, the one serving, the features-only ranker,
+ALS) replaces that list only when it proves better on the same users: its per-user difference to the list has a
+paired-bootstrap confidence interval above 0 on NDCG@k or on Recall@k, with the other figure's mean difference not
+below 0, and its NDCG@k beats the list's by the relative margin. Among the rankers that prove it, the best NDCG@k
+serves (ties in TIES order). A few dozen held-out users rarely prove a small lead: the gate then serves the list,
+which is what "never worse than a list without a model" costs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from collm_udf.core.metrics import paired_bootstrap
+
+if TYPE_CHECKING:  # the frames come from the gate; scoring machines have no pandas to spare
+    import pandas as pd
+
+LISTS = ("recent_popularity", "popularity")  # the rankers that need no model, in tie order
+TIES = ("serving", "collm", "features", "als") + LISTS  # who serves when figures tie
+FIGURES = ("ndcg", "recall")
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def lead(challenger: "pd.DataFrame", default: "pd.DataFrame", *, level: float, seed: int = 0) -> dict:
+    """{ndcg: [est, lo, hi], recall: [...]}: the mean per-user difference challenger - default (frames indexed by
+    user_id, columns ndcg and recall, the same users) and its paired-bootstrap interval; level 0: no interval
+    (lo = hi = est)."""
+    out = {}
+    for f in FIGURES:
+        d = (challenger[f] - default[f]).to_numpy(np.float64)
+        if not len(d):
+            out[f] = [0.0, None, None]
+        elif level <= 0 or np.all(d == d[0]):  # no interval asked, or none to draw (every user's lead the same)
+            est = float(d.mean())
+            out[f] = [est, est, est]
+        else:
+            out[f] = list(paired_bootstrap(_mean, (d,), level=level, seed=seed))
+    return out
+
+
+def proves(diff: dict) -> bool:
+    """A lead that is proven: one figure's interval above 0, the other's mean difference not below 0."""
+    def above(f):
+        lo = diff[f][1]
+        return lo is not None and lo > 0
+
+    return any(above(f) and diff[g][0] >= 0 for f, g in (("ndcg", "recall"), ("recall", "ndcg")))
+
+
+def decide(per_user: dict[str, "pd.DataFrame"], new: str, *, margin: float, level: float,
+           seed: int = 0) -> tuple[str, dict, str]:
+    """(winner, leads, reason) from {ranker: frame of user_id, ndcg, recall} over the same held-out truth users.
+    leads: {ranker with a model: {vs (the default list), ndcg_lead: [est, lo, hi], recall_lead: [...], proven}}."""
+    frames = {n: df.set_index("user_id")[list(FIGURES)].sort_index() for n, df in per_user.items()}
+    users = next(iter(frames.values())).index
+    for n, df in frames.items():
+        if not df.index.equals(users):
+            raise ValueError(f"gate: ranker {n} was judged on other users than {next(iter(frames))}")
+    mean = {n: {f: float(df[f].mean()) if len(df) else 0.0 for f in FIGURES} for n, df in frames.items()}
+    lists = [n for n in LISTS if n in frames]
+    if not lists:
+        raise ValueError(f"gate: no list without a model among the rankers {sorted(frames)}")
+    default = max(lists, key=lambda n: (mean[n]["ndcg"], -LISTS.index(n)))
+    leads = {}
+    for n in frames:
+        if n in LISTS:
+            continue
+        diff = lead(frames[n], frames[default], level=level, seed=seed)
+        beats = mean[n]["ndcg"] > mean[default]["ndcg"] * (1 + margin)
+        leads[n] = {"vs": default, "ndcg_lead": diff["ndcg"], "recall_lead": diff["recall"],
+                    "proven": bool(beats and proves(diff))}
+    proven = [n for n, r in leads.items() if r["proven"]]
+    order = lambda n: -TIES.index(n) if n in TIES else -len(TIES)  # noqa: E731
+    winner = max(proven, key=lambda n: (mean[n]["ndcg"], order(n))) if proven else default
+    pct = f"{round(100 * level)}% CI" if level > 0 else "point estimate"
+
+    def said(n):
+        r = leads[n]
+        return f"{n} - {default}: NDCG {fmt_lead(r['ndcg_lead'])}, Recall {fmt_lead(r['recall_lead'])}"
+
+    k_users = f"{len(users)} held-out truth users"
+    if new in leads and winner == new:
+        reason = f"{new} proves better than {default} on {k_users} ({pct}; {said(new)}): {new} serves"
+    elif winner != default:
+        reason = (f"{winner} proves better than {default} on {k_users} ({pct}; {said(winner)}) and ranks best of "
+                  f"those that do: {winner} serves")
+    else:
+        reason = (f"no ranker with a model proves better than {default} on {k_users} ({pct}, gate.margin "
+                  f"{margin:g}{'; ' + said(new) if new in leads else ''}): {default} serves")
+    return winner, leads, reason
+
+
+def fmt_lead(t: list) -> str:
+    """'+0.0123 [-0.0040, +0.0290]': a lead and its interval (the gate's reason, the report)."""
+    est, lo, hi = t
+    if lo is None or hi is None or lo == hi == est:
+        return f"{est:+.4f}"
+    return f"{est:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
