@@ -22,9 +22,12 @@ from matplotlib.figure import Figure
 # Display names of metrics-table scorers (an unknown scorer is shown as it is stored).
 SCORER_NAMES = {"als": "ALS", "collm": "CoLLM", "text": "text-only", "popularity": "popularity",
                 "recent_popularity": "recent popularity", "features": "features-only"}
-SEGMENT_ORDER = ("all", "served", "warm", "cold", "cold_item", "active", "truth")
+SEGMENT_ORDER = ("all", "served", "warm", "cold", "cold_item", "warm_item", "no_factors", "active", "truth")
 METRIC_NAMES = {"auc": "AUC", "uauc": "UAUC", "recall_at_k": "Recall@k", "ndcg_at_k": "NDCG@k",
                 "coverage": "coverage", "overlap_at_k": "overlap@k", "top_item_share": "top item share",
+                "cold_item_share": "cold items' share of the top-k", "cold_items": "cold items listed",
+                "ndcg_lift_over_features": "NDCG@k - features-only", "recall_lift_over_features":
+                "Recall@k - features-only",
                 "alignment_residual": "alignment residual"}
 # Training-popularity buckets: number of training interactions of an item, [lo, next lo).
 POPULARITY_EDGES = (0, 1, 3, 10, 30, 100, 300)
@@ -331,9 +334,11 @@ def render_html(data: ReportData, out_dir: str) -> str:
 <h2>Backtest</h2>
 <p class="note">{html.escape(data.backtest or "")}</p>
 {img['metrics.png']}
-{_table(metrics_summary(data.metrics), "AUC/UAUC per segment, Recall/NDCG@k over all truth users (all) and the "
-        "served ones (served), and coverage: users with a list over the day's active users (active) and over the "
-        "truth users (truth), by scorer and baseline")}
+{_table(metrics_summary(data.metrics), "AUC/UAUC per segment, Recall/NDCG@k over all truth users (all), the "
+        "served ones (served), the liked items that were cold / warm before the cutoff (cold_item / warm_item: "
+        "fewer / at least candidates.min_item_interactions interactions) and the truth users without ALS factors "
+        "(no_factors); coverage: users with a list over the day's active users (active) and over the truth users "
+        "(truth); each list's cold items; by scorer and baseline")}
 {_table(holdout, "Validation holdout AUC of the trained model") if data.holdout else ""}
 <h2>What serves the day: the promotion gate</h2>
 <p class="note">{html.escape(data.gate_note or "No promotion gate decided what serves this day (the ALS scorer, "

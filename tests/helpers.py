@@ -199,3 +199,35 @@ def assert_contract(tables, name: str) -> None:
     comment, version, cols = delta_contract(tables, name)
     assert (comment, version) == (CONTRACT[name].comment, str(SCHEMA_VERSION)), name
     assert cols == CONTRACT[name].columns, name
+
+
+# ------------------------------------------------------------------------ pandas references of the daily slice
+def cutoff(ds: str) -> "pd.Timestamp":
+    import pandas as pd
+
+    return pd.Timestamp(ds)
+
+
+def known(events, ds):
+    return events[events.ts < cutoff(ds)]
+
+
+def active_users(events, ds) -> set:
+    import pandas as pd
+
+    k = known(events, ds)
+    return set(k.loc[k.ts >= cutoff(ds) - pd.Timedelta(days=ACTIVE), "user_id"])
+
+
+def popular_lists(events, ds, users, recent_days, n=K):
+    """Each user's first n unseen items by (interactions in the last recent_days, all interactions, item_id)."""
+    import pandas as pd
+
+    k = known(events, ds)
+    allc = k.groupby("item_id").size()
+    rec = k[k.ts >= cutoff(ds) - pd.Timedelta(days=recent_days)].groupby("item_id").size() if recent_days \
+        else allc
+    order = pd.DataFrame({"all": allc, "recent": rec.reindex(allc.index).fillna(0)}).reset_index()
+    order = order.sort_values(["recent", "all", "item_id"], ascending=[False, False, True])["item_id"].tolist()
+    seen = k.groupby("user_id")["item_id"].apply(set)
+    return {u: [i for i in order if i not in seen.get(u, set())][:n] for u in users}

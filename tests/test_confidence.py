@@ -51,3 +51,49 @@ def test_confidence_intervals_pool_days_as_the_mean_of_their_means():
     assert ci["best_baseline"] == {"ndcg": "popularity", "recall": "popularity"}
     est, lo, hi = ci["ratios"]["als"]["ndcg"]  # over a ranker that never hits: unbounded, said as None
     assert est is None and lo is None and hi is None
+
+
+def test_segment_figures_and_cold_exposure_equal_a_pandas_reference(spark):
+    """Every ranker's Recall/NDCG@k over the truth restricted to cold items, to warm items, and over the truth
+    users without ALS factors, and its lists' cold items, against pandas on a small random day."""
+    import pandas as pd
+
+    from collm_udf.spark.backtest import Backtest, Segments, evaluate_lists
+
+    rng = np.random.default_rng(3)
+    users, items, k, min_items = [f"u{i}" for i in range(14)], [f"i{j}" for j in range(30)], 4, 6
+    known = pd.DataFrame([(u, it, 0) for u in users for it in rng.choice(items[:20], 8, replace=False).tolist()],
+                         columns=["user_id", "item_id", "ts"])  # i20..i29 never seen: cold with count 0
+    counts = known.item_id.value_counts()
+    cold_items = {it for it in items if counts.get(it, 0) < min_items}
+    truth = {u: set(rng.choice(items, int(rng.integers(1, 6)), replace=False).tolist()) for u in users[:12]}
+    served = users[:10]  # u10, u11: truth users without a list from anyone
+    lists = {name: {u: rng.choice(items, k + 2, replace=False).tolist() for u in served} for name in ("a", "b")}
+    factors = users[::2]  # odd users have no ALS factors
+    bt = Backtest(spark.createDataFrame([(u, sorted(t)) for u, t in truth.items()],
+                                        "user_id string, truth array<string>"),
+                  spark.createDataFrame([(u,) for u in served], "user_id string"),
+                  spark.createDataFrame(known))
+    frames = {name: spark.createDataFrame([(u, it, r + 1) for u, lst in got.items() for r, it in enumerate(lst)],
+                                          "user_id string, item_id string, rank int") for name, got in lists.items()}
+    segs = Segments.of(bt, min_items, spark.createDataFrame([(u,) for u in factors], "user_id string"))
+    out = evaluate_lists(bt, frames, k, segments=segs)
+
+    reference_truth = {
+        "cold_item": {u: t & cold_items for u, t in truth.items() if t & cold_items},
+        "warm_item": {u: t - cold_items for u, t in truth.items() if t - cold_items},
+        "no_factors": {u: t for u, t in truth.items() if u not in factors}}
+    assert all(0 < len(t) < len(truth) for t in reference_truth.values())  # every segment is a real subset
+    for name, got in lists.items():
+        r = out[name]
+        assert (r[f"recall@{k}"], r[f"ndcg@{k}"]) == pytest.approx(recall_ndcg(got, truth, k))
+        for seg, t in reference_truth.items():
+            part = r["segments"][seg]
+            assert part["truth_users"] == len(t) and part["truth_pairs"] == sum(map(len, t.values()))
+            assert (part[f"recall@{k}"], part[f"ndcg@{k}"]) == pytest.approx(recall_ndcg(got, t, k))
+        top = [it for lst in got.values() for it in lst[:k]]
+        assert r["cold_item_share"] == pytest.approx(np.mean([it in cold_items for it in top]))
+        assert r["cold_items"] == len(set(top) & cold_items)
+        assert r["truth_cold_share"] == pytest.approx(sum(len(t & cold_items) for t in truth.values())
+                                                      / sum(map(len, truth.values())))
+    bt.close()

@@ -14,14 +14,11 @@ from sklearn.metrics import roc_auc_score
 
 from collm_udf.spark.context import StageContext
 from collm_udf.config import config_from_dict
-from helpers import ACTIVE, K, POPULAR_K, RECENT, TOP_N, daily_conf, recall_ndcg
+from helpers import (K, POPULAR_K, RECENT, TOP_N, active_users, cutoff, daily_conf, known, popular_lists,
+                     recall_ndcg)
 
 pytestmark = pytest.mark.slow
 DAYS = ("1998-04-08", "1998-04-15")
-
-
-def cutoff(ds: str) -> pd.Timestamp:
-    return pd.Timestamp(ds)
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +44,6 @@ def daily(spark, slice_dir, tmp_path_factory):
 
 def day(tables, name, ds):
     return tables.read(name).where(F.col("ds") == F.lit(ds).cast("date")).toPandas()
-
-
-def known(events, ds):
-    return events[events.ts < cutoff(ds)]
-
-
-def active_users(events, ds) -> set:
-    k = known(events, ds)
-    return set(k.loc[k.ts >= cutoff(ds) - pd.Timedelta(days=ACTIVE), "user_id"])
 
 
 def test_replay_prints_a_backtest_line_per_day_and_the_mean(daily):
@@ -100,30 +88,18 @@ def test_every_active_user_gets_top_n_rows_with_or_without_factors(daily, events
         assert mine.item_id.tolist() == popular.item_id.tolist()[:TOP_N]  # filled in recent-popularity order
 
 
-def _popular(events, ds, users, recent_days, n=K):
-    """Each user's first n unseen items by (interactions in the last recent_days, all interactions, item_id)."""
-    k = known(events, ds)
-    allc = k.groupby("item_id").size()
-    rec = k[k.ts >= cutoff(ds) - pd.Timedelta(days=recent_days)].groupby("item_id").size() if recent_days \
-        else allc
-    order = pd.DataFrame({"all": allc, "recent": rec.reindex(allc.index).fillna(0)}).reset_index()
-    order = order.sort_values(["recent", "all", "item_id"], ascending=[False, False, True])["item_id"].tolist()
-    seen = k.groupby("user_id")["item_id"].apply(set)
-    return {u: [i for i in order if i not in seen.get(u, set())][:n] for u in users}
-
-
 def test_popular_candidates_are_each_users_unseen_recent_popular_items(daily, events):
     _, tables, _, _ = daily
     ds = DAYS[0]
     cands = day(tables, "candidates", ds)
     got = cands[cands.pop_rank.notna()].sort_values(["user_id", "pop_rank"]).groupby("user_id")["item_id"].apply(list)
-    want = _popular(events, ds, active_users(events, ds), RECENT, n=POPULAR_K)
+    want = popular_lists(events, ds, active_users(events, ds), RECENT, n=POPULAR_K)
     assert got.to_dict() == want
 
 
 @pytest.mark.parametrize("ds", DAYS)
 def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
-    _, tables, _, _ = daily
+    cfg, tables, summary, _ = daily
     c = cutoff(ds)
     fut = events[(events.ts >= c) & (events.ts < c + pd.Timedelta(days=7)) & (events.label == 1)]
     seen = set(zip(*known(events, ds)[["user_id", "item_id"]].to_numpy().T))
@@ -132,8 +108,8 @@ def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
     served = active_users(events, ds)
     recs = day(tables, "recommendations", ds).sort_values(["user_id", "rank"])
     lists = {"als": recs.groupby("user_id")["item_id"].apply(list).to_dict(),
-             "popularity": _popular(events, ds, served, None),
-             "recent_popularity": _popular(events, ds, served, RECENT)}
+             "popularity": popular_lists(events, ds, served, None),
+             "recent_popularity": popular_lists(events, ds, served, RECENT)}
     m = day(tables, "metrics", ds)
     assert set(m["mode"]) == {"daily"} and set(m["horizon_days"]) == {7}
     for ranker, lst in lists.items():
@@ -153,6 +129,25 @@ def test_backtest_of_table_and_baselines_matches_pandas(daily, events, ds):
         got = m[(m.scorer == ranker) & (m.segment == "served")].set_index("metric")["value"]
         assert got["overlap_at_k"] == pytest.approx(overlap, abs=1e-9)
         assert got["top_item_share"] == pytest.approx(counts.iloc[0] / len(tops))
+    # the truth's segments: liked items cold / warm before the cutoff, users without factors in the day's fit
+    n_known = known(events, ds).item_id.value_counts()
+    cold = {i for t in truth.values() for i in t if n_known.get(i, 0) < cfg.candidates.min_item_interactions}
+    with_f = set(tables.read("user_factors").where(F.col("als_run_id") == summary["runs"][ds]["als_run_id"])
+                 .toPandas().user_id)
+    segments = {"cold_item": {u: t & cold for u, t in truth.items() if t & cold},
+                "warm_item": {u: t - cold for u, t in truth.items() if t - cold},
+                "no_factors": {u: t for u, t in truth.items() if u not in with_f}}
+    assert all(segments.values())  # each segment has truth users on both days
+    for ranker, lst in lists.items():
+        got = m[m.scorer == ranker]
+        for seg, users in segments.items():
+            want = recall_ndcg(lst, users, K)
+            g = got[got.segment == seg].set_index("metric")
+            assert (g.loc["recall_at_k", "value"], g.loc["ndcg_at_k", "value"]) == pytest.approx(want, abs=1e-9)
+            assert g.loc["ndcg_at_k", "n_users"] == len(users), (ranker, seg)
+        top = [i for v in lst.values() for i in v[:K]]
+        share = got[got.metric == "cold_item_share"]["value"].iloc[0]
+        assert share == pytest.approx(np.mean([n_known.get(i, 0) < cfg.candidates.min_item_interactions for i in top]))
 
 
 def test_pair_auc_of_a_day_matches_sklearn(daily, events):

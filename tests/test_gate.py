@@ -25,12 +25,13 @@ def held_out(cfg, tables) -> set:
     return set(tables.read("pairs").select("user_id").distinct().where(gate_users(cfg)).toPandas().user_id)
 
 
-def expected_winner(results: dict, new: str, margin: float) -> str:
-    """The gate's rule from its recorded figures (collm_udf/core/promotion.py): the better list without a model
-    serves unless a ranker with a model proves better than it (a lead's interval above 0 on NDCG or Recall, the
-    other mean lead not below 0, NDCG over the list's by the margin); then the best proven NDCG serves. Each
-    recorded lead is checked against the recorded means first."""
-    from collm_udf.core.promotion import LISTS, TIES
+def expected_winner(results: dict, new: str, margin: float, level: float = 0.0) -> str:
+    """The gate's rule from its recorded figures (collm_udf/core/promotion.py). Each recorded lead of a ranker with
+    a model over the better list is checked against the recorded means first. level 0, the point rule: the new
+    ranker when it beats every other's NDCG by the margin, else the best other. Above 0, the proof rule: the better
+    list unless a ranker with a model proves better than it (an interval above 0 on NDCG or Recall, the other mean
+    lead not below 0, NDCG over the list's by the margin); then the best proven NDCG."""
+    from collm_udf.core.promotion import LISTS, POINT_TIES, TIES
 
     mean = {n: {f: r[f] or 0.0 for f in ("ndcg", "recall")} for n, r in results.items()}
     default = max((n for n in LISTS if n in results), key=lambda n: (mean[n]["ndcg"], -LISTS.index(n)))
@@ -48,7 +49,12 @@ def expected_winner(results: dict, new: str, margin: float) -> str:
             (above["ndcg"] and lead["recall"][0] >= 0) or (above["recall"] and lead["ndcg"][0] >= 0))
         assert r["proven"] == ok
         proven += [n] if ok else []
-    return max(proven, key=lambda n: (mean[n]["ndcg"], -TIES.index(n))) if proven else default
+    if level > 0:
+        return max(proven, key=lambda n: (mean[n]["ndcg"], -TIES.index(n))) if proven else default
+    ndcg = {n: m["ndcg"] for n, m in mean.items()}
+    others = {n: v for n, v in ndcg.items() if n != new}
+    best = max(others, key=lambda n: (others[n], -POINT_TIES.index(n)))
+    return new if ndcg[new] > 0 and ndcg[new] > others[best] * (1 + margin) else best
 
 
 def table_version(served: str, version: str) -> bool:
@@ -66,7 +72,7 @@ def test_a_gated_day_records_every_ranker_and_serves_what_the_gate_chose(gated):
     results = json.loads(row["results"])
     assert set(results) == RANKERS and row["truth_users"] > 0
     assert any(r["ndcg"] for r in results.values())  # the held-out users' pool has hits: the gate compares something
-    winner = expected_winner(results, "collm", cfg.gate.margin)
+    winner = expected_winner(results, "collm", cfg.gate.margin, cfg.gate.confidence)
     assert row["served"] == results[winner]["serves"] and row["promoted"] == (winner == "collm")
     m = tables.read("metrics").where((F.col("segment") == "gate") & (F.col("run_id") == "run_gate_1")).toPandas()
     assert set(zip(m.scorer, m.metric)) == {(r, x) for r in RANKERS for x in ("ndcg_at_k", "recall_at_k")}
@@ -123,7 +129,7 @@ def test_the_gate_does_not_promote_a_model_made_bad_and_serves_the_best_other(sp
                           ranker=FeatureRanker.from_json(prev["features"]), gate_id="collm_bad")
     res = decision["results"]
     assert not decision["promoted"] and res["collm"]["ndcg"] < res["als"]["ndcg"]
-    assert decision["chosen"] == expected_winner(res, "collm", cfg.gate.margin) != "collm"
+    assert decision["chosen"] == expected_winner(res, "collm", cfg.gate.margin, cfg.gate.confidence) != "collm"
     assert decision["served"] == res[decision["chosen"]]["serves"]
     m = tables.read("metrics").where(F.col("run_id") == "run_gate_bad").toPandas()
     assert set(m.scorer) == RANKERS and set(m.segment) == {"gate"}
@@ -202,7 +208,8 @@ def test_the_features_scorer_trains_no_language_model(spark, gated, slice_dir, t
     row = tables.read("gate").where(F.col("gate_id").startswith("features_")).first()
     results = json.loads(row["results"])
     assert row["model_version"] is None and set(results) == RANKERS - {"collm"}
-    assert row["served"] == results[expected_winner(results, "features", cfg.gate.margin)]["serves"]
+    winner = expected_winner(results, "features", cfg.gate.margin, cfg.gate.confidence)
+    assert row["served"] == results[winner]["serves"]
 
 
 def test_tempo_derives_the_days_windows_and_thresholds_from_what_it_knew(spark, gated, slice_dir):

@@ -78,3 +78,17 @@ def test_rankers_judged_on_other_users_are_refused():
     per_user["collm"] = frame(0.2).assign(user_id=[f"v{i}" for i in range(len(USERS))])
     with pytest.raises(ValueError, match="ranker collm was judged on other users"):
         decide(per_user, "collm", margin=0.0, level=0.95)
+
+
+def test_the_point_rule_serves_the_new_ranker_only_when_it_beats_the_best_other():
+    per_user = lists()
+    base = per_user["recent_popularity"].ndcg
+    per_user["features"] = frame(base + 0.02)
+    per_user["collm"] = frame(base + 0.01)
+    winner, leads, reason = decide(per_user, "collm", margin=0.0, level=0.0)
+    assert winner == "features" and "does not beat features" in reason  # the best other, a model or not
+    assert leads["collm"]["proven"] and leads["collm"]["ndcg_lead"] == pytest.approx([0.01] * 3)  # recorded anyway
+    per_user["collm"] = frame(base + 0.03)
+    assert decide(per_user, "collm", margin=0.0, level=0.0)[0] == "collm"
+    # base + 0.03 against base + 0.02 by 20%: base averages ~0.1, so 0.13 < 0.12 x 1.2
+    assert decide(per_user, "collm", margin=0.2, level=0.0)[0] == "features"

@@ -204,12 +204,13 @@ class GateConfig:
     holdout_users: float = _help("share of users (a stable hash of the id, the same on every day) whose label-window "
                                  "pairs no model or features-only ranker trains on; the gate ranks their candidate "
                                  "pool as of the window's start and judges the lists by what they then liked", 0.3)
-    margin: float = _help("a ranker with a model serves only when its held-out NDCG@k also exceeds the better list "
-                          "without one by this relative margin (0.05: 5%)", 0.0)
-    confidence: float = _help("a ranker with a model replaces the better list without one (popularity, recent "
-                              "popularity) only when the paired-bootstrap interval of its per-user lead at this level "
-                              "is above 0 on NDCG@k or Recall@k, the other figure's mean lead not below 0 "
-                              "(collm_udf/core/promotion.py); 0: the point estimates decide", 0.95)
+    margin: float = _help("a new model is promoted only when its held-out NDCG@k exceeds the best other ranker's by "
+                          "this relative margin (0.05: 5%; the proof rule: the better list's)", 0.0)
+    confidence: float = _help("0: the point rule (the new ranker serves when its held-out NDCG@k beats the best "
+                              "other's by gate.margin). Above 0, the proof rule at this level: the better list "
+                              "without a model serves unless a ranker with a model proves better than it (a "
+                              "paired-bootstrap interval of its per-user lead above 0 on NDCG@k or Recall@k); "
+                              "measured, not the default: collm_udf/core/promotion.py, benchmarks/README.md", 0.0)
     seed: int = _help("seed of the held-out users' hash (changing it changes which users are held out)", 7)
 
     def __post_init__(self):

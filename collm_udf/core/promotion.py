@@ -1,12 +1,17 @@
-"""The promotion gate's rule, on per-user figures (pandas; no Spark): what serves the daily table after a training.
+"""The promotion gate's rules, on per-user figures (pandas; no Spark): what serves the daily table after a training.
 
-A team's default is a list that needs no model: the better of popularity and recent popularity on the held-out
-users (ties: recent popularity). A ranker with a model (the new one, the one serving, the features-only ranker,
-ALS) replaces that list only when it proves better on the same users: its per-user difference to the list has a
-paired-bootstrap confidence interval above 0 on NDCG@k or on Recall@k, with the other figure's mean difference not
-below 0, and its NDCG@k beats the list's by the relative margin. Among the rankers that prove it, the best NDCG@k
-serves (ties in TIES order). A few dozen held-out users rarely prove a small lead: the gate then serves the list,
-which is what "never worse than a list without a model" costs.
+gate.confidence = 0 (the default), the point rule: the new ranker serves when its held-out NDCG@k beats the best
+other ranker's by gate.margin (relative); otherwise the best other serves (ties in POINT_TIES order).
+
+gate.confidence > 0, the proof rule (issue 25's design 3; measured on the validation replays and not the default:
+benchmarks/README.md): a team's default is a list that needs no model, the better of popularity and recent
+popularity on the held-out users. A ranker with a model (the new one, the one serving, the features-only ranker,
+ALS) replaces that list only when it proves better on the same users: the paired-bootstrap interval of its per-user
+lead over the list is above 0 on NDCG@k or on Recall@k, its mean lead on the other figure is not below 0, and its
+NDCG@k beats the list's by the margin. Of the rankers that prove it, the best NDCG@k serves (ties in TIES order).
+
+Either way every ranker with a model gets its lead over the better list recorded, with its interval (at
+RECORD_LEVEL under the point rule) and whether it proves it.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ if TYPE_CHECKING:  # the frames come from the gate; scoring machines have no pan
     import pandas as pd
 
 LISTS = ("recent_popularity", "popularity")  # the rankers that need no model, in tie order
-TIES = ("serving", "collm", "features", "als") + LISTS  # who serves when figures tie
+TIES = ("serving", "collm", "features", "als") + LISTS  # the proof rule: who serves when figures tie
+POINT_TIES = ("serving", "features", "recent_popularity", "popularity", "als")  # the point rule's order
+RECORD_LEVEL = 0.95  # the interval recorded under the point rule
 FIGURES = ("ndcg", "recall")
 
 
@@ -57,7 +64,8 @@ def proves(diff: dict) -> bool:
 def decide(per_user: dict[str, "pd.DataFrame"], new: str, *, margin: float, level: float,
            seed: int = 0) -> tuple[str, dict, str]:
     """(winner, leads, reason) from {ranker: frame of user_id, ndcg, recall} over the same held-out truth users.
-    leads: {ranker with a model: {vs (the default list), ndcg_lead: [est, lo, hi], recall_lead: [...], proven}}."""
+    leads: {ranker with a model: {vs (the better list), ndcg_lead: [est, lo, hi], recall_lead: [...], proven}}.
+    level: gate.confidence (0: the point rule decides)."""
     frames = {n: df.set_index("user_id")[list(FIGURES)].sort_index() for n, df in per_user.items()}
     users = next(iter(frames.values())).index
     for n, df in frames.items():
@@ -72,20 +80,23 @@ def decide(per_user: dict[str, "pd.DataFrame"], new: str, *, margin: float, leve
     for n in frames:
         if n in LISTS:
             continue
-        diff = lead(frames[n], frames[default], level=level, seed=seed)
+        diff = lead(frames[n], frames[default], level=level if level > 0 else RECORD_LEVEL, seed=seed)
         beats = mean[n]["ndcg"] > mean[default]["ndcg"] * (1 + margin)
         leads[n] = {"vs": default, "ndcg_lead": diff["ndcg"], "recall_lead": diff["recall"],
                     "proven": bool(beats and proves(diff))}
-    proven = [n for n, r in leads.items() if r["proven"]]
-    order = lambda n: -TIES.index(n) if n in TIES else -len(TIES)  # noqa: E731
-    winner = max(proven, key=lambda n: (mean[n]["ndcg"], order(n))) if proven else default
-    pct = f"{round(100 * level)}% CI" if level > 0 else "point estimate"
 
     def said(n):
         r = leads[n]
         return f"{n} - {default}: NDCG {fmt_lead(r['ndcg_lead'])}, Recall {fmt_lead(r['recall_lead'])}"
 
     k_users = f"{len(users)} held-out truth users"
+    if level <= 0:
+        winner, reason = point_rule(mean, new, margin, k_users)
+        return winner, leads, reason
+    proven = [n for n, r in leads.items() if r["proven"]]
+    order = lambda n: -TIES.index(n) if n in TIES else -len(TIES)  # noqa: E731
+    winner = max(proven, key=lambda n: (mean[n]["ndcg"], order(n))) if proven else default
+    pct = f"{round(100 * level)}% CI"
     if new in leads and winner == new:
         reason = f"{new} proves better than {default} on {k_users} ({pct}; {said(new)}): {new} serves"
     elif winner != default:
@@ -93,8 +104,20 @@ def decide(per_user: dict[str, "pd.DataFrame"], new: str, *, margin: float, leve
                   f"those that do: {winner} serves")
     else:
         reason = (f"no ranker with a model proves better than {default} on {k_users} ({pct}, gate.margin "
-                  f"{margin:g}{'; ' + said(new) if new in leads else ''}): {default} serves")
+                  f"{margin:g}; {'; '.join(said(n) for n in leads)}): {default} serves")
     return winner, leads, reason
+
+
+def point_rule(mean: dict, new: str, margin: float, k_users: str) -> tuple[str, str]:
+    """(winner, reason): the new ranker when its NDCG@k beats the best other's by the margin, else the best other."""
+    ndcg = {n: m["ndcg"] for n, m in mean.items()}
+    others = {n: v for n, v in ndcg.items() if n != new}
+    best = max(others, key=lambda n: (others[n], -POINT_TIES.index(n) if n in POINT_TIES else -len(POINT_TIES)))
+    if ndcg[new] > 0 and ndcg[new] > others[best] * (1 + margin):
+        return new, (f"{new} NDCG@k {ndcg[new]:.4f} > {best} {others[best]:.4f} x (1 + gate.margin {margin:g}) on "
+                     f"{k_users}")
+    return best, (f"{new} NDCG@k {ndcg[new]:.4f} does not beat {best} {others[best]:.4f} by gate.margin {margin:g} "
+                  f"on {k_users}: {best} serves")
 
 
 def fmt_lead(t: list) -> str:

@@ -127,8 +127,10 @@ CONTRACT: dict[str, TableContract] = {
         horizon_days="the days after the cutoff that judged it", als_run_id=_ALS_RUN,
         model_version="what ranked (as in recommendations)",
         scorer="the ranker: the conf's scorer, or a baseline (als, popularity, recent_popularity, features)",
-        metric="auc, uauc, recall_at_k, ndcg_at_k, coverage, overlap_at_k, top_item_share or alignment_residual",
-        segment="the population: all, warm, cold, cold_item, served, active, truth, gate, ...",
+        metric="auc, uauc, recall_at_k, ndcg_at_k, coverage, overlap_at_k, top_item_share, cold_item_share, "
+               "cold_items or alignment_residual",
+        segment="the population: all, warm, cold, cold_item, warm_item, no_factors, served, active, truth, gate, "
+                "...",
         k="the list length (ranking metrics)", value="the figure", n_pairs="pairs behind it",
         n_users="users behind it", evaluated_at="when it was measured"),
     "data_quality": _t(

@@ -14,12 +14,12 @@ Rankers, each a top-k list per held-out user of that audience:
                      fit's space as any later day's are)
   als                the label fit's u . v over the same pool
   popularity, recent_popularity   the backtest's lists as of the window's start
-Decision (collm_udf/core/promotion.py): the better list without a model (popularity, recent popularity) serves
-unless a ranker with a model proves better than it on the held-out users: a paired-bootstrap interval
-(gate.confidence) of its per-user lead above 0 on NDCG@k or Recall@k, the other figure's mean lead not below 0,
-and its NDCG@k over the list's by gate.margin. Of those that prove it, the best NDCG@k serves. Every ranker's
-figures go to metrics (segment 'gate') and the decision, with each lead and its interval, to table gate
-(collm_udf/spark/serving.py), which the score stage reads.
+Decision (collm_udf/core/promotion.py): gate.confidence 0 (the default), the point rule: the new ranker (collm, or
+features when it is the conf's scorer) is promoted when its NDCG@k exceeds the best other's by gate.margin
+(relative); otherwise the best other serves. gate.confidence > 0, the proof rule: the better list without a model
+serves unless a ranker with a model proves better than it (a paired-bootstrap interval of its per-user lead above 0
+on NDCG@k or Recall@k). Every ranker's figures go to metrics (segment 'gate') and the decision, with each model's
+lead over the better list and its interval, to table gate (collm_udf/spark/serving.py), which the score stage reads.
 """
 from __future__ import annotations
 

@@ -20,13 +20,17 @@ from collm_udf.config import Config
 from collm_udf.core.metrics import paired_bootstrap, weighted_mean, weighted_ratio
 from collm_udf.spark import pipeline
 from collm_udf.spark.asof import data_end
+from collm_udf.spark.backtest import SEGMENTS
 from collm_udf.spark.tables import Tables, check_ds
 from collm_udf.spark.runs import default_ds
 from collm_udf.spark.stages import STAGES
 
 ONCE = ("ingest", "prepare")
 DAILY = tuple(s for s in STAGES if s not in ONCE)
-FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth", "overlap", "top_item_share")
+SEGMENT_FIGURES = tuple(f"{seg}_{m}" for seg in SEGMENTS for m in ("recall", "ndcg"))  # e.g. cold_item_recall
+EXPOSURE = ("cold_item_share", "cold_items", "truth_cold_share")  # a list's cold items, the truth's cold share
+FIGURES = ("recall", "ndcg", "coverage_active", "coverage_truth", "overlap", "top_item_share") + SEGMENT_FIGURES \
+    + EXPOSURE
 BASELINES = ("popularity", "recent_popularity", "als", "features")  # what a team ships without the table's ranker
 
 
@@ -69,7 +73,11 @@ def backtest_rows(ds: str, metrics: dict, k: int) -> list[dict]:
         rows.append({"ds": ds, "ranker": name, "recall": r[f"recall@{k}"], "ndcg": r[f"ndcg@{k}"],
                      "coverage_active": r["coverage_active"], "coverage_truth": r["coverage_truth"],
                      "overlap": r[f"overlap@{k}"], "top_item_share": r["top_item_share"],
-                     "truth_users": bt.get("truth_users"), "served_truth_users": bt.get("served_truth_users")})
+                     "truth_users": bt.get("truth_users"), "served_truth_users": bt.get("served_truth_users"),
+                     **{f: r.get(f) for f in EXPOSURE}})
+        for seg, part in (r.get("segments") or {}).items():
+            rows[-1].update({f"{seg}_recall": part[f"recall@{k}"], f"{seg}_ndcg": part[f"ndcg@{k}"],
+                             f"{seg}_truth_users": part["truth_users"]})
     return rows
 
 
@@ -81,7 +89,7 @@ def mean_rows(rows: list[dict]) -> list[dict]:
         m = {"ds": "mean", "ranker": name, "days": len(mine)}
         for f in FIGURES:
             vals = [r[f] for r in mine if r[f] is not None]
-            m[f] = sum(vals) / len(vals) if vals else None
+            m[f] = sum(vals) / len(vals) if vals else None  # a segment's days: those with its truth users
         out.append(m)
     return out
 
@@ -94,11 +102,21 @@ def confidence(per_user: list[dict], scorer: str, *, level: float = 0.95, seed: 
     """Paired-bootstrap confidence intervals over the replay's truth users (every day's, pooled; weights 1 / the
     day's truth users, so each estimate is the mean of the days' means, as in the mean row):
     {rankers: {name: {ndcg: [est, lo, hi], recall: [...]}}, ratios: {baseline: {ndcg: [...], recall: [...]}},
-    best_baseline: {ndcg: name, recall: name}, units: user-days}. Ratios are the table's (`scorer`) over each
-    baseline's; the best baseline is the one with the highest estimate."""
+    best_baseline: {ndcg: name, recall: name}, units: user-days, segments: {segment: the same over the segment's
+    truth (backtest.SEGMENTS)}}. Ratios are the table's (`scorer`) over each baseline's; the best baseline is the
+    one with the highest estimate."""
     if not per_user:
         return {}
     df = pd.DataFrame(per_user)
+    seg = df.pop("segment") if "segment" in df else pd.Series("all", index=df.index)
+    out = _confidence(df[seg == "all"], scorer, level, seed)
+    parts = {s: _confidence(df[seg == s], scorer, level, seed) for s in SEGMENTS if (seg == s).any()}
+    if parts:
+        out["segments"] = parts
+    return out
+
+
+def _confidence(df: pd.DataFrame, scorer: str, level: float, seed: int) -> dict:
     wide = {f: df.pivot_table(index=["ds", "user_id"], columns="ranker", values=f) for f in ("ndcg", "recall")}
     days = wide["ndcg"].index.get_level_values("ds")
     w = 1.0 / pd.Series(days).map(pd.Series(days).value_counts()).to_numpy()
@@ -133,6 +151,8 @@ def format_confidence(ci: dict, scorer: str) -> list[str]:
         lines.append(f"[replay] {scorer} / baseline ({pct}% CI) | NDCG / Recall: " + " | ".join(
             f"{b}{'*' if b in best.values() else ''} x{f(r['ndcg'])} / x{f(r['recall'])}"
             for b, r in ci["ratios"].items()) + "   (* best baseline)")
+    for seg, part in (ci.get("segments") or {}).items():  # the same over each segment's truth
+        lines += [line.replace("[replay] ", f"[replay] {seg}: ", 1) for line in format_confidence(part, scorer)]
     return lines
 
 

@@ -33,5 +33,10 @@ class ALSScorer(Scorer):
             .otherwise(F.col("prediction").cast("double"))
         return pred.withColumn("score", score).drop("prediction", "user_idx", "item_idx")
 
+    def users_with_factors(self) -> DataFrame:
+        """user_id of every user the fit has factors for."""
+        return (idmap.indices(self.tables, "user", "user")
+                .join(self.model.userFactors.select(F.col("id").alias("user_idx")), "user_idx").select("user_id"))
+
     def fallback_score(self) -> float:
         return float(self.run.get("target_mean") or 0.0)

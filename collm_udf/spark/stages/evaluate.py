@@ -19,7 +19,10 @@ each pair's own history, the paper's protocol); warm/cold count interactions in 
 - Segments: all; warm (user and item each >= warm_min_interactions training interactions); cold (not warm);
   cold_item (item never in training). Pairs the scorer cannot score (ALS: no factors) get its fallback score,
   the uninformed prior, so a scorer is never credited for pairs it skips.
-- Recall@k / NDCG@k and coverage of the table and the baselines: collm_udf/spark/backtest.py.
+- Recall@k / NDCG@k and coverage of the table and the baselines: collm_udf/spark/backtest.py, over all truth
+  users and over the truth's segments cold_item / warm_item (the liked items with fewer / at least
+  candidates.min_item_interactions interactions before the cutoff, the day's derived threshold under tempo) and
+  no_factors (truth users without factors in the day's ALS fit); each list's cold_item_share and cold_items.
 """
 from __future__ import annotations
 
@@ -117,8 +120,9 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
     written = {table: scorer}
     b_summary, b_rows = None, []
     cands = tables.read("candidates").where(day)
+    fit = ALSScorer(tables, als.run_as_of(tables, asof))
     if table != "als":  # the ALS-ranked candidates as a baseline (also when the gate had ALS serve the table)
-        base = ALSScorer(tables, als.run_as_of(tables, asof))
+        base = fit
         b_summary, b_rows = pair_metrics(truth, base)
         als_ranked = rank(base.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k)
         lists["als"] = als_ranked.select("user_id", "item_id", "rank")
@@ -134,7 +138,8 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
     per_user: Optional[dict] = {} if cfg.evaluate.user_figures else None
     try:
         lists.update(backtest.baseline_lists(cfg, bt, asof, k))
-        ranked = backtest.evaluate_lists(bt, lists, k, per_user=per_user)
+        segs = backtest.Segments.of(bt, cfg.candidates.min_item_interactions, fit.users_with_factors())
+        ranked = backtest.evaluate_lists(bt, lists, k, per_user=per_user, segments=segs)
     finally:
         bt.close()
     main = ranked[table]
@@ -143,6 +148,9 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
     if b_summary is not None:
         summary["als"] = dict(b_summary, **{x: ranked["als"][x] for x in (f"recall@{k}", f"ndcg@{k}")})
     summary["rankers"] = ranked
+    lifted = None
+    if "features" in ranked and table != "features":  # the language model's own part: the table over the same signals
+        lifted = summary["lm_lift"] = backtest.lift(main, ranked["features"], k)
     if per_user is not None:
         summary["per_user"] = {name: df.to_dict(orient="list") for name, df in per_user.items()}
     summary["served"] = scorer.model_version
@@ -156,6 +164,7 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
         als_run = getattr(sc, "run", {}).get("als_run_id") if sc is not None else None
         pair_rows = rows if name == table else (b_rows if name == "als" else [])  # baselines rank only
         extra = scorer.metric_rows() if name == table else []
+        extra += backtest.lift_rows(lifted, "features", k) if name == table and lifted else []
         for m, seg, v, n, u, kk in pair_rows + extra + backtest.metric_rows(name, r, k):
             out.append((run_id, ds, asof.mode, asof.horizon_days, als_run, version, name, m, seg, kk, v, n, u))
     backtest.write_metrics(tables, out)
