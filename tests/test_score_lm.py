@@ -162,7 +162,8 @@ def test_evaluate_reports_lm_and_als_on_the_same_day(lm_run):
     _, tables, summary = lm_run
     met = tables.read("metrics").where(F.col("run_id") == "run_lm_1").toPandas()
     assert set(met["scorer"]) == {"collm", "als", "popularity", "recent_popularity"}
-    ranking = {"recall_at_k", "ndcg_at_k", "coverage", "overlap_at_k", "top_item_share"}
+    ranking = {"recall_at_k", "ndcg_at_k", "coverage", "overlap_at_k", "top_item_share", "cold_item_share",
+               "cold_items"}
     assert {"auc", "uauc"} | ranking == set(met[met.scorer == "als"]["metric"])
     # the CoLLM scorer also records how far the day's factors were from its model's (the drift it rotated over)
     assert {"auc", "uauc", "alignment_residual"} | ranking == set(met[met.scorer == "collm"]["metric"])

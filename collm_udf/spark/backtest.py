@@ -25,6 +25,7 @@ cold items, and how many distinct cold items it lists.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -109,7 +110,7 @@ class Segments:
         if self.factor_users is not None:
             out.append(bt.truth.join(self.factor_users, "user_id", "left_anti")
                        .select(F.lit("no_factors").alias("segment"), "user_id", "truth"))
-        return out[0].unionByName(out[1]) if len(out) == 2 else out[0].unionByName(out[1]).unionByName(out[2])
+        return functools.reduce(DataFrame.unionByName, out)
 
 
 def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int, per_user: Optional[dict] = None,
