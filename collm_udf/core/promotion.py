@@ -31,24 +31,19 @@ RECORD_LEVEL = 0.95  # the interval recorded under the point rule
 FIGURES = ("ndcg", "recall")
 
 
-def _mean(x, axis=-1):
-    return np.mean(x, axis=axis)
-
-
 def lead(challenger: "pd.DataFrame", default: "pd.DataFrame", *, level: float, seed: int = 0) -> dict:
     """{ndcg: [est, lo, hi], recall: [...]}: the mean per-user difference challenger - default (frames indexed by
-    user_id, columns ndcg and recall, the same users) and its paired-bootstrap interval; level 0: no interval
-    (lo = hi = est)."""
+    user_id, columns ndcg and recall, the same users) and its paired-bootstrap interval at `level`."""
     out = {}
     for f in FIGURES:
         d = (challenger[f] - default[f]).to_numpy(np.float64)
         if not len(d):
             out[f] = [0.0, None, None]
-        elif level <= 0 or np.all(d == d[0]):  # no interval asked, or none to draw (every user's lead the same)
+        elif np.all(d == d[0]):  # no interval to draw: every user's lead is the same
             est = float(d.mean())
             out[f] = [est, est, est]
         else:
-            out[f] = list(paired_bootstrap(_mean, (d,), level=level, seed=seed))
+            out[f] = list(paired_bootstrap(np.mean, (d,), level=level, seed=seed))
     return out
 
 

@@ -198,9 +198,10 @@ def evaluate_lists(bt: Backtest, lists: dict[str, DataFrame], k: int, per_user: 
 
 
 def user_figures(frame: DataFrame, k: int) -> DataFrame:
-    """ranker, [segment,] user_id, served, listed, truth_pairs, ndcg, recall: each truth user's NDCG@k and Recall@k (binary gains, as
-    MLlib's RankingMetrics: their means over users are RankingEvaluator's figures), for paired comparisons of
-    rankers over the same users (the benchmarks' bootstrap); listed: the ranker gave the user a list."""
+    """ranker, [segment,] user_id, served, listed, truth_pairs, ndcg, recall: each truth user's NDCG@k and
+    Recall@k (binary gains, as MLlib's RankingMetrics: their means over users are RankingEvaluator's figures), for
+    paired comparisons of rankers over the same users (the benchmarks' bootstrap); listed: the ranker gave the user
+    a list."""
     top = F.slice("pred", 1, k)
     dcg = F.aggregate(F.transform(top, lambda x, i: F.when(F.array_contains("truth", x), 1.0 / F.log2(i + 2))
                                   .otherwise(0.0)), F.lit(0.0), lambda a, x: a + x)

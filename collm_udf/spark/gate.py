@@ -39,6 +39,7 @@ from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, rank
 from collm_udf.spark.stages import candidates
 from collm_udf.spark.training_set import POOL_CANDIDATE_COLUMNS, gate_users
 
+
 def window_day(asof: AsOf) -> AsOf:
     """The label window's start as a day of its own: what it knew (before the start) and what judges it (the
     window)."""
