@@ -8,7 +8,7 @@ import pytest
 
 from collm_udf.config import config_from_dict
 from collm_udf.datasets import dataset_dir
-from helpers import GATE_DAY, TEST_DS, gate_conf, load_ml100k, save_tiny_bert, save_tiny_qwen2, slice_conf
+from helpers import DAYS, GATE_DAY, TEST_DS, daily_conf, gate_conf, load_ml100k, save_tiny_bert, save_tiny_qwen2, slice_conf
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +91,27 @@ def gated(spark, slice_dir, tiny_encoder, tmp_path_factory):
     set_checkpoint_dir(spark, cfg)
     summary = pipeline.run(spark, cfg, ds=GATE_DAY, run_id="run_gate_1")
     return cfg, Tables(spark, cfg.tables), summary
+
+
+@pytest.fixture(scope="session")
+def events(slice_dir):
+    """The slice as the pipeline sees it: string ids, label = rating >= 4."""
+    import pandas as pd
+
+    e = pd.read_parquet(slice_dir / "events.parquet")
+    return pd.DataFrame({"user_id": e["customer"].astype(str), "item_id": e["product"], "ts": e["event_time"],
+                         "rating": e["stars"], "label": (e["stars"] >= 4).astype(int)})
+
+
+@pytest.fixture(scope="session")
+def daily(spark, slice_dir, tmp_path_factory):
+    """`collm replay` of DAYS in the daily mode (ALS scorer; ALS refits every 10 days, so the second day reuses the
+    first day's fit and the users who arrived in between have no factors): tests/test_daily.py and
+    tests/test_text_source.py."""
+    from collm_udf.spark import replay
+    from collm_udf.spark.tables import Tables
+
+    cfg = daily_conf(slice_dir, tmp_path_factory.mktemp("daily-wh"))
+    lines: list[str] = []
+    summary = replay.run(spark, cfg, start=DAYS[0], end=DAYS[1], every=7, out=lines.append)
+    return cfg, Tables(spark, cfg.tables), summary, lines

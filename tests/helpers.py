@@ -49,7 +49,8 @@ def slice_conf(slice_dir: Path, root: Path, **sections) -> dict:
     return conf
 
 
-K, TOP_N, ACTIVE, RECENT, POPULAR_K = 10, 10, 30, 30, 15  # the daily mode's slice conf
+K, TOP_N, ACTIVE, RECENT, POPULAR_K, TEXT_K = 10, 10, 30, 30, 15, 5  # the daily mode's slice conf
+DAYS = ("1998-04-08", "1998-04-15")  # the days conftest's `daily` replays
 
 
 def daily_conf(slice_dir: Path, root: Path, **sections):
@@ -60,7 +61,7 @@ def daily_conf(slice_dir: Path, root: Path, **sections):
 
     base = dict(asof={"mode": "daily", "label_window_days": 28},
                 als={"rank": 8, "max_iter": 8, "target": "rating", "retrain_every_days": 10},
-                candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3,
+                candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3, "text_k": TEXT_K,
                             "active_within_days": ACTIVE, "popular_k": POPULAR_K, "recent_days": RECENT},
                 evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0, "report": False},
                 score={"top_n": TOP_N})
@@ -98,7 +99,8 @@ def tokenizer_files(dst: Path) -> None:
 D = 4  # factor dim of the tiny models
 
 
-def make(path, kind="encoder", tuning="none", *, signals=(), skip_hidden=0, skip_segments=False, lm_scale=False):
+def make(path, kind="encoder", tuning="none", *, signals=(), skip_hidden=0, skip_segments=False, lm_scale=False,
+         lm_segments=False, cold_item_below=None):
     """(CoLLM, tokenizer, PromptBuilder) on a tiny backbone directory, with the compact template."""
     from collm_udf.core.spec import ModelSpec
     from collm_udf.core.model import build
@@ -106,7 +108,8 @@ def make(path, kind="encoder", tuning="none", *, signals=(), skip_hidden=0, skip
 
     spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,
                      max_tokens=48, candidate_max_tokens=12, als_run_id="als_test", signals=list(signals),
-                     skip_hidden=skip_hidden, skip_segments=skip_segments, lm_scale=lm_scale)
+                     skip_hidden=skip_hidden, skip_segments=skip_segments, lm_scale=lm_scale, lm_segments=lm_segments,
+                     cold_item_below=cold_item_below)
     model, tok = build(spec)
     return model, tok, PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 
@@ -206,6 +209,11 @@ def cutoff(ds: str) -> "pd.Timestamp":
     import pandas as pd
 
     return pd.Timestamp(ds)
+
+
+def day(tables, name, ds) -> "pd.DataFrame":
+    """Table `name`'s partition of day ds, in pandas."""
+    return tables.read(name).where(f"ds = DATE'{ds}'").toPandas()
 
 
 def known(events, ds):

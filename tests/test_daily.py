@@ -14,36 +14,10 @@ from sklearn.metrics import roc_auc_score
 
 from collm_udf.spark.context import StageContext
 from collm_udf.config import config_from_dict
-from helpers import (K, POPULAR_K, RECENT, TOP_N, active_users, cutoff, daily_conf, known, popular_lists,
+from helpers import (DAYS, K, POPULAR_K, RECENT, TOP_N, active_users, cutoff, daily_conf, day, known, popular_lists,
                      recall_ndcg)
 
 pytestmark = pytest.mark.slow
-DAYS = ("1998-04-08", "1998-04-15")
-
-
-@pytest.fixture(scope="module")
-def events(slice_dir) -> pd.DataFrame:
-    """The slice as the pipeline sees it: string ids, label = rating >= 4."""
-    e = pd.read_parquet(slice_dir / "events.parquet")
-    return pd.DataFrame({"user_id": e["customer"].astype(str), "item_id": e["product"], "ts": e["event_time"],
-                         "rating": e["stars"], "label": (e["stars"] >= 4).astype(int)})
-
-
-@pytest.fixture(scope="module")
-def daily(spark, slice_dir, tmp_path_factory):
-    """`collm replay` of the two days (ALS scorer; ALS refits every 10 days, so the second day reuses the
-    first day's fit and the users who arrived in between have no factors)."""
-    from collm_udf.spark import replay
-    from collm_udf.spark.tables import Tables
-
-    cfg = daily_conf(slice_dir, tmp_path_factory.mktemp("daily-wh"))
-    lines: list[str] = []
-    summary = replay.run(spark, cfg, start=DAYS[0], end=DAYS[1], every=7, out=lines.append)
-    return cfg, Tables(spark, cfg.tables), summary, lines
-
-
-def day(tables, name, ds):
-    return tables.read(name).where(F.col("ds") == F.lit(ds).cast("date")).toPandas()
 
 
 def test_replay_prints_a_backtest_line_per_day_and_the_mean(daily):
@@ -83,7 +57,7 @@ def test_every_active_user_gets_top_n_rows_with_or_without_factors(daily, events
     recs = day(tables, "recommendations", DAYS[1])
     for u in bare:
         mine = recs[recs.user_id == u].sort_values("rank")
-        assert set(mine.source) <= {"popular", "cold"} and mine.als_score.isna().all()
+        assert set(mine.source) <= {"popular", "text", "cold"} and mine.als_score.isna().all()
         popular = cands[(cands.user_id == u) & cands.pop_rank.notna()].sort_values("pop_rank")
         assert mine.item_id.tolist() == popular.item_id.tolist()[:TOP_N]  # filled in recent-popularity order
 

@@ -133,9 +133,10 @@ class ModelConfig(Architecture):
         except ModelError as e:
             raise ConfigError(str(e)) from None
 
-    def spec(self, factor_dim: int, als_run_id: Optional[str]) -> ModelSpec:
-        """The model this section describes, on factors of rank factor_dim from ALS run als_run_id."""
-        return ModelSpec.of(self, factor_dim, als_run_id)
+    def spec(self, factor_dim: int, als_run_id: Optional[str], cold_item_below: Optional[int] = None) -> ModelSpec:
+        """The model this section describes, on factors of rank factor_dim from ALS run als_run_id; with
+        lm_segments, items with fewer than cold_item_below interactions are its cold items."""
+        return ModelSpec.of(self, factor_dim, als_run_id, cold_item_below)
 
     def stages(self) -> dict[str, StageSettings]:
         """How each training stage runs: text (stage 1) and cf (stage 2)."""

@@ -90,7 +90,10 @@ class ALSConfig:
 @dataclass
 class CandidatesConfig:
     top_k: int = _help("ALS top-K unseen items per user", 50)
-    max_cold_items: int = _help("cold catalog items (no training interactions) added for every user", 200)
+    max_cold_items: int = _help("cold catalog items (no training interactions) added for every user, by id", 200)
+    text_k: int = _help("text-neighbour candidates per user: the cold items (fewer than min_item_interactions "
+                        "interactions before the cutoff) whose texts are nearest to the user's history, by the "
+                        "base backbone's embeddings (collm_udf/spark/text_neighbours.py); 0 = none", 0)
     seen_buffer: int = _help("most extra items fetched from ALS per user to cover the seen and ineligible "
                              "items it filters out", 2000)
     min_item_interactions: int = _help(
@@ -110,8 +113,9 @@ class CandidatesConfig:
             raise ConfigError("candidates: popular_k must be >= 0 and recent_days >= 1")
         if self.active_within_days is not None and self.active_within_days < 1:
             raise ConfigError("candidates.active_within_days must be >= 1 (or unset)")
-        if self.top_k < 1 or self.max_cold_items < 0 or self.seen_buffer < 0 or self.min_item_interactions < 0:
-            raise ConfigError("candidates: top_k >= 1; max_cold_items, seen_buffer, min_item_interactions >= 0")
+        if self.top_k < 1 or min(self.max_cold_items, self.text_k, self.seen_buffer, self.min_item_interactions) < 0:
+            raise ConfigError("candidates: top_k >= 1; max_cold_items, text_k, seen_buffer, min_item_interactions "
+                              ">= 0")
 
 
 SCORERS = ("als", "collm", "features")
@@ -155,6 +159,11 @@ class ScoreConfig:
                           "short to train, the first days of a warehouse): recent_popularity, popularity or als; the "
                           "reason is in the run summary and the table's model_version", "recent_popularity")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
+    cold_slots: bool = _help("hold rows of each user's list for the cold sources' items (candidates text and cold), "
+                             "as many as the cold items' share of the likes of the last candidates.recent_days "
+                             "(items with fewer than min_item_interactions interactions before that window) times "
+                             "top_n, spread evenly over the list; the scorer picks which cold items fill them (the "
+                             "run summary's `cold_slots`)", False)
     device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
                         "cpu, or cuda:N", "auto")
     bf16: str = _help("collm: bf16 autocast: auto (GPU or CPUs with native bf16), on, off", "auto")

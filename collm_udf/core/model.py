@@ -14,7 +14,9 @@ Top-down:
   6. + skip: Linear(F, 1), or F -> skip_hidden -> 1 with a ReLU, over the candidate's standardised signals
              (collm_udf/core/signals.py: u . v, item and user statistics as of the cutoff), when the spec names any;
              with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights;
-             with lm_scale the LM's logit of step 5 is first multiplied by a learned scalar      (J,)
+             with lm_scale the LM's logit of step 5 is first multiplied by a learned scalar, with lm_segments
+             by one of three, the pair's segment's (warm, cold item, user without factors), and the
+             segment's own offset joins the skip's part                                             (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
 the skip (with its LM scale).
 Nothing here imports pyspark.
@@ -22,6 +24,7 @@ Nothing here imports pyspark.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -77,6 +80,9 @@ class Projector(nn.Module):
         return self.net(f)
 
 
+SEGMENTS = ("warm", "cold_item", "no_factors")  # lm_segments' weights, in this order
+
+
 class CoLLM(nn.Module):
     def __init__(self, spec: ModelSpec, backbone: nn.Module, answer_id: Optional[int] = None):
         super().__init__()
@@ -96,8 +102,14 @@ class CoLLM(nn.Module):
             last = self.skip if not h else self.skip[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        # What the LM's logit counts against the skip: 1 until stage 2 (or the logistic start) learns it.
-        self.lm_scale = nn.Parameter(torch.ones(())) if spec.lm_scale else None
+        # What the LM's logit counts against the skip: 1 until stage 2 (or the logistic start) learns it; with
+        # lm_segments one per segment (SEGMENTS), so the LM can count where CF is missing and not elsewhere.
+        self.lm_scale = None if not spec.lm_scale else \
+            nn.Parameter(torch.ones(len(SEGMENTS) if spec.lm_segments else ()))
+        # ... and each segment its own offset in the signals' part: an LM weighed apart per segment shifts each
+        # segment's scores by its weight times the LM's mean logit, which one bias cannot undo (0 for warm pairs:
+        # the skip's bias is theirs)
+        self.segment_bias = nn.Parameter(torch.zeros(len(SEGMENTS))) if spec.lm_segments else None
         self.set_signal_scale(spec.signal_mean or [0.0] * len(spec.signals),
                               spec.signal_std or [1.0] * len(spec.signals))
         if spec.kind == "causal" and answer_id is None:
@@ -145,9 +157,28 @@ class CoLLM(nn.Module):
             raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
                              f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
         with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
-            lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_scale
+            lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_weight(out_x)
             sig = self.skip(self.skip_inputs(out_x)).squeeze(-1)
+            if self.segment_bias is not None:
+                sig = sig + self.segment_bias[self.segment(out_x)]
             return torch.stack([lm, sig], -1) if parts else lm + sig
+
+    def segment(self, out_x: torch.Tensor) -> torch.Tensor:
+        """(J,) long: each pair's index in SEGMENTS, from its raw signals - a user without factors first, then an
+        item with fewer than spec.cold_item_below interactions before the cutoff (item_count = log1p(count))."""
+        names = self.spec.signals
+        no_factors = out_x[:, names.index("user_missing")].float() > 0.5
+        cold = out_x[:, names.index("item_count")].float() < math.log1p(self.spec.cold_item_below - 0.5)
+        return torch.where(no_factors, 2, torch.where(cold, 1, 0))
+
+    def lm_weight(self, out_x: torch.Tensor) -> torch.Tensor:
+        """The LM logit's weight per pair: lm_scale, or with lm_segments its segment's, (J,) or ()."""
+        return self.lm_scale[self.segment(out_x)] if self.spec.lm_segments else self.lm_scale
+
+    def lm_weights(self):
+        """What the LM's logit counts (the run summary): lm_scale, or with lm_segments {segment: its weight}."""
+        w = [round(float(v), 4) for v in self.lm_scale.detach().reshape(-1).cpu()]
+        return dict(zip(SEGMENTS, w)) if self.spec.lm_segments else w[0]
 
     def skip_inputs(self, out_x: torch.Tensor) -> torch.Tensor:
         """(J, F) signals -> the skip's input: standardised, (J, F); with skip_segments [x ; x * warm] (J, 2F)."""
@@ -216,8 +247,9 @@ class CoLLM(nn.Module):
             if self.skip is not None:
                 for p in self.skip.parameters():
                     p.requires_grad_(True)
-            if self.lm_scale is not None:
-                self.lm_scale.requires_grad_(True)
+            for p in (self.lm_scale, self.segment_bias):
+                if p is not None:
+                    p.requires_grad_(True)
         else:
             raise ModelError(f"unknown training stage {stage!r}")
 

@@ -15,6 +15,7 @@ import numpy as np
 DERIVED = {
     "als_dot": "u . v of the pair's ALS factors (0 where either is missing)",
     "als_missing": "1 where the user or the item has no ALS factors",
+    "user_missing": "1 where the user has no ALS factors",
 }
 STATISTICS = {
     "item_recent": "log1p(the item's interactions in the last candidates.recent_days before the cutoff)",
@@ -55,6 +56,8 @@ def matrix(names: Sequence[str], user_f: np.ndarray, item_f: np.ndarray, user_ha
             cols.append(np.where(both, np.einsum("nd,nd->n", user_f, item_f), 0.0))
         elif name == "als_missing":
             cols.append((~both).astype(np.float64))
+        elif name == "user_missing":
+            cols.append((~np.asarray(user_has, bool)).astype(np.float64))
         else:
             if stats is None or name not in stats:
                 raise SignalError(f"the model adds signal {name!r} ({SIGNALS.get(name, '?')}) to its score and the "

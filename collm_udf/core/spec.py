@@ -77,6 +77,10 @@ class Architecture:
     lm_scale: bool = _help("stage 2 also learns a scalar weight of the LM's logit against the signals' skip (with "
                            "train.skip_init logistic it starts at a logistic fit of the LM's logit beside the "
                            "signals); needs signals", False, stage2_only=True)
+    lm_segments: bool = _help("with lm_scale: one LM weight per segment of pairs instead of one - warm pairs, cold "
+                              "items (fewer interactions before the cutoff than the training day's "
+                              "candidates.min_item_interactions: ModelSpec.cold_item_below) and users without ALS "
+                              "factors; needs item_count and user_missing among the signals", False, stage2_only=True)
     attention: Literal["block", "full"] = _help(
         "encoder: block (the history prefix never sees the candidate: a user's candidates are scored in one "
         "packed pass, exactly) or full (one prompt per pair)", "block")
@@ -97,6 +101,9 @@ class Architecture:
         if self.lm_scale and not self.signals:
             raise ModelError("model.lm_scale: the LM's scale is learned beside the signals' skip; name "
                              "model.signals")
+        if self.lm_segments and not (self.lm_scale and {"item_count", "user_missing"} <= set(self.signals)):
+            raise ModelError("model.lm_segments: the LM's weight per segment needs lm_scale, and item_count and "
+                             "user_missing among model.signals (they say a pair's segment)")
         if self.template not in TEMPLATES:
             try:
                 parse_template(self.template)
@@ -136,6 +143,8 @@ class ModelSpec(Architecture):
                                         "checkpoint refuses another", None)
     signal_mean: list = _help("standardisation of the signals (stage-2 training set): mean", factory=list)
     signal_std: list = _help("... and standard deviation", factory=list)
+    cold_item_below: Optional[int] = _help("lm_segments: an item with fewer interactions before the cutoff is a "
+                                           "cold item (the training day's candidates.min_item_interactions)", None)
 
     def __post_init__(self):
         super().__post_init__()
@@ -145,10 +154,15 @@ class ModelSpec(Architecture):
         for name in ("signal_mean", "signal_std"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.signals):
                 raise ModelError(f"model.{name}: {len(getattr(self, name))} values for {len(self.signals)} signals")
+        if self.lm_segments and (self.cold_item_below is None or self.cold_item_below < 1):
+            raise ModelError(f"model.lm_segments: cold_item_below must be >= 1 (got {self.cold_item_below}): the "
+                             "training day's candidates.min_item_interactions")
 
     @classmethod
-    def of(cls, arch: Architecture, factor_dim: int, als_run_id: Optional[str]) -> "ModelSpec":
-        return cls(**asdict(arch.architecture()), factor_dim=factor_dim, als_run_id=als_run_id)
+    def of(cls, arch: Architecture, factor_dim: int, als_run_id: Optional[str],
+           cold_item_below: Optional[int] = None) -> "ModelSpec":
+        return cls(**asdict(arch.architecture()), factor_dim=factor_dim, als_run_id=als_run_id,
+                   cold_item_below=cold_item_below if arch.lm_segments else None)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from collm_udf.core.inference import autocast_enabled, batch_inputs, predict
 from collm_udf.core.metrics import auc
-from collm_udf.core.model import CoLLM, build
+from collm_udf.core.model import SEGMENTS, CoLLM, build
 from collm_udf.core.pairs import PairSet
 from collm_udf.core.prompt import PromptBuilder
 from collm_udf.core.spec import ModelSpec, StageSettings
@@ -146,7 +146,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
     params = _trainable(model)
     # The skip is a logistic regression on standardised signals: at the projector's rate it barely moves in an
     # epoch (measured: |w| < 0.1 after 113 steps at 1e-3), so it gets its own.
-    in_skip = {n: n.startswith("skip.") or n == "lm_scale" for n in params}  # the LM's scale is the skip's peer
+    in_skip = {n: n.startswith("skip.") or n in ("lm_scale", "segment_bias") for n in params}  # the LM's scale is the skip's peer
     skip = [p for n, p in params.items() if in_skip[n]]
     rest = [p for n, p in params.items() if not in_skip[n]]
     opt = torch.optim.AdamW([{"params": rest}] + ([{"params": skip, "lr": tc.skip_lr}] if skip else []),
@@ -252,11 +252,29 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
             model.lm_scale.fill_(1.0)
         lm = predict(model, cf, pad_id, use_cf=True)
         m, s = float(lm.mean()), max(float(lm.std()), 1e-6)  # standardised like the signals, for the same penalty
-        z = np.concatenate([((lm - m) / s)[:, None], z], axis=1)
+        if model.spec.lm_segments:  # per segment (lm - m) / s there and 0 elsewhere, and its offset (not warm's)
+            seg = model.segment(torch.as_tensor(x)).numpy()
+            lm_cols = np.stack([((lm - m) / s) * (seg == j) for j in range(len(SEGMENTS))]
+                               + [(seg == j).astype(np.float64) for j in range(1, len(SEGMENTS))], axis=1)
+        else:
+            lm_cols = ((lm - m) / s)[:, None]
+        z = np.concatenate([lm_cols, z], axis=1)
     lr = LogisticRegression(max_iter=1000).fit(z, cf.label)
     coef, bias = lr.coef_[0], float(lr.intercept_[0])
     with torch.no_grad():
-        if model.lm_scale is not None:  # coef[0] (lm - m) / s = (coef[0] / s) lm - coef[0] m / s
+        if model.lm_scale is not None and model.spec.lm_segments:
+            # a segment the set lacks has no evidence either way: it starts at the weight of the pooled fit
+            n = len(SEGMENTS)
+            pooled = LogisticRegression(max_iter=1000).fit(
+                np.concatenate([((lm - m) / s)[:, None], z[:, 2 * n - 1:]], axis=1), cf.label).coef_[0][0]
+            c = np.array([coef[j] if (seg == j).any() else pooled for j in range(n)], np.float64)
+            # c_j (lm - m) / s = (c_j / s) lm - c_j m / s: each segment's offset goes to its bias (warm's: the skip's)
+            model.lm_scale.copy_(torch.as_tensor(c / s, dtype=torch.float32))
+            offset = np.array([0.0, *coef[n:2 * n - 1]]) - c * m / s
+            bias += float(offset[0])
+            model.segment_bias.copy_(torch.as_tensor(offset - offset[0], dtype=torch.float32))
+            coef = coef[2 * n - 1:]
+        elif model.lm_scale is not None:  # coef[0] (lm - m) / s = (coef[0] / s) lm - coef[0] m / s
             model.lm_scale.fill_(float(coef[0]) / s)
             bias -= float(coef[0]) * m / s
             coef = coef[1:]

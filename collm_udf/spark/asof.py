@@ -247,3 +247,15 @@ def newest_as_of(tables: Tables, name: str, asof: AsOf, key: str, where: Optiona
         df = df.where(F.col("mode") == "split")
     row = df.orderBy(F.col("_cutoff_us").desc_nulls_last(), F.col("trained_at").desc(), F.col(key).desc()).first()
     return None if row is None else fit_dict(row)
+
+
+def cold_share(known: DataFrame, end: dt.datetime, days: int, min_items: int) -> tuple[float, int]:
+    """(share, likes): of the likes (label 1) in the `days` before `end`, the share whose item had fewer than
+    min_items interactions before that window began - how much of what users like is what CF cannot rank yet."""
+    start = end - dt.timedelta(days=days)
+    before = known.where(ts_before(start)).groupBy("item_id").agg(F.count(F.lit(1)).alias("_n"))
+    likes = known.where(ts_from(start) & (F.col("label") == 1)).join(before, "item_id", "left")
+    got = likes.agg(F.count(F.lit(1)).alias("likes"),
+                    F.sum(F.when(F.coalesce("_n", F.lit(0)) < min_items, 1).otherwise(0)).alias("cold")).first()
+    n = int(got["likes"] or 0)
+    return (float(got["cold"] or 0) / n if n else 0.0), n

@@ -100,7 +100,8 @@ def train_worker(conf: dict, pairs_dir: str, factor_dim: int, als_run_id: str, o
         rank = dist.get_rank()
         cfg = config_from_dict(conf)
         sets = read_pairs(pairs_dir)
-        model, _, report = fit(cfg.model.spec(factor_dim, als_run_id), cfg.model.stages(), sets,
+        model, _, report = fit(cfg.model.spec(factor_dim, als_run_id, cfg.candidates.min_item_interactions),
+                               cfg.model.stages(), sets,
                                skip_init=cfg.model.train.skip_init, state_dir=os.path.join(out_dir, "state"),
                                log=lambda m: print(m, flush=True), device=device)
         box = [None]

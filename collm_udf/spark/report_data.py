@@ -116,6 +116,7 @@ def score_histograms(tables: Tables, recs: DataFrame, asof: AsOf, bins: int = HI
     stage's own scoring pass."""
     source = (F.when(F.col("source") == "als", F.lit("ALS candidates"))
               .when(F.col("source") == "popular", F.lit("recently popular"))
+              .when(F.col("source") == "text", F.lit("text neighbours (cold)"))
               .when(F.col("source") == "cold", F.lit("cold items")).otherwise(F.col("source")))
     parts = [histogram(recs, "lm_score", source, "LM part of the score (lm_score)", bins),
              histogram(recs, "signal_score", source, "Signals' part of the score (signal_score)", bins),

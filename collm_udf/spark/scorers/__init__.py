@@ -11,7 +11,7 @@ from collm_udf.core.features import FeatureRanker
 from collm_udf.spark import model_registry, serving
 from collm_udf.spark.asof import AsOf
 from collm_udf.spark.scorers.als import ALSScorer
-from collm_udf.spark.scorers.base import Scorer, rank
+from collm_udf.spark.scorers.base import Scorer, rank, rank_with_cold_slots, slot_positions
 from collm_udf.spark.scorers.collm import CoLLMScorer
 from collm_udf.spark.scorers.features import FeaturesScorer
 from collm_udf.spark.scorers.popularity import PopularityScorer
@@ -19,7 +19,7 @@ from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
 
 __all__ = ["ALSScorer", "CoLLMScorer", "FeaturesScorer", "PopularityScorer", "Scorer", "make_scorer", "rank",
-           "resolve"]
+           "rank_with_cold_slots", "resolve", "slot_positions"]
 
 
 def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:

@@ -10,7 +10,9 @@ from collm_udf.spark.tables import Tables
 
 
 class ALSScorer(Scorer):
-    """Predicted preference u . v from the ALS run; null where the user or the item has no factors."""
+    """Predicted preference u . v from the ALS run; null where the user or the item has no factors, and for the
+    text source's candidates (a frame with `source`): they are the items ALS candidates leave out as too rare for
+    ALS to rank (explicit ALS gives an item with one or two ratings an extreme u . v)."""
 
     name = "als"
 
@@ -29,8 +31,10 @@ class ALSScorer(Scorer):
         # Left joins keep pairs whose ids are unmapped; ALS (coldStartStrategy=nan) gives NaN for unknown ids.
         keyed = pairs.join(users, "user_id", "left").join(items, "item_id", "left")
         pred = self.model.transform(keyed.fillna(-1, ["user_idx", "item_idx"]))
-        score = F.when(F.isnan("prediction") | (F.col("user_idx") < 0) | (F.col("item_idx") < 0), None) \
-            .otherwise(F.col("prediction").cast("double"))
+        unknown = F.isnan("prediction") | (F.col("user_idx") < 0) | (F.col("item_idx") < 0)
+        if "source" in pairs.columns:
+            unknown = unknown | F.coalesce(F.col("source") == "text", F.lit(False))
+        score = F.when(unknown, None).otherwise(F.col("prediction").cast("double"))
         return pred.withColumn("score", score).drop("prediction", "user_idx", "item_idx")
 
     def users_with_factors(self) -> DataFrame:

@@ -3,7 +3,9 @@ same frame plus a `score` column; rank keeps each user's best. Implementations: 
 fit) and collm.py (the CoLLM model in a pandas UDF)."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -43,3 +45,35 @@ def rank(scored: DataFrame, top_n: int) -> DataFrame:
         order.append(F.col("pop_rank").asc_nulls_last())
     w = Window.partitionBy("user_id").orderBy(*order, F.col("item_id"))
     return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+
+
+COLD_SOURCES = ("text", "cold")  # the candidates' sources of cold items (collm_udf/spark/stages/candidates.py)
+
+
+def slot_positions(slots: int, top_n: int) -> list[int]:
+    """The 1-based list positions of `slots` reserved rows spread evenly over top_n: ceil((i + 1/2) top_n / slots)
+    (2 of 20: 5 and 15; 1 of 20: 10)."""
+    return [math.ceil((i + 0.5) * top_n / slots) for i in range(min(slots, top_n))]
+
+
+def rank_with_cold_slots(scored: DataFrame, top_n: int, slots: int) -> DataFrame:
+    """rank, with `slots` positions of each user's top_n (slot_positions) held for the best-scored pairs of the
+    cold sources (COLD_SOURCES; the frame's `source`), and the other pairs in score order around them. A user
+    with fewer cold pairs than slots gets the other pairs in the free ones; cold pairs beyond the slots are left
+    out. slots 0: rank."""
+    if slots <= 0:
+        return rank(scored, top_n)
+    cold = F.coalesce(F.col("source").isin(*COLD_SOURCES), F.lit(False))
+    order = [F.col("score").desc_nulls_last()]
+    if "pop_rank" in scored.columns:
+        order.append(F.col("pop_rank").asc_nulls_last())
+    each = scored.withColumn("_cold", cold).withColumn(
+        "_r", F.row_number().over(Window.partitionBy("user_id", "_cold").orderBy(*order, F.col("item_id"))))
+    pos = slot_positions(slots, top_n)
+    # the r-th other pair takes the r-th free position: r plus the slots that come before it (p_i - i <= r)
+    other = reduce(lambda a, b: a + b, [F.when(F.col("_r") >= p - i, 1).otherwise(0) for i, p in enumerate(pos)],
+                   F.col("_r"))
+    key = F.when(F.col("_cold"), F.try_element_at(F.array(*[F.lit(p) for p in pos]), F.col("_r"))).otherwise(other)
+    w = Window.partitionBy("user_id").orderBy("_key")
+    return (each.withColumn("_key", key).where(F.col("_key").isNotNull())
+            .withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n).drop("_cold", "_r", "_key"))

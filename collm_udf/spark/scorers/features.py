@@ -29,6 +29,10 @@ def signal_columns(pairs: DataFrame, *, tables: Tables, cfg: Config, asof: AsOf,
         out = out.join(dot.withColumnRenamed("score", "_dot"), ["user_id", "item_id"], "left")
         out = out.withColumn(column("als_dot"), F.coalesce("_dot", F.lit(0.0))) \
             .withColumn(column("als_missing"), F.when(F.col("_dot").isNull(), 1.0).otherwise(0.0)).drop("_dot")
+    if "user_missing" in names:
+        has = ALSScorer(tables, run).users_with_factors().withColumn("_uf", F.lit(0.0))
+        out = out.join(has, "user_id", "left").withColumn(column("user_missing"), F.coalesce("_uf", F.lit(1.0))) \
+            .drop("_uf")
     stats = tuple(n for n in names if n in STATISTICS)
     if stats:
         known = asof.known(tables.read("pairs"))

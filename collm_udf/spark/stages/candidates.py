@@ -1,7 +1,7 @@
 """Stage 6, candidates: for each user of the day's audience, ALS's top-K unseen items, the recently popular
 unseen items and the catalog's cold items.
 
-candidates: ds DATE, user_id, item_id, source ('als' | 'popular' | 'cold'), als_rank INT, pop_rank INT,
+candidates: ds DATE, user_id, item_id, source ('als' | 'popular' | 'text' | 'cold'), als_rank INT, pop_rank INT,
             als_run_id        (partitioned by ds; a rerun of a day replaces that day)
 
 Everything is as of the day's cutoff (collm_udf/spark/asof.py): "seen" = the user's interactions before it.
@@ -12,8 +12,11 @@ Everything is as of the day's cutoff (collm_udf/spark/asof.py): "seen" = the use
   seen ones it drops (capped by candidates.seen_buffer). Users the fit does not know get none.
 - popular: the popular_k most interacted items of the last recent_days that the user has not seen (ties: all
   known interactions). It is what fills a user without factors, and what a user's list falls back to.
+- text: the text_k items the user has not seen, among those ALS leaves out (fewer than min_item_interactions known
+  interactions, never-seen ones included), whose texts are nearest to the user's history
+  (collm_udf/spark/text_neighbours.py). Users without a positive history get none.
 - cold: catalog items without any known interaction (text-only for a scorer), up to max_cold_items, by id.
-A pair offered by several sources is kept once, named after the first of als, popular, cold, with both ranks.
+A pair offered by several sources is kept once, named after the first of als, popular, text, cold, with both ranks.
 """
 from __future__ import annotations
 
@@ -25,13 +28,20 @@ from collm_udf.spark.context import StageContext
 from collm_udf.spark.stages import als, idmap
 from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, served_users
 from collm_udf.spark.tables import Tables
+from collm_udf.spark.text_neighbours import text_candidates
 
-SOURCES = ("als", "popular", "cold")
+SOURCES = ("als", "popular", "text", "cold")
 
 
 def cold_items(cfg: Config, tables: Tables, known: DataFrame) -> DataFrame:
     cold = tables.read("items").select("item_id").join(known.select("item_id").distinct(), "item_id", "left_anti")
     return cold.orderBy("item_id").limit(cfg.candidates.max_cold_items)
+
+
+def rare_items(cfg: Config, tables: Tables, known: DataFrame) -> DataFrame:
+    """item_id of the catalog's items with fewer than min_item_interactions known interactions (none included)."""
+    warm = known.groupBy("item_id").count().where(F.col("count") >= cfg.candidates.min_item_interactions)
+    return tables.read("items").select("item_id").join(warm.select("item_id"), "item_id", "left_anti")
 
 
 def als_candidates(cfg: Config, tables: Tables, run: dict, known: DataFrame, users: DataFrame) -> DataFrame:
@@ -87,11 +97,16 @@ def build(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     warm = als_candidates(cfg, tables, run, known, users)
     popular = popular_unseen(users, known, popularity_order(known, asof, c.recent_days), c.popular_k, c.seen_buffer)
     cold = users.crossJoin(F.broadcast(cold_items(cfg, tables, known)))
+    text = (text_candidates(cfg, tables.read("items"), known, users, rare_items(cfg, tables, known), c.text_k)
+            if c.text_k else cold.limit(0))
     tagged = (warm.select("user_id", "item_id", F.lit(0).alias("_src"), "als_rank",
                           F.lit(None).cast("int").alias("pop_rank"))
               .unionByName(popular.select("user_id", "item_id", F.lit(1).alias("_src"),
                                           F.lit(None).cast("int").alias("als_rank"), "pop_rank"))
-              .unionByName(cold.select("user_id", "item_id", F.lit(2).alias("_src"),
+              .unionByName(text.select("user_id", "item_id", F.lit(2).alias("_src"),
+                                       F.lit(None).cast("int").alias("als_rank"),
+                                       F.lit(None).cast("int").alias("pop_rank")))
+              .unionByName(cold.select("user_id", "item_id", F.lit(3).alias("_src"),
                                        F.lit(None).cast("int").alias("als_rank"),
                                        F.lit(None).cast("int").alias("pop_rank"))))
     names = F.element_at(F.array(*[F.lit(s) for s in SOURCES]), F.col("_src") + 1)

@@ -124,7 +124,7 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
     if table != "als":  # the ALS-ranked candidates as a baseline (also when the gate had ALS serve the table)
         base = fit
         b_summary, b_rows = pair_metrics(truth, base)
-        als_ranked = rank(base.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k)
+        als_ranked = rank(base.score_pairs(cands.select("user_id", "item_id", "pop_rank", "source")), k)
         lists["als"] = als_ranked.select("user_id", "item_id", "rank")
         written["als"] = base
     features = features_baseline(cfg, tables, asof)

@@ -3,7 +3,7 @@
 recommendations: ds DATE, user_id, item_id, rank INT (1 = best), score DOUBLE (what ranked) = lm_score DOUBLE
                  (the LM's part; null when no LM ranked the row) + signal_score DOUBLE (the rest: the skip's part,
                  bias included, or the whole score of a ranker without an LM), als_score DOUBLE, source ('als' |
-                 'popular' | 'cold'), als_run_id, model_version, generated_at TIMESTAMP
+                 'popular' | 'text' | 'cold'), als_run_id, model_version, generated_at TIMESTAMP
                  (partitioned by ds; a rerun of a day replaces that day's partition, never duplicates it)
 
 After the write: the latest view (catalog tables) and retention (tables.retention_days): collm_udf/spark/publish.py.
@@ -15,8 +15,13 @@ whose pairs are the list itself), or score.fallback when nothing was trained yet
 cutoff (the newest ALS fit, model and decision not after it). Pairs a scorer cannot score
 (ALS: a user or item without factors) rank after the scored ones in recent-popularity order, so a user without
 factors still gets top_n rows; remaining ties are broken by item_id so that a rerun ranks identically.
+With score.cold_slots, some positions of each list are held for the cold sources' best-scored items (text
+neighbours, cold catalog items), as many as cold items' share of the recent likes (cold_slots; the run summary
+says the share, the slots and their positions).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -24,12 +29,13 @@ from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import publish
-from collm_udf.spark.asof import AsOf
+from collm_udf.spark.asof import AsOf, cold_share
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank
+from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank_with_cold_slots, slot_positions
 from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.session import session_conf
+from collm_udf.spark.signal_stats import end_of
 from collm_udf.spark.tables import Tables
 
 
@@ -60,7 +66,8 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
     # part is null and the whole score is the signals'
     if "lm_score" not in scored.columns:
         scored = scored.withColumn("lm_score", F.lit(None).cast("double")).withColumn("signal_score", F.col("score"))
-    out = rank(scored, cfg.score.top_n).select(
+    slots = cold_slots(cfg, tables, asof)
+    out = rank_with_cold_slots(scored, cfg.score.top_n, slots["slots"] if slots else 0).select(
         "ds", "user_id", "item_id", F.col("rank").cast("int").alias("rank"), "score", "lm_score", "signal_score",
         "als_score", "source", "als_run_id", F.lit(scorer.model_version).alias("model_version"),
         F.current_timestamp().alias("generated_at"))
@@ -76,6 +83,8 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
             out.unpersist()
     # the written partition is exactly the persisted rows the guard counted
     result = {"recommendations": int(got["rows"]), "users": int(got["users"]), "model_version": scorer.model_version}
+    if slots:
+        result["cold_slots"] = slots
     retention = publish.apply_retention(tables, cfg.tables.retention_days, ds)
     if retention is not None:
         result["retention"] = retention
@@ -88,6 +97,18 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
             progress(f"[score] ds={ds}: the day's ALS factors did not align with the model's; scored "
                      f"with the model's own ALS run: {result['scorer']['drift']['reason']}")
     return result
+
+
+def cold_slots(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
+    """With score.cold_slots: the rows held for cold items - round(the cold share of the recent likes x top_n) -
+    and where they go (collm_udf/spark/scorers/base.py: rank_with_cold_slots); None without."""
+    if not cfg.score.cold_slots:
+        return None
+    known = asof.known(tables.read("pairs"))
+    share, likes = cold_share(known, end_of(known, asof.cutoff), cfg.candidates.recent_days,
+                              cfg.candidates.min_item_interactions)
+    n = min(round(share * cfg.score.top_n), cfg.score.top_n)
+    return {"share": round(share, 4), "likes": likes, "slots": n, "positions": slot_positions(n, cfg.score.top_n)}
 
 
 class OutputGuardError(RuntimeError):

@@ -182,11 +182,12 @@ def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, 
         shutil.rmtree(work, ignore_errors=True)
     else:
         with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
-            model, _, report = fit(cfg.model.spec(d, run_id), cfg.model.stages(), sets,
-                                   skip_init=cfg.model.train.skip_init, state_dir=state, log=log)
+            spec = cfg.model.spec(d, run_id, cfg.candidates.min_item_interactions)
+            model, _, report = fit(spec, cfg.model.stages(), sets, skip_init=cfg.model.train.skip_init,
+                                   state_dir=state, log=log)
         out = register(spark, cfg, tables, model, version=version, asof=asof, report=report)
         if model.lm_scale is not None:
-            out["lm_scale"] = round(float(model.lm_scale.detach()), 4)
+            out["lm_scale"] = model.lm_weights()
     if tracked.enabled:
         from collm_udf import tracking
 

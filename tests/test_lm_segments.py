@@ -1,0 +1,79 @@
+"""The LM's weight per segment (model.lm_segments): warm pairs, cold items, users without ALS factors. Each pair
+takes its segment's weight, the logistic start fits the three apart, and they round-trip through the checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from collm_udf.core import checkpoint
+from collm_udf.core.inference import predict
+from collm_udf.core.spec import ModelError, ModelSpec
+from helpers import make, pairs
+
+COLD_BELOW = 10
+SIGNALS = ["item_count", "user_missing"]
+
+
+def segment_pairs(n, seed):
+    """Pairs of the three segments: a quarter of the users without factors, item counts 0..39."""
+    ps = pairs(n, seed)
+    rng = np.random.default_rng(seed + 11)
+    ps.user_has = rng.random(n) > 0.25
+    ps.stats = {"item_count": np.log1p(rng.integers(0, 40, n).astype(np.float64))}
+    return ps
+
+
+def reference_segment(ps) -> np.ndarray:
+    """0 warm, 1 cold item (fewer than COLD_BELOW interactions), 2 user without factors (first)."""
+    count = np.rint(np.expm1(ps.stats["item_count"]))
+    return np.where(~ps.user_has, 2, np.where(count < COLD_BELOW, 1, 0))
+
+
+def test_the_lm_counts_in_the_segment_where_it_ranks_and_its_weights_round_trip(tiny_encoder, tmp_path):
+    # The label follows the LM's logit on cold items, its opposite on warm pairs, and is noise for users without
+    # factors: one weight cannot say so, three can. The logistic start gives each segment its weight's sign, and
+    # each pair scores with its own segment's.
+    from collm_udf.core.inference import load_predict_fn
+    from collm_udf.core.metrics import auc
+    from collm_udf.core.training import init_skip
+
+    model, tok, pb = make(tiny_encoder, signals=SIGNALS, lm_scale=True, lm_segments=True, cold_item_below=COLD_BELOW)
+
+    def labelled(n, seed):
+        ps = segment_pairs(n, seed).encode(pb)
+        lm = predict(model, ps, tok.pad_token_id, use_cf=True, bf16="off")  # skip zero, scales 1: the LM's logit
+        seg = reference_segment(ps)
+        noise = np.random.default_rng(seed + 5).random(len(ps)) > 0.5
+        above = {j: lm > np.median(lm[seg == j]) for j in (0, 1)}
+        ps.label = np.select([seg == 0, seg == 1], [~above[0], above[1]], noise).astype(np.int64)
+        return ps, lm, seg
+
+    (ps, _, _), (hold, lm_hold, seg_hold) = labelled(600, 0), labelled(300, 1)
+    assert set(seg_hold) == {0, 1, 2}
+    init_skip(model, ps, "logistic", tok.pad_token_id)
+    w = model.lm_weights()
+    assert list(w) == ["warm", "cold_item", "no_factors"]
+    assert w["cold_item"] > 0 > w["warm"] and abs(w["no_factors"]) < min(w["cold_item"], -w["warm"]) / 2, w
+    scored = predict(model, hold, tok.pad_token_id, use_cf=True, bf16="off")
+    for j in (0, 1):
+        assert auc(hold.label[seg_hold == j], scored[seg_hold == j]) > 0.9, j
+
+    checkpoint.save(model, tmp_path / "c")
+    spec = checkpoint.read_spec(tmp_path / "c")
+    assert spec.lm_segments and spec.cold_item_below == COLD_BELOW
+    fn = load_predict_fn(str(tmp_path / "c"), "cpu", bf16="off")
+    assert fn.model.lm_weights() == w
+    parts = fn(hold.history, hold.candidate, hold.user_f, hold.item_f, hold.user_has, hold.item_has,
+               stats=hold.stats, parts=True)
+    weight = np.array([w["warm"], w["cold_item"], w["no_factors"]])[seg_hold]
+    np.testing.assert_allclose(parts[:, 0], lm_hold * weight, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(signals=SIGNALS, lm_segments=True), "needs lm_scale"),
+    (dict(signals=["item_count"], lm_scale=True, lm_segments=True), "user_missing"),
+    (dict(signals=SIGNALS, lm_scale=True, lm_segments=True), "cold_item_below must be >= 1"),
+])
+def test_lm_segments_refuse_a_model_that_cannot_tell_the_segments(fields, message):
+    with pytest.raises(ModelError, match=message):
+        ModelSpec(**fields)

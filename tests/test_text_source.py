@@ -1,0 +1,100 @@
+"""Cold items in the table: the candidates' text source (each user's cold items nearest in text to the user's
+history, as of the cutoff; checked against a numpy reference built from the source file on conftest's `daily`
+replay), the rows score.cold_slots holds for them, and the recent likes' cold share that sizes those."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from collm_udf.core.text_embed import nearest, profile
+from helpers import DAYS, TEXT_K, active_users, day, known
+
+
+def test_nearest_leaves_out_the_excluded_and_breaks_ties_by_index():
+    items = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], np.float32)
+    user = profile(np.array([[1, 0], [1, 0]], np.float32))
+    idx, sim = nearest(user, items, 3, np.array([False, False, False, False]))
+    assert idx.tolist() == [0, 2, 3] and sim.tolist() == pytest.approx([1, 1, 0.6])
+    idx, _ = nearest(user, items, 3, np.array([True, False, False, True]))
+    assert idx.tolist() == [2, 1]  # only two allowed
+    assert not len(nearest(user, items, 2, np.ones(4, bool))[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ds", DAYS)
+def test_text_candidates_are_each_users_nearest_unseen_cold_items_as_of_the_cutoff(daily, events, ds):
+    """Every text pair is a cold item (fewer than min_item_interactions interactions before the cutoff) the user
+    never interacted with before it, among the user's TEXT_K nearest by the base backbone's embeddings of the
+    history (the latest history_len likes before the cutoff); users without a like before it get none."""
+    from collm_udf.core.inference import pick_device
+    from collm_udf.core.text_embed import load_embed_fn
+
+    cfg, tables, _, _ = daily
+    cands = day(tables, "candidates", ds)
+    text = cands[cands.source == "text"]
+    assert len(text) and text.user_id.nunique() > 10
+    k = known(events, ds)
+    counts = k.item_id.value_counts()
+    catalog = tables.read("items").toPandas()
+    cold = sorted(i for i in catalog.item_id if counts.get(i, 0) < cfg.candidates.min_item_interactions)
+    assert set(text.item_id) <= set(cold)
+    seen = set(zip(k.user_id, k.item_id))
+    assert not any((u, i) in seen for u, i in zip(text.user_id, text.item_id))
+
+    from collm_udf.core.spec import ModelSpec
+
+    assert cfg.model is None  # the ALS replay: the source embeds with the embedded default backbone
+    embed = load_embed_fn(ModelSpec(), pick_device("cpu"))
+    texts = dict(zip(catalog.item_id, catalog.text))
+    cold_m = embed([texts[i] for i in cold])
+    likes = k[k.label == 1].sort_values(["ts", "item_id"])
+    offered = set(zip(cands.user_id, cands.item_id))
+    users = active_users(events, ds)
+    assert set(text.user_id) <= users & set(likes.user_id)
+    for u, h in likes[likes.user_id.isin(users)].groupby("user_id"):
+        ref_user = profile(embed([texts[i] for i in h.item_id.tail(cfg.prepare.history_len)]))
+        exclude = np.array([(u, i) in seen for i in cold])
+        idx, sim = nearest(ref_user, cold_m, TEXT_K, exclude)
+        mine = text[text.user_id == u]
+        # the reference's picks are all offered (by this source, or by an earlier one), and every pick of the
+        # source scores as the reference's k-th does or better (float noise across batches: 1e-4)
+        assert all((u, cold[i]) in offered for i in idx), u
+        cos = dict(zip(cold, cold_m @ ref_user))
+        assert all(cos[i] >= sim[-1] - 1e-4 for i in mine.item_id), u
+
+
+def test_cold_slots_hold_their_positions_and_the_other_pairs_fill_the_rest_in_score_order(spark):
+    from collm_udf.spark.scorers import rank_with_cold_slots, slot_positions
+
+    assert slot_positions(2, 20) == [5, 15] and slot_positions(1, 20) == [10] and slot_positions(0, 20) == []
+    rng = np.random.default_rng(0)
+    rows = []
+    for user, n_cold in (("a", 4), ("b", 1), ("c", 0)):
+        rows += [(user, f"w{i}", float(rng.normal()), "als") for i in range(12)]
+        rows += [(user, f"c{i}", float(rng.normal()) - 5, "text") for i in range(n_cold)]  # every cold pair scores lower
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "score", "source"])
+    got = rank_with_cold_slots(spark.createDataFrame(df), 8, 2).toPandas()
+    pos = slot_positions(2, 8)  # [2, 6]
+    for user, g in df.groupby("user_id"):
+        warm = g[g.source == "als"].sort_values("score", ascending=False).item_id.tolist()
+        cold = g[g.source == "text"].sort_values("score", ascending=False).item_id.tolist()
+        want = []
+        for p in range(1, 9):  # a slot takes the next cold pair while there is one, else the next other pair
+            want.append(cold.pop(0) if p in pos and cold else warm.pop(0))
+        mine = got[got.user_id == user].sort_values("rank")
+        assert mine["rank"].tolist() == list(range(1, 9)) and mine.item_id.tolist() == want, user
+    assert rank_with_cold_slots(spark.createDataFrame(df), 8, 0).where("source = 'text'").count() == 0
+
+
+def test_the_cold_share_is_the_recent_likes_of_items_rare_before_the_window(spark, events):
+    from collm_udf.spark.asof import cold_share
+
+    end, days, min_items = pd.Timestamp("1998-02-01"), 28, 5
+    k = events[events.ts < end]
+    start = end - pd.Timedelta(days=days)
+    before = k[k.ts < start].item_id.value_counts()
+    likes = k[(k.ts >= start) & (k.label == 1)]
+    want = (likes.item_id.map(before).fillna(0) < min_items).mean()
+    share, n = cold_share(spark.createDataFrame(k), end.tz_localize("UTC").to_pydatetime(), days, min_items)
+    assert n == len(likes) > 100 and 0 < share == pytest.approx(want)
