@@ -72,7 +72,8 @@ def test_cold_slots_hold_their_positions_and_the_other_pairs_fill_the_rest_in_sc
     rows = []
     for user, n_cold in (("a", 4), ("b", 1), ("c", 0)):
         rows += [(user, f"w{i}", float(rng.normal()), "als") for i in range(12)]
-        rows += [(user, f"c{i}", float(rng.normal()) - 5, "text") for i in range(n_cold)]  # every cold pair scores lower
+        # every cold pair scores below every other: only the slots bring them in
+        rows += [(user, f"c{i}", float(rng.normal()) - 5, "text") for i in range(n_cold)]
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "score", "source"])
     got = rank_with_cold_slots(spark.createDataFrame(df), 8, 2).toPandas()
     pos = slot_positions(2, 8)  # [2, 6]

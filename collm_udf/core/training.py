@@ -146,7 +146,8 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
     params = _trainable(model)
     # The skip is a logistic regression on standardised signals: at the projector's rate it barely moves in an
     # epoch (measured: |w| < 0.1 after 113 steps at 1e-3), so it gets its own.
-    in_skip = {n: n.startswith("skip.") or n in ("lm_scale", "segment_bias") for n in params}  # the LM's scale is the skip's peer
+    # the LM's scale (and its segments' offsets) are the skip's peers
+    in_skip = {n: n.startswith("skip.") or n in ("lm_scale", "segment_bias") for n in params}
     skip = [p for n, p in params.items() if in_skip[n]]
     rest = [p for n, p in params.items() if not in_skip[n]]
     opt = torch.optim.AdamW([{"params": rest}] + ([{"params": skip, "lr": tc.skip_lr}] if skip else []),

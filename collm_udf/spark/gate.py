@@ -14,6 +14,8 @@ Rankers, each a top-k list per held-out user of that audience:
                      fit's space as any later day's are)
   als                the label fit's u . v over the same pool
   popularity, recent_popularity   the backtest's lists as of the window's start
+Each ranker with a model is ranked as the score stage serves it: with score.cold_slots, its top_n list with the
+rows held for cold items as of that day, cut to k.
 Decision (collm_udf/core/promotion.py): gate.confidence 0 (the default), the point rule: the new ranker (collm, or
 features when it is the conf's scorer) is promoted when its NDCG@k exceeds the best other's by gate.margin
 (relative); otherwise the best other serves. gate.confidence > 0, the proof rule: the better list without a model
@@ -35,7 +37,7 @@ from collm_udf.core.promotion import decide
 from collm_udf.spark import backtest, serving
 from collm_udf.spark.asof import AsOf, micros, newest_as_of
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, rank, resolve
+from collm_udf.spark.scorers import ALSScorer, CoLLMScorer, FeaturesScorer, cold_slots, rank_with_cold_slots, resolve
 from collm_udf.spark.stages import candidates
 from collm_udf.spark.training_set import POOL_CANDIDATE_COLUMNS, gate_users
 
@@ -81,8 +83,10 @@ def judge(ctx: StageContext, asof: AsOf, run: dict, *, model: Optional[dict], ra
         offered = (candidates.build(cfg, tables, day, run) if pool is None
                    else pool.select("user_id", "item_id", *POOL_CANDIDATE_COLUMNS))
         held = offered.join(bt.served, "user_id").cache()
-        lists = {name: rank(sc.score_pairs(held), k).select("user_id", "item_id", "rank")
-                 for name, sc in scorers.items()}
+        slots = cold_slots(cfg, tables, day)  # each ranker as the score stage would serve it
+        n = slots["slots"] if slots else 0
+        lists = {name: rank_with_cold_slots(sc.score_pairs(held), cfg.score.top_n, n).where(F.col("rank") <= k)
+                 .select("user_id", "item_id", "rank") for name, sc in scorers.items()}
         lists.update(backtest.baseline_lists(cfg, bt, day, k))
         per_user: dict = {}
         figures = backtest.evaluate_lists(bt, lists, k, per_user=per_user)

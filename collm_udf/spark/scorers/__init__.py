@@ -9,17 +9,18 @@ from typing import Optional
 from collm_udf.config import Config
 from collm_udf.core.features import FeatureRanker
 from collm_udf.spark import model_registry, serving
-from collm_udf.spark.asof import AsOf
+from collm_udf.spark.asof import AsOf, cold_share
 from collm_udf.spark.scorers.als import ALSScorer
 from collm_udf.spark.scorers.base import Scorer, rank, rank_with_cold_slots, slot_positions
 from collm_udf.spark.scorers.collm import CoLLMScorer
 from collm_udf.spark.scorers.features import FeaturesScorer
 from collm_udf.spark.scorers.popularity import PopularityScorer
+from collm_udf.spark.signal_stats import end_of
 from collm_udf.spark.stages import als
 from collm_udf.spark.tables import Tables
 
-__all__ = ["ALSScorer", "CoLLMScorer", "FeaturesScorer", "PopularityScorer", "Scorer", "make_scorer", "rank",
-           "rank_with_cold_slots", "resolve", "slot_positions"]
+__all__ = ["ALSScorer", "CoLLMScorer", "FeaturesScorer", "PopularityScorer", "Scorer", "cold_slots", "make_scorer",
+           "rank", "rank_with_cold_slots", "resolve", "slot_positions"]
 
 
 def make_scorer(cfg: Config, tables: Tables, asof: AsOf) -> Scorer:
@@ -57,3 +58,15 @@ def resolve(cfg: Config, tables: Tables, asof: AsOf, served: str, *, why: Option
         return FeaturesScorer(cfg, tables, asof, ranker=FeatureRanker.from_json(row["features"]), run=run,
                               version=ref)
     raise ValueError(f"table gate: unknown served ranker {served!r}")
+
+
+def cold_slots(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
+    """With score.cold_slots: the rows held for cold items - round(the cold share of the recent likes x top_n) -
+    and where they go (collm_udf/spark/scorers/base.py: rank_with_cold_slots); None without."""
+    if not cfg.score.cold_slots:
+        return None
+    known = asof.known(tables.read("pairs"))
+    share, likes = cold_share(known, end_of(known, asof.cutoff), cfg.candidates.recent_days,
+                              cfg.candidates.min_item_interactions)
+    n = min(round(share * cfg.score.top_n), cfg.score.top_n)
+    return {"share": round(share, 4), "likes": likes, "slots": n, "positions": slot_positions(n, cfg.score.top_n)}

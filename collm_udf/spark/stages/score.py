@@ -21,21 +21,18 @@ says the share, the slots and their positions).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from collm_udf.config import Config
 from collm_udf.spark import publish
-from collm_udf.spark.asof import AsOf, cold_share
+from collm_udf.spark.asof import AsOf
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank_with_cold_slots, slot_positions
+from collm_udf.spark.scorers import ALSScorer, Scorer, cold_slots, make_scorer, rank_with_cold_slots
 from collm_udf.spark.stages import als
 from collm_udf.spark.progress import spark_progress
 from collm_udf.spark.session import session_conf
-from collm_udf.spark.signal_stats import end_of
 from collm_udf.spark.tables import Tables
 
 
@@ -97,18 +94,6 @@ def write_day(ctx: StageContext, scorer: Scorer) -> dict:
             progress(f"[score] ds={ds}: the day's ALS factors did not align with the model's; scored "
                      f"with the model's own ALS run: {result['scorer']['drift']['reason']}")
     return result
-
-
-def cold_slots(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
-    """With score.cold_slots: the rows held for cold items - round(the cold share of the recent likes x top_n) -
-    and where they go (collm_udf/spark/scorers/base.py: rank_with_cold_slots); None without."""
-    if not cfg.score.cold_slots:
-        return None
-    known = asof.known(tables.read("pairs"))
-    share, likes = cold_share(known, end_of(known, asof.cutoff), cfg.candidates.recent_days,
-                              cfg.candidates.min_item_interactions)
-    n = min(round(share * cfg.score.top_n), cfg.score.top_n)
-    return {"share": round(share, 4), "likes": likes, "slots": n, "positions": slot_positions(n, cfg.score.top_n)}
 
 
 class OutputGuardError(RuntimeError):
