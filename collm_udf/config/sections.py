@@ -160,8 +160,8 @@ class ScoreConfig:
                           "reason is in the run summary and the table's model_version", "recent_popularity")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
     cold_slots: bool = _help("hold rows of each user's list for the cold sources' items (candidates text and cold), "
-                             "as many as the cold items' share of the likes of the last candidates.recent_days "
-                             "(items with fewer than min_item_interactions interactions before that window) times "
+                             "as many as the cold items' share of the likes of the last evaluate.horizon_days "
+                             "(items with fewer than min_item_interactions interactions before that span) times "
                              "top_n, spread evenly over the list; the scorer picks which cold items fill them (the "
                              "run summary's `cold_slots`)", False)
     device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
