@@ -195,7 +195,7 @@ def run(spark: SparkSession, cfg: Config, *, start: Optional[str] = None, end: O
         runs[ds]["stages"] = {name: {kk: v for kk, v in r.items() if kk in ("wall_s", "reused", "users", "skipped",
                                                                              "recommendations", "model_version",
                                                                              "gate", "features", "lm_scale", "scorer",
-                                                                             "notes")}
+                                                                             "notes", "cold_slots", "text_candidates")}
                               for name, r in s["stages"].items()}
     mean = mean_rows(table)
     out(format_day("mean", mean, k))
