@@ -157,10 +157,12 @@ class CoLLM(nn.Module):
             raise ModelError(f"signals: got {tuple(out_x.shape)} for {logit.shape[0]} candidates and the model's "
                              f"{len(self.spec.signals)} signals ({', '.join(self.spec.signals)})")
         with torch.autocast(out_x.device.type, enabled=False):  # a handful of numbers: kept in fp32
-            lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_weight(out_x)
             sig = self.skip(self.skip_inputs(out_x)).squeeze(-1)
-            if self.segment_bias is not None:
-                sig = sig + self.segment_bias[self.segment(out_x)]
+            if self.spec.lm_segments:  # the pair's segment picks its LM weight and its offset
+                seg = self.segment(out_x)
+                lm, sig = logit.float() * self.lm_scale[seg], sig + self.segment_bias[seg]
+            else:
+                lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_scale
             return torch.stack([lm, sig], -1) if parts else lm + sig
 
     def segment(self, out_x: torch.Tensor) -> torch.Tensor:
@@ -170,10 +172,6 @@ class CoLLM(nn.Module):
         no_factors = out_x[:, names.index("user_missing")].float() > 0.5
         cold = out_x[:, names.index("item_count")].float() < math.log1p(self.spec.cold_item_below - 0.5)
         return torch.where(no_factors, 2, torch.where(cold, 1, 0))
-
-    def lm_weight(self, out_x: torch.Tensor) -> torch.Tensor:
-        """The LM logit's weight per pair: lm_scale, or with lm_segments its segment's, (J,) or ()."""
-        return self.lm_scale[self.segment(out_x)] if self.spec.lm_segments else self.lm_scale
 
     def lm_weights(self):
         """What the LM's logit counts (the run summary): lm_scale, or with lm_segments {segment: its weight}."""

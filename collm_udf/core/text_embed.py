@@ -62,5 +62,5 @@ def nearest(user: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarray) ->
     k = min(k, len(allowed))
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    order = allowed[np.lexsort((allowed, -sim[allowed]))][:k]  # stable: by cosine, then by index
+    order = allowed[np.argsort(-sim[allowed], kind="stable")][:k]  # stable: equal cosines keep index order
     return order, sim[order]

@@ -40,11 +40,16 @@ class Scorer(ABC):
 def rank(scored: DataFrame, top_n: int) -> DataFrame:
     """Keep each user's top_n by score, then (unscored pairs) by pop_rank when the frame has it, then item_id,
     with rank 1..n."""
+    w = Window.partitionBy("user_id").orderBy(*score_order(scored))
+    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+
+
+def score_order(scored: DataFrame) -> list:
+    """Best first: score, then (unscored pairs) pop_rank when the frame has it, then item_id."""
     order = [F.col("score").desc_nulls_last()]
     if "pop_rank" in scored.columns:
         order.append(F.col("pop_rank").asc_nulls_last())
-    w = Window.partitionBy("user_id").orderBy(*order, F.col("item_id"))
-    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n)
+    return order + [F.col("item_id")]
 
 
 COLD_SOURCES = ("text", "cold")  # the candidates' sources of cold items (collm_udf/spark/stages/candidates.py)
@@ -64,11 +69,8 @@ def rank_with_cold_slots(scored: DataFrame, top_n: int, slots: int) -> DataFrame
     if slots <= 0:
         return rank(scored, top_n)
     cold = F.coalesce(F.col("source").isin(*COLD_SOURCES), F.lit(False))
-    order = [F.col("score").desc_nulls_last()]
-    if "pop_rank" in scored.columns:
-        order.append(F.col("pop_rank").asc_nulls_last())
     each = scored.withColumn("_cold", cold).withColumn(
-        "_r", F.row_number().over(Window.partitionBy("user_id", "_cold").orderBy(*order, F.col("item_id"))))
+        "_r", F.row_number().over(Window.partitionBy("user_id", "_cold").orderBy(*score_order(scored))))
     pos = slot_positions(slots, top_n)
     # the r-th other pair takes the r-th free position: r plus the slots that come before it (p_i - i <= r)
     other = reduce(lambda a, b: a + b, [F.when(F.col("_r") >= p - i, 1).otherwise(0) for i, p in enumerate(pos)],
