@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from collm_udf.core.text_embed import nearest, profile
-from helpers import DAYS, TEXT_K, active_users, day, known
+from helpers import DAYS, RECENT, TEXT_K, TEXT_RECENCY, active_users, cutoff, day, known
 
 
 def test_nearest_leaves_out_the_excluded_and_breaks_ties_by_index():
@@ -21,12 +21,27 @@ def test_nearest_leaves_out_the_excluded_and_breaks_ties_by_index():
     assert not len(nearest(user, items, 2, np.ones(4, bool))[0])
 
 
+def test_a_prior_moves_items_by_standardised_cosines():
+    items = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], np.float32)  # cosines 1, 0.8, 0, 0.6
+    user = np.array([1, 0], np.float32)
+    exclude = np.zeros(4, bool)
+    # z-scores over the four: (1, 0.8, 0, 0.6) -> mean 0.6, sd 0.374: 1.069, 0.535, -1.604, 0
+    idx, score = nearest(user, items, 4, exclude, prior=np.array([0, 0, 2.8, 0], np.float32))
+    assert idx.tolist() == [2, 0, 1, 3] and score[0] == pytest.approx(-1.604 + 2.8, abs=1e-3)
+    # the standardisation is over the allowed items only: leaving out item 0 moves the others' scores
+    idx, score = nearest(user, items, 2, np.array([True, False, False, False]), prior=np.zeros(4, np.float32))
+    assert idx.tolist() == [1, 3] and score.tolist() == pytest.approx([0.9806, 0.3922], abs=1e-3)
+    assert nearest(user, items, 4, exclude, prior=np.zeros(4, np.float32))[0].tolist() == [0, 1, 3, 2]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ds", DAYS)
 def test_text_candidates_are_each_users_nearest_unseen_cold_items_as_of_the_cutoff(daily, events, ds):
     """Every text pair is a cold item (fewer than min_item_interactions interactions before the cutoff) the user
-    never interacted with before it, among the user's TEXT_K nearest by the base backbone's embeddings of the
-    history (the latest history_len likes before the cutoff); users without a like before it get none."""
+    never interacted with before it, among the user's TEXT_K best by the cosine between the base backbone's
+    embeddings of the item and of the history (the latest history_len likes before the cutoff), standardised over
+    the user's unseen cold items, plus TEXT_RECENCY * log1p(the item's interactions in the RECENT days before the
+    cutoff); users without a like before it get none."""
     from collm_udf.core.inference import pick_device
     from collm_udf.core.text_embed import load_embed_fn
 
@@ -48,20 +63,25 @@ def test_text_candidates_are_each_users_nearest_unseen_cold_items_as_of_the_cuto
     embed = load_embed_fn(ModelSpec(), pick_device("cpu"))
     texts = dict(zip(catalog.item_id, catalog.text))
     cold_m = embed([texts[i] for i in cold])
+    recent = k[k.ts >= cutoff(ds) - pd.Timedelta(days=RECENT)].item_id.value_counts()
+    prior = TEXT_RECENCY * np.log1p(np.array([recent.get(i, 0) for i in cold], float))
+    assert (prior > 0).sum() > 2  # some cold items were interacted with lately: the prior moves the ranking
     likes = k[k.label == 1].sort_values(["ts", "item_id"])
     offered = set(zip(cands.user_id, cands.item_id))
     users = active_users(events, ds)
     assert set(text.user_id) <= users & set(likes.user_id)
     for u, h in likes[likes.user_id.isin(users)].groupby("user_id"):
         ref_user = profile(embed([texts[i] for i in h.item_id.tail(cfg.prepare.history_len)]))
-        exclude = np.array([(u, i) in seen for i in cold])
-        idx, sim = nearest(ref_user, cold_m, TEXT_K, exclude)
+        allowed = np.array([(u, i) not in seen for i in cold])
+        cos = cold_m @ ref_user
+        ref = (cos - cos[allowed].mean()) / cos[allowed].std() + prior
+        kth = np.sort(ref[allowed])[::-1][min(TEXT_K, allowed.sum()) - 1]
+        score = dict(zip(cold, ref))
         mine = text[text.user_id == u]
         # the reference's picks are all offered (by this source, or by an earlier one), and every pick of the
-        # source scores as the reference's k-th does or better (float noise across batches: 1e-4)
-        assert all((u, cold[i]) in offered for i in idx), u
-        cos = dict(zip(cold, cold_m @ ref_user))
-        assert all(cos[i] >= sim[-1] - 1e-4 for i in mine.item_id), u
+        # source scores as the reference's k-th does or better (float noise across batches: 1e-3)
+        assert all((u, i) in offered for i, r, a in zip(cold, ref, allowed) if a and r > kth + 1e-3), u
+        assert all(score[i] >= kth - 1e-3 for i in mine.item_id), u
 
 
 def test_cold_slots_hold_their_positions_and_the_other_pairs_fill_the_rest_in_score_order(spark):

@@ -94,6 +94,9 @@ class CandidatesConfig:
     text_k: int = _help("text-neighbour candidates per user: the cold items (fewer than min_item_interactions "
                         "interactions before the cutoff) whose texts are nearest to the user's history, by the "
                         "base backbone's embeddings (collm_udf/spark/text_neighbours.py); 0 = none", 0)
+    text_recency: float = _help("the text source ranks a user's cold items by their standardised text cosine plus "
+                                "this weight times log1p(the item's interactions in the last recent_days): a "
+                                "cold item liked lately is more often liked next (0 = text only)", 0.0)
     seen_buffer: int = _help("most extra items fetched from ALS per user to cover the seen and ineligible "
                              "items it filters out", 2000)
     min_item_interactions: int = _help(
@@ -113,9 +116,10 @@ class CandidatesConfig:
             raise ConfigError("candidates: popular_k must be >= 0 and recent_days >= 1")
         if self.active_within_days is not None and self.active_within_days < 1:
             raise ConfigError("candidates.active_within_days must be >= 1 (or unset)")
-        if self.top_k < 1 or min(self.max_cold_items, self.text_k, self.seen_buffer, self.min_item_interactions) < 0:
-            raise ConfigError("candidates: top_k >= 1; max_cold_items, text_k, seen_buffer, min_item_interactions "
-                              ">= 0")
+        if self.top_k < 1 or min(self.max_cold_items, self.text_k, self.seen_buffer, self.min_item_interactions,
+                                 self.text_recency) < 0:
+            raise ConfigError("candidates: top_k >= 1; max_cold_items, text_k, text_recency, seen_buffer, "
+                              "min_item_interactions >= 0")
 
 
 SCORERS = ("als", "collm", "features")

@@ -8,12 +8,13 @@ the first training and does not change when a new model is promoted.
 
     embed(texts)                        -> (n, H) unit vectors
     profile(history embeddings (m, H))  -> (H,)   the normalised mean; a user's taste in text
-    nearest(profile, items (c, H), k)   -> indices of the k best cosines, best first
+    nearest(profile, items (c, H), k)   -> indices of the k best cosines, best first (a prior per item may be
+                                           added to the standardised cosines: candidates.text_recency)
 Nothing here imports pyspark.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,13 +55,19 @@ def profile(history: np.ndarray) -> np.ndarray:
     return p / n if n > 0 else p
 
 
-def nearest(user: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(indices into items, cosines): the k items nearest to the profile `user` (H,), best first, leaving out the
-    boolean mask `exclude` (c,); ties go to the lower index, so a rerun offers the same items."""
-    sim = items @ user  # (c,)
+def nearest(user: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarray,
+            prior: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into items, scores): the k best-scored items for the profile `user` (H,), best first, leaving out
+    the boolean mask `exclude` (c,). The score is the cosine; with a `prior` (c,) it is the cosine standardised
+    over the allowed items (so its spread is the same for every user) plus the prior. Ties go to the lower
+    index, so a rerun offers the same items."""
+    score = items @ user  # (c,)
     allowed = np.flatnonzero(~exclude)
     k = min(k, len(allowed))
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    order = allowed[np.argsort(-sim[allowed], kind="stable")][:k]  # stable: equal cosines keep index order
-    return order, sim[order]
+    if prior is not None:
+        s = score[allowed]
+        score = (score - s.mean()) / (s.std() + 1e-6) + prior
+    order = allowed[np.argsort(-score[allowed], kind="stable")][:k]  # stable: equal scores keep index order
+    return order, score[order].astype(np.float32)

@@ -147,15 +147,19 @@ def served_users(cfg: Config, asof: AsOf, known: DataFrame) -> DataFrame:
     return known.where(ts_from(end - dt.timedelta(days=days))).select("user_id").distinct()
 
 
+def recent_counts(known: DataFrame, asof: AsOf, days: int) -> DataFrame:
+    """item_id, _recent: each item's interactions in the last `days` before the cutoff (items with none: no row)."""
+    end = _end(asof, known) or dt.datetime.now(UTC)
+    return known.where(ts_from(end - dt.timedelta(days=days))).groupBy("item_id").agg(
+        F.count(F.lit(1)).alias("_recent"))
+
+
 def popularity_order(known: DataFrame, asof: AsOf, recent_days: Optional[int]) -> DataFrame:
     """item_id, pop_rank (1 = most popular): items of `known` by their interactions in the last recent_days
     before the cutoff (None: all of `known`), ties broken by all known interactions, then item_id."""
     counts = known.groupBy("item_id").agg(F.count(F.lit(1)).alias("_all"))
     if recent_days is not None:
-        end = _end(asof, known) or dt.datetime.now(UTC)
-        recent = (known.where(ts_from(end - dt.timedelta(days=recent_days)))
-                  .groupBy("item_id").agg(F.count(F.lit(1)).alias("_recent")))
-        counts = counts.join(recent, "item_id", "left").fillna(0, ["_recent"])
+        counts = counts.join(recent_counts(known, asof, recent_days), "item_id", "left").fillna(0, ["_recent"])
     else:
         counts = counts.withColumn("_recent", F.col("_all"))
     w = Window.orderBy(F.col("_recent").desc(), F.col("_all").desc(), F.col("item_id"))

@@ -8,6 +8,9 @@ the cutoff (never-seen catalog items included). CF cannot rank them; their text 
 2. search: an exact search, distributed over users: each task holds the cold items' matrix (a broadcast, c x H
    floats) and, per user, ranks the cold items the user has not seen by cosine to the normalised mean of the
    user's history embeddings (the latest prepare.history_len positives before the cutoff, as the scorer's prompt).
+   With candidates.text_recency w > 0 the rank is by the cosine standardised over the user's cold items plus
+   w * log1p(the item's interactions in the last recent_days): on ML-100K's dev days (1998-03-25 + 7 days x 4)
+   a cold item's recent interactions find more of the cold items users like next than their text does.
 Everything is as of the cutoff: the history, the seen items and the cold set come from `known` only.
 """
 from __future__ import annotations
@@ -57,31 +60,34 @@ def embed_items(cfg: Config, items: DataFrame) -> DataFrame:
 def text_candidates(cfg: Config, items: DataFrame, known: DataFrame, users: DataFrame, cold: DataFrame,
                     k: int) -> DataFrame:
     """user_id, item_id, text_rank (1..k), text_sim: for each user of `users` with a positive history in `known`,
-    the k cold items (item_id of `cold`) nearest in text that the user has not interacted with."""
+    the k cold items (item_id of `cold`) nearest in text that the user has not interacted with. `cold` has the
+    items' recent interactions (_recent) when candidates.text_recency > 0; text_sim is then the ranked score."""
     spark = known.sparkSession
     hist = history_as_of(known.join(users, "user_id"), cfg.prepare.history_len)
-    need = cold.unionByName(hist.select(F.explode("history").alias("item_id"))).distinct()
+    need = cold.select("item_id").unionByName(hist.select(F.explode("history").alias("item_id"))).distinct()
     emb = embed_items(cfg, items.join(need, "item_id")).localCheckpoint()  # embedded once, read twice
+    w = cfg.candidates.text_recency
     cold_rows = emb.join(cold, "item_id").orderBy("item_id").collect()  # the broadcast side: c x H
     if not cold_rows:
         return spark.createDataFrame([], NEIGHBOURS)
     ids = np.array([r["item_id"] for r in cold_rows], dtype=object)
     mat = np.stack([np.asarray(r["emb"], np.float32) for r in cold_rows])
-    bc = spark.sparkContext.broadcast((ids, mat))
+    prior = (w * np.log1p(np.array([r["_recent"] or 0 for r in cold_rows], np.float32))) if w > 0 else None
+    bc = spark.sparkContext.broadcast((ids, mat, prior))
     hist_emb = (hist.select("user_id", F.explode("history").alias("item_id")).join(emb, "item_id")
                 .groupBy("user_id").agg(F.collect_list("emb").alias("_h")))
-    seen = (known.select("user_id", "item_id").join(F.broadcast(cold), "item_id").distinct()
+    seen = (known.select("user_id", "item_id").join(F.broadcast(cold.select("item_id")), "item_id").distinct()
             .groupBy("user_id").agg(F.collect_list("item_id").alias("_seen")))
 
     def search(batches):
-        ids_, mat_ = bc.value
+        ids_, mat_, prior_ = bc.value
         where = {it: i for i, it in enumerate(ids_)}
         for pdf in batches:
             rows = []
             for user, h, s in zip(pdf["user_id"], pdf["_h"], pdf["_seen"]):
                 exclude = np.zeros(len(ids_), bool)
                 exclude[[where[it] for it in (s if s is not None else ()) if it in where]] = True
-                idx, sim = nearest(profile(np.stack(list(h))), mat_, k, exclude)
+                idx, sim = nearest(profile(np.stack(list(h))), mat_, k, exclude, prior_)
                 rows += [(user, ids_[i], r + 1, float(c)) for r, (i, c) in enumerate(zip(idx, sim))]
             if rows:
                 yield pd.DataFrame(rows, columns=[f.name for f in NEIGHBOURS.fields])

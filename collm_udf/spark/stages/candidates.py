@@ -13,8 +13,9 @@ Everything is as of the day's cutoff (collm_udf/spark/asof.py): "seen" = the use
 - popular: the popular_k most interacted items of the last recent_days that the user has not seen (ties: all
   known interactions). It is what fills a user without factors, and what a user's list falls back to.
 - text: the text_k items the user has not seen, among those ALS leaves out (fewer than min_item_interactions known
-  interactions, never-seen ones included), whose texts are nearest to the user's history
-  (collm_udf/spark/text_neighbours.py). Users without a positive history get none.
+  interactions, never-seen ones included), whose texts are nearest to the user's history, the lately
+  interacted ones first as far as text_recency says (collm_udf/spark/text_neighbours.py). Users without a
+  positive history get none.
 - cold: catalog items without any known interaction (text-only for a scorer), up to max_cold_items, by id.
 A pair offered by several sources is kept once, named after the first of als, popular, text, cold, with both ranks.
 """
@@ -26,7 +27,7 @@ from pyspark.sql import functions as F
 from collm_udf.config import Config
 from collm_udf.spark.context import StageContext
 from collm_udf.spark.stages import als, idmap
-from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, served_users
+from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, recent_counts, served_users
 from collm_udf.spark.tables import Tables
 from collm_udf.spark.text_neighbours import text_candidates
 
@@ -38,10 +39,13 @@ def cold_items(cfg: Config, tables: Tables, known: DataFrame) -> DataFrame:
     return cold.orderBy("item_id").limit(cfg.candidates.max_cold_items)
 
 
-def rare_items(cfg: Config, tables: Tables, known: DataFrame) -> DataFrame:
-    """item_id of the catalog's items with fewer than min_item_interactions known interactions (none included)."""
+def rare_items(cfg: Config, tables: Tables, known: DataFrame, asof: AsOf) -> DataFrame:
+    """item_id, _recent: the catalog's items with fewer than min_item_interactions known interactions (none
+    included), with their interactions in the last recent_days (0 for none)."""
     warm = known.groupBy("item_id").count().where(F.col("count") >= cfg.candidates.min_item_interactions)
-    return tables.read("items").select("item_id").join(warm.select("item_id"), "item_id", "left_anti")
+    rare = tables.read("items").select("item_id").join(warm.select("item_id"), "item_id", "left_anti")
+    return (rare.join(recent_counts(known, asof, cfg.candidates.recent_days), "item_id", "left")
+            .fillna(0, ["_recent"]))
 
 
 def als_candidates(cfg: Config, tables: Tables, run: dict, known: DataFrame, users: DataFrame) -> DataFrame:
@@ -97,7 +101,8 @@ def build(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     warm = als_candidates(cfg, tables, run, known, users)
     popular = popular_unseen(users, known, popularity_order(known, asof, c.recent_days), c.popular_k, c.seen_buffer)
     cold = users.crossJoin(F.broadcast(cold_items(cfg, tables, known)))
-    text = (text_candidates(cfg, tables.read("items"), known, users, rare_items(cfg, tables, known), c.text_k)
+    text = (text_candidates(cfg, tables.read("items"), known, users, rare_items(cfg, tables, known, asof),
+                           c.text_k)
             if c.text_k else cold.limit(0))
     tagged = (warm.select("user_id", "item_id", F.lit(0).alias("_src"), "als_rank",
                           F.lit(None).cast("int").alias("pop_rank"))
