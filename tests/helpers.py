@@ -62,7 +62,8 @@ def daily_conf(slice_dir: Path, root: Path, **sections):
     base = dict(asof={"mode": "daily", "label_window_days": 28},
                 als={"rank": 8, "max_iter": 8, "target": "rating", "retrain_every_days": 10},
                 candidates={"top_k": 20, "max_cold_items": 10, "min_item_interactions": 3, "text_k": TEXT_K,
-                            "text_recency": TEXT_RECENCY, "active_within_days": ACTIVE, "popular_k": POPULAR_K, "recent_days": RECENT},
+                            "text_recency": TEXT_RECENCY, "active_within_days": ACTIVE, "popular_k": POPULAR_K,
+                            "recent_days": RECENT},
                 evaluate={"k": K, "horizon_days": 7, "catch_up_days": 0, "report": False},
                 score={"top_n": TOP_N})
     return config_from_dict(slice_conf(slice_dir, root, **{**base, **sections}))
