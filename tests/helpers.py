@@ -101,7 +101,7 @@ D = 4  # factor dim of the tiny models
 
 
 def make(path, kind="encoder", tuning="none", *, signals=(), skip_hidden=0, skip_segments=False, lm_scale=False,
-         lm_segments=False, cold_item_below=None):
+         lm_segments=False, cold_item_below=None, lm_warm=True):
     """(CoLLM, tokenizer, PromptBuilder) on a tiny backbone directory, with the compact template."""
     from collm_udf.core.spec import ModelSpec
     from collm_udf.core.model import build
@@ -110,7 +110,7 @@ def make(path, kind="encoder", tuning="none", *, signals=(), skip_hidden=0, skip
     spec = ModelSpec(backbone=path, kind=kind, factor_dim=D, tuning=tuning, template=COMPACT_TEMPLATE,
                      max_tokens=48, candidate_max_tokens=12, als_run_id="als_test", signals=list(signals),
                      skip_hidden=skip_hidden, skip_segments=skip_segments, lm_scale=lm_scale, lm_segments=lm_segments,
-                     cold_item_below=cold_item_below)
+                     cold_item_below=cold_item_below, lm_warm=lm_warm)
     model, tok = build(spec)
     return model, tok, PromptBuilder(tok, spec.template, spec.max_tokens, spec.candidate_max_tokens)
 

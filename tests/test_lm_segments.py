@@ -77,3 +77,30 @@ def test_the_lm_counts_in_the_segment_where_it_ranks_and_its_weights_round_trip(
 def test_lm_segments_refuse_a_model_that_cannot_tell_the_segments(fields, message):
     with pytest.raises(ModelError, match=message):
         ModelSpec(**fields)
+
+
+def test_lm_warm_false_leaves_warm_pairs_to_the_skip(tiny_encoder):
+    # Warm labels follow the LM, which would earn the warm segment a weight; lm_warm false holds it at 0 through
+    # the logistic start and stage 2, and the warm pairs' LM part is 0 while the cold items' is not.
+    from collm_udf.core.spec import StageSettings
+    from collm_udf.core.training import init_skip, train_stage
+
+    model, tok, pb = make(tiny_encoder, signals=SIGNALS, lm_scale=True, lm_segments=True,
+                          cold_item_below=COLD_BELOW, lm_warm=False)
+    ps = segment_pairs(300, 2).encode(pb)
+    lm = predict(model, ps, tok.pad_token_id, use_cf=True, bf16="off")
+    ps.label = (lm > np.median(lm)).astype(np.int64)
+    seg = reference_segment(ps)
+    init_skip(model, ps, "logistic", tok.pad_token_id)
+    assert model.lm_weights()["warm"] == 0 and model.lm_weights()["cold_item"] > 0, model.lm_weights()
+    train_stage(model, "cf", ps, ps, StageSettings(epochs=1, bf16="off"), tok.pad_token_id, log=lambda m: None,
+                progress=lambda m: None)
+    w = model.lm_weights()
+    assert w["warm"] == 0 and w["cold_item"] != 0, w
+    parts = predict(model, ps, tok.pad_token_id, use_cf=True, bf16="off", parts=True)
+    assert np.all(parts[seg == 0, 0] == 0) and np.any(parts[seg == 1, 0] != 0)
+
+
+def test_lm_warm_false_needs_lm_segments():
+    with pytest.raises(ModelError, match="lm_warm: false .* needs lm_segments"):
+        ModelSpec(signals=SIGNALS, lm_scale=True, lm_warm=False)

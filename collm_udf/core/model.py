@@ -16,7 +16,7 @@ Top-down:
              with skip_segments it reads [x ; x * warm] (J, 2F): warm pairs (both factors) get their own weights;
              with lm_scale the LM's logit of step 5 is first multiplied by a learned scalar, with lm_segments
              by one of three, the pair's segment's (warm, cold item, user without factors), and the
-             segment's own offset joins the skip's part                                             (J,)
+             segment's own offset joins the skip's part; lm_warm false holds the warm weight at 0     (J,)
 The backbone's weights never learn the CF channel: stage 2 trains only the projector, the no-CF vectors and
 the skip (with its LM scale).
 Nothing here imports pyspark.
@@ -160,7 +160,7 @@ class CoLLM(nn.Module):
             sig = self.skip(self.skip_inputs(out_x)).squeeze(-1)
             if self.spec.lm_segments:  # the pair's segment picks its LM weight and its offset
                 seg = self.segment(out_x)
-                lm, sig = logit.float() * self.lm_scale[seg], sig + self.segment_bias[seg]
+                lm, sig = logit.float() * self.lm_weight()[seg], sig + self.segment_bias[seg]
             else:
                 lm = logit.float() if self.lm_scale is None else logit.float() * self.lm_scale
             return torch.stack([lm, sig], -1) if parts else lm + sig
@@ -173,9 +173,16 @@ class CoLLM(nn.Module):
         cold = out_x[:, names.index("item_count")].float() < math.log1p(self.spec.cold_item_below - 0.5)
         return torch.where(no_factors, 2, torch.where(cold, 1, 0))
 
+    def lm_weight(self) -> torch.Tensor:
+        """lm_scale as the score uses it: () or (len(SEGMENTS),); with lm_warm false the warm weight is 0 (no
+        gradient reaches lm_scale[0], which stays at init_skip's 0)."""
+        if self.spec.lm_segments and not self.spec.lm_warm:
+            return torch.cat([torch.zeros_like(self.lm_scale[:1]), self.lm_scale[1:]])
+        return self.lm_scale
+
     def lm_weights(self):
         """What the LM's logit counts (the run summary): lm_scale, or with lm_segments {segment: its weight}."""
-        w = [round(float(v), 4) for v in self.lm_scale.detach().reshape(-1).cpu()]
+        w = [round(float(v), 4) for v in self.lm_weight().detach().reshape(-1).cpu()]
         return dict(zip(SEGMENTS, w)) if self.spec.lm_segments else w[0]
 
     def skip_inputs(self, out_x: torch.Tensor) -> torch.Tensor:

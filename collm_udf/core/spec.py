@@ -81,6 +81,9 @@ class Architecture:
                               "items (fewer interactions before the cutoff than the training day's "
                               "candidates.min_item_interactions: ModelSpec.cold_item_below) and users without ALS "
                               "factors; needs item_count and user_missing among the signals", False, stage2_only=True)
+    lm_warm: bool = _help("with lm_segments: false holds the LM's weight on warm pairs at 0, so the signals' skip "
+                          "alone ranks them and the LM counts only for cold items and users without ALS factors "
+                          "(CoLLM's split: CF carries the warm items, text the cold ones)", True, stage2_only=True)
     attention: Literal["block", "full"] = _help(
         "encoder: block (the history prefix never sees the candidate: a user's candidates are scored in one "
         "packed pass, exactly) or full (one prompt per pair)", "block")
@@ -104,6 +107,8 @@ class Architecture:
         if self.lm_segments and not (self.lm_scale and {"item_count", "user_missing"} <= set(self.signals)):
             raise ModelError("model.lm_segments: the LM's weight per segment needs lm_scale, and item_count and "
                              "user_missing among model.signals (they say a pair's segment)")
+        if not self.lm_warm and not self.lm_segments:
+            raise ModelError("model.lm_warm: false holds the warm segment's LM weight at 0; it needs lm_segments")
         if self.template not in TEMPLATES:
             try:
                 parse_template(self.template)

@@ -255,7 +255,8 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
         m, s = float(lm.mean()), max(float(lm.std()), 1e-6)  # standardised like the signals, for the same penalty
         if model.spec.lm_segments:  # per segment (lm - m) / s there and 0 elsewhere, and its offset (not warm's)
             seg = model.segment(torch.as_tensor(x)).numpy()
-            lm_cols = np.stack([((lm - m) / s) * (seg == j) for j in range(len(SEGMENTS))]
+            on = [j > 0 or model.spec.lm_warm for j in range(len(SEGMENTS))]  # lm_warm false: no warm column
+            lm_cols = np.stack([((lm - m) / s) * (seg == j) * on[j] for j in range(len(SEGMENTS))]
                                + [(seg == j).astype(np.float64) for j in range(1, len(SEGMENTS))], axis=1)
         else:
             lm_cols = ((lm - m) / s)[:, None]
@@ -268,7 +269,7 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
             n = len(SEGMENTS)
             pooled = LogisticRegression(max_iter=1000).fit(
                 np.concatenate([((lm - m) / s)[:, None], z[:, 2 * n - 1:]], axis=1), cf.label).coef_[0][0]
-            c = np.array([coef[j] if (seg == j).any() else pooled for j in range(n)], np.float64)
+            c = np.array([(coef[j] if (seg == j).any() else pooled) * on[j] for j in range(n)], np.float64)
             # c_j (lm - m) / s = (c_j / s) lm - c_j m / s: each segment's offset goes to its bias (warm's: the skip's)
             model.lm_scale.copy_(torch.as_tensor(c / s, dtype=torch.float32))
             offset = np.array([0.0, *coef[n:2 * n - 1]]) - c * m / s
