@@ -104,3 +104,27 @@ def test_lm_warm_false_leaves_warm_pairs_to_the_skip(tiny_encoder):
 def test_lm_warm_false_needs_lm_segments():
     with pytest.raises(ModelError, match="lm_warm: false .* needs lm_segments"):
         ModelSpec(signals=SIGNALS, lm_scale=True, lm_warm=False)
+
+
+def test_skip_init_refit_ends_stage_2_at_the_logistic_fit_of_the_trained_lm(tiny_encoder):
+    # After stage 2 the skip and the LM's weights are sklearn's logistic fit of the labels on [the trained model's
+    # LM logit ; the signals], both standardised over the set (without the refit stage 2's steps move them away).
+    from sklearn.linear_model import LogisticRegression
+
+    from collm_udf.core.spec import StageSettings
+    from collm_udf.core.training import fit
+
+    spec = make(tiny_encoder, signals=SIGNALS, lm_scale=True)[0].spec
+    sets = {"text": pairs(0, 0), "cf": segment_pairs(200, 3), "hold": segment_pairs(60, 4)}
+    rng = np.random.default_rng(3)
+    sets["cf"].label = (rng.random(200) < 0.3 + 0.4 * (sets["cf"].stats["item_count"] > 2)).astype(np.int64)
+    stages = {s: StageSettings(epochs=1, bf16="off", skip_lr=0.5) for s in ("text", "cf")}
+    model, tok, report = fit(spec, stages, sets, skip_init="refit", log=lambda m: None)
+    assert report["skip_refit"]
+    cf = sets["cf"]
+    lm = predict(model, cf, tok.pad_token_id, use_cf=True, bf16="off", parts=True)[:, 0] / float(model.lm_scale.detach())
+    x = np.column_stack([lm, cf.signals(SIGNALS)])
+    ref = LogisticRegression(max_iter=1000).fit((x - x.mean(0)) / x.std(0), cf.label).coef_[0] / x.std(0)
+    got = np.concatenate([[float(model.lm_scale.detach())],
+                          model.skip.weight.detach().numpy()[0] / np.array(model.spec.signal_std)])
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)

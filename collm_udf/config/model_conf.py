@@ -67,9 +67,11 @@ class TrainingConfig:
     skip_lr: float = _help("stage-2 learning rate of the signals' skip (model.signals): a linear model on "
                            "standardised inputs, it needs larger steps than the projector", 0.05)
     skip_init: str = _help("where the signals' skip starts in stage 2: logistic (a logistic regression of the "
-                           "stage-2 labels on the signals, fitted first) or zero. Fit it to the table's task "
-                           "(cf_pool_positives): on like/dislike pairs against ignored candidates alone it learns "
-                           "that a high u . v means ignored (README)", "logistic")
+                           "stage-2 labels on the signals, fitted first), refit (that start, and the same fit "
+                           "again after stage 2 on the trained model's LM logit: the skip and the LM's weights end "
+                           "at the labels' optimum, not where stage 2's last steps left them) or zero. Fit it to "
+                           "the table's task (cf_pool_positives): on like/dislike pairs against ignored candidates "
+                           "alone it learns that a high u . v means ignored (README)", "logistic")
     batch_size: int = _help("training batch size", 32)
     cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
                               "users of a new day have no factors)", 0.2)
@@ -112,8 +114,8 @@ class TrainingConfig:
             raise ConfigError("train: learning rates must be > 0")
         if self.retrain_every_days < 1 or self.cf_negatives < 0 or self.text_negatives < 0:
             raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives and text_negatives >= 0")
-        if self.skip_init not in ("logistic", "zero"):
-            raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic or zero")
+        if self.skip_init not in ("logistic", "refit", "zero"):
+            raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic, refit or zero")
         if self.pool_label not in ("window", "horizon"):
             raise ConfigError(f"train.pool_label: {self.pool_label!r} is not window or horizon")
         if self.bf16 not in ("auto", "on", "off"):
