@@ -122,9 +122,10 @@ def test_skip_init_refit_ends_stage_2_at_the_logistic_fit_of_the_trained_lm(tiny
     model, tok, report = fit(spec, stages, sets, skip_init="refit", log=lambda m: None)
     assert report["skip_refit"]
     cf = sets["cf"]
-    lm = predict(model, cf, tok.pad_token_id, use_cf=True, bf16="off", parts=True)[:, 0] / float(model.lm_scale.detach())
+    scale = float(model.lm_scale.detach())
+    lm = predict(model, cf, tok.pad_token_id, use_cf=True, bf16="off", parts=True)[:, 0] / scale
     x = np.column_stack([lm, cf.signals(SIGNALS)])
     ref = LogisticRegression(max_iter=1000).fit((x - x.mean(0)) / x.std(0), cf.label).coef_[0] / x.std(0)
-    got = np.concatenate([[float(model.lm_scale.detach())],
+    got = np.concatenate([[scale],
                           model.skip.weight.detach().numpy()[0] / np.array(model.spec.signal_std)])
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
