@@ -42,7 +42,7 @@ from collm_udf.core.model import build  # noqa: E402
 from collm_udf.core.prompt import TEMPLATES, PromptBuilder  # noqa: E402
 from collm_udf.core.pairs import PairSet  # noqa: E402
 from collm_udf.core.spec import StageSettings  # noqa: E402
-from collm_udf.core.training import init_skip, train_stage  # noqa: E402
+from collm_udf.core.training import train_cf, train_stage  # noqa: E402
 from collm_udf.core.inference import batch_inputs, predict  # noqa: E402
 from gpu_common import RESULTS, card, writer  # noqa: E402
 from gpu_core import QWEN2, TINY, day, make_backbone  # noqa: E402
@@ -182,10 +182,11 @@ def quality(args, device, report: dict, save) -> None:
         tc = StageSettings(**{**meta["train"][stage], **({"batch_size": args.batch_size} if args.batch_size else {})})
         if args.smoke:
             tc.epochs, tc.bf16 = 1, "off"  # CPU autocast can be ~15x slower than fp32 (README)
-        if stage == "cf":  # as bench-quality: the skip's scale and start from the stage-2 set
-            init_skip(model, sets["cf"], meta["skip_init"], tok.pad_token_id)  # lm_scale: it scores the set
         t = time.time()
-        h = train_stage(model, stage, sets[stage], sets["hold"], tc, tok.pad_token_id)
+        if stage == "cf":  # as fit: the skip's start from the stage-2 set (and its refit, if the conf says so)
+            h = train_cf(model, sets["cf"], sets["hold"], tc, tok.pad_token_id, skip_init=meta["skip_init"])
+        else:
+            h = train_stage(model, stage, sets[stage], sets["hold"], tc, tok.pad_token_id)
         q[f"train_{stage}_s"] = round(time.time() - t, 1)
         q[f"history_{stage}"] = h["history"]
         q[f"pairs_per_s_{stage}"] = round(sum(len(sets[stage]) for _ in h["history"]) / max(q[f"train_{stage}_s"],

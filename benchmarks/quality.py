@@ -37,7 +37,7 @@ from collm_udf.core.spec import stage2_only_fields  # noqa: E402
 from collm_udf.core.prompt import PromptBuilder  # noqa: E402
 from collm_udf.core.signals import STATISTICS  # noqa: E402
 from collm_udf.core.signals import column  # noqa: E402
-from collm_udf.core.training import init_skip, train_stage  # noqa: E402
+from collm_udf.core.training import train_cf, train_stage  # noqa: E402
 from collm_udf.core.inference import predict  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -192,10 +192,9 @@ def main() -> int:
             sets[k].user_has[:] = False
         if args.ablate == "no_item":
             sets[k].item_has[:] = False
-    init_skip(model, sets["cf"], cfg.model.train.skip_init, tok.pad_token_id)
     t = time.time()
-    h2 = train_stage(model, "cf", sets["cf"], sets["hold"], cfg.model.stages()["cf"], tok.pad_token_id,
-                     state_dir=str(work / "state"))
+    h2 = train_cf(model, sets["cf"], sets["hold"], cfg.model.stages()["cf"], tok.pad_token_id,
+                  skip_init=cfg.model.train.skip_init, state_dir=str(work / "state"))
     times["train_cf_s"] = round(time.time() - t, 1)
     t = time.time()
     test_df["collm"] = predict(model, sets["test"], tok.pad_token_id, use_cf=True)

@@ -307,10 +307,22 @@ def fit(spec: ModelSpec, stages: Mapping[str, StageSettings], sets: Mapping[str,
     if len(sets["text"]):
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stages["text"], tok.pad_token_id,
                                      state_dir=state_dir, log=log)
-    init_skip(model, sets["cf"], skip_init, tok.pad_token_id)  # after stage 1: the LM it weighs
-    report["cf"] = train_stage(model, "cf", sets["cf"], sets["hold"], stages["cf"], tok.pad_token_id,
-                               state_dir=state_dir, log=log)
-    if skip_init == "refit":  # the linear part at the labels' optimum, on the LM as stage 2 left it
-        init_skip(model, sets["cf"], "refit", tok.pad_token_id)
+    report["cf"] = train_cf(model, sets["cf"], sets["hold"], stages["cf"], tok.pad_token_id, skip_init=skip_init,
+                            state_dir=state_dir, log=log)
+    if report["cf"].get("skip_refit"):
         report["skip_refit"] = True
     return model, tok, report
+
+
+def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id: int, *,
+             skip_init: str = "logistic", state_dir: Optional[str] = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Stage 2 after stage 1 (fit, and the benchmarks that run the stages themselves): the skip's start
+    (init_skip, which weighs the LM as stage 1 left it), the CF stage, and with skip_init refit the same fit again
+    on the LM as stage 2 left it (the linear part at the labels' optimum). train_stage's record, with skip_refit."""
+    init_skip(model, cf, skip_init, pad_id)
+    meta = train_stage(model, "cf", cf, hold, tc, pad_id, state_dir=state_dir, log=log)
+    if skip_init == "refit":
+        init_skip(model, cf, "refit", pad_id)
+        meta["skip_refit"] = True
+    return meta
