@@ -74,6 +74,8 @@ def test_defaults_and_types():
      "text_negatives: 5 candidate-pool"),
     ({"model": {"signals": ["als_dot"], "skip_segments": True}}, "skip_segments: .*add it to model.signals"),
     ({"model": {"signals": [], "lm_scale": True}}, "model.lm_scale: .*name model.signals"),
+    ({"model": {"skip_hidden": 8, "train": {"skip_init": "features"}}}, "skip_init features: .*skip_hidden 0"),
+    ({"model": {"train": {"skip_init": "ranker"}}}, "'ranker' is not logistic, refit, features or zero"),
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
     ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
     ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),

@@ -129,3 +129,32 @@ def test_skip_init_refit_ends_stage_2_at_the_logistic_fit_of_the_trained_lm(tiny
     got = np.concatenate([[scale],
                           model.skip.weight.detach().numpy()[0] / np.array(model.spec.signal_std)])
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_skip_init_features_stacks_the_model_on_the_features_only_ranker(tiny_encoder):
+    # The ranker learned u . v up from other labels than the model's set, whose labels follow item_count: with
+    # skip_init features the model's warm pairs still score a * (the ranker's logit) + c, a > 0 (they rank as
+    # the ranker ranks them), while its LM counts on cold items. Fitting the skip on the set instead ranks them
+    # by item_count, and no single (a, c) fits.
+    from collm_udf.core.features import FeatureRanker
+    from collm_udf.core.spec import StageSettings
+    from collm_udf.core.training import fit
+
+    names = ["als_dot", "item_count", "user_missing"]
+    spec = make(tiny_encoder, signals=names, lm_scale=True, lm_segments=True, cold_item_below=COLD_BELOW,
+                lm_warm=False)[0].spec
+    other = segment_pairs(400, 8)
+    base = FeatureRanker.fit(names, other.signals(names), other.label)  # pairs(): label = u . v > 0
+    assert base.weights()["als_dot"] > 0
+    sets = {"text": pairs(0, 0), "cf": segment_pairs(300, 5), "hold": segment_pairs(60, 6)}
+    sets["cf"].label = (sets["cf"].stats["item_count"] > 2.5).astype(np.int64)
+    stages = {s: StageSettings(epochs=1, bf16="off") for s in ("text", "cf")}
+    model, tok, report = fit(spec, stages, sets, skip_init="features", base=base, log=lambda m: None)
+    assert report["skip_refit"] and model.lm_weights()["warm"] == 0 and model.lm_weights()["cold_item"] != 0
+    test = segment_pairs(200, 9).encode(make(tiny_encoder)[2])
+    warm = reference_segment(test) == 0
+    got = predict(model, test, tok.pad_token_id, use_cf=True, bf16="off")[warm]
+    f = base.score(test.signals(names))[warm]
+    a, c = np.polyfit(f, got, 1)
+    assert a > 0
+    np.testing.assert_allclose(got, a * f + c, atol=1e-4)

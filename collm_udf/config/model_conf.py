@@ -71,7 +71,10 @@ class TrainingConfig:
                            "again after stage 2 on the trained model's LM logit: the skip and the LM's weights end "
                            "at the labels' optimum, not where stage 2's last steps left them) or zero. Fit it to "
                            "the table's task (cf_pool_positives): on like/dislike pairs against ignored candidates "
-                           "alone it learns that a high u . v means ignored (README)", "logistic")
+                           "alone it learns that a high u . v means ignored (README). features: refit's fits with "
+                           "the features-only ranker's logit as the one signal, so the model is that ranker plus "
+                           "the LM's part (with lm_warm false, warm pairs rank as the ranker ranks them); needs a "
+                           "linear skip without skip_segments", "logistic")
     batch_size: int = _help("training batch size", 32)
     cf_dropout: float = _help("probability that a CF slot is dropped to its no-CF vector in stage 2 (most "
                               "users of a new day have no factors)", 0.2)
@@ -114,8 +117,8 @@ class TrainingConfig:
             raise ConfigError("train: learning rates must be > 0")
         if self.retrain_every_days < 1 or self.cf_negatives < 0 or self.text_negatives < 0:
             raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives and text_negatives >= 0")
-        if self.skip_init not in ("logistic", "refit", "zero"):
-            raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic, refit or zero")
+        if self.skip_init not in ("logistic", "refit", "features", "zero"):
+            raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic, refit, features or zero")
         if self.pool_label not in ("window", "horizon"):
             raise ConfigError(f"train.pool_label: {self.pool_label!r} is not window or horizon")
         if self.bf16 not in ("auto", "on", "off"):
@@ -134,6 +137,9 @@ class ModelConfig(Architecture):
             super().__post_init__()
         except ModelError as e:
             raise ConfigError(str(e)) from None
+        if self.train.skip_init == "features" and (not self.signals or self.skip_hidden or self.skip_segments):
+            raise ConfigError("model.train.skip_init features: the skip becomes a multiple of the features-only "
+                              "ranker's logit; it needs model.signals, skip_hidden 0 and skip_segments false")
 
     def spec(self, factor_dim: int, als_run_id: Optional[str], cold_item_below: Optional[int] = None) -> ModelSpec:
         """The model this section describes, on factors of rank factor_dim from ALS run als_run_id; with

@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from collm_udf.core.features import FeatureRanker
 from collm_udf.core.inference import autocast_enabled, batch_inputs, predict
 from collm_udf.core.metrics import auc
 from collm_udf.core.model import SEGMENTS, CoLLM, build
@@ -228,7 +229,8 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
     return meta
 
 
-def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional[int] = None) -> None:
+def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional[int] = None, *,
+              base: Optional[FeatureRanker] = None) -> None:
     """Before stage 2: standardise the skip's signals as the stage-2 set has them (recorded in the spec) and, with
     how="logistic" and a linear skip, start it at a logistic regression of the set's labels on them. From zero
     the skip spends stage 2 catching up with what this closed-form fit gives at once, and the projector learns
@@ -236,16 +238,25 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
     stands after stage 1 (one pass over the set; needs pad_id), and its coefficient starts the scale: the start
     then scores like the fit, LM and signals weighed against each other on the table's labels. how="refit" fits
     the same (fit() calls it again after stage 2, whose steps at skip_lr leave the linear part jittering around
-    that optimum: on ML-100K's first dev day u . v's weight went from the fit's 1.44 to 0.77)."""
+    that optimum: on ML-100K's first dev day u . v's weight went from the fit's 1.44 to 0.77).
+
+    how="features" stacks the model on the features-only ranker `base` (collm_udf/core/features.py; None: fitted
+    here on the set, as split mode fits it): the fit sees that ranker's logit f as its one signal column, so the
+    skip ends as a * f (its coefficients mapped to the skip's standardisation) and, with lm_warm false, warm pairs
+    rank exactly as that ranker ranks them; the LM's weights and offsets per segment are what the model adds.
+    Needs a linear skip without skip_segments (ModelConfig checks)."""
     if not model.spec.signals:
         return
     x = cf.signals(model.spec.signals)
     model.set_signal_scale(x.mean(axis=0), x.std(axis=0))
-    if how not in ("logistic", "refit") or model.spec.skip_hidden or len(np.unique(cf.label)) < 2:
+    if how not in ("logistic", "refit", "features") or model.spec.skip_hidden or len(np.unique(cf.label)) < 2:
         return
     from sklearn.linear_model import LogisticRegression  # training machines only (see auc)
 
     z = model.skip_inputs(torch.as_tensor(x).to(model._sig_mean.device)).cpu().numpy()
+    if how == "features":  # z -> the ranker's logit f = z @ w + b, one column (the skip standardises x as it does)
+        w, b = stacked(base or FeatureRanker.fit(model.spec.signals, x, cf.label), model.spec)
+        z = (z @ w + b)[:, None]
     if model.lm_scale is not None:
         if pad_id is None:
             raise ValueError("init_skip: a model with lm_scale needs pad_id (its logistic start scores the set)")
@@ -282,15 +293,29 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
             model.lm_scale.fill_(float(coef[0]) / s)
             bias -= float(coef[0]) * m / s
             coef = coef[1:]
+        if how == "features":  # coef[0] f = coef[0] (z @ w + b)
+            coef, bias = coef[0] * w, bias + float(coef[0]) * b
         model.skip.weight.copy_(torch.as_tensor(coef[None, :], dtype=torch.float32))
         model.skip.bias.fill_(bias)
 
 
+def stacked(ranker: FeatureRanker, spec: ModelSpec) -> tuple[np.ndarray, float]:
+    """(w (S,), b): the features-only ranker's logit on the skip's standardised input z = (x - spec.signal_mean) /
+    spec.signal_std, f = z @ w + b (the ranker standardises by its own mean and scale)."""
+    if tuple(ranker.signals) != tuple(spec.signals):
+        raise ValueError(f"skip_init features: the ranker's signals {list(ranker.signals)} are not the model's "
+                         f"{list(spec.signals)}")
+    coef, mean, scale = (np.asarray(v, np.float64) for v in (ranker.coef, ranker.mean, ranker.scale))
+    m, s = np.asarray(spec.signal_mean, np.float64), np.asarray(spec.signal_std, np.float64)
+    return coef * s / scale, ranker.intercept + float(coef @ ((m - mean) / scale))
+
+
 def fit(spec: ModelSpec, stages: Mapping[str, StageSettings], sets: Mapping[str, PairSet], *,
         skip_init: str = "logistic", state_dir: Optional[str] = None, log: Callable[[str], None] = print,
-        device: Optional[torch.device] = None):
+        device: Optional[torch.device] = None, base: Optional[FeatureRanker] = None):
     """Build the model of `spec` and train both stages on sets {text, cf, hold}, stage s with stages[s];
     (model, tokenizer, report). The conf gives all three: ModelConfig.spec(), .stages(), .train.skip_init.
+    base: the features-only ranker that skip_init features stacks on (init_skip).
 
     Stage 1 (text) is skipped when the text set is empty; with tuning none it trains the head only.
     The model trains where it is built (the CPU) unless a device is given. Under torch.distributed every rank
@@ -308,7 +333,7 @@ def fit(spec: ModelSpec, stages: Mapping[str, StageSettings], sets: Mapping[str,
         report["text"] = train_stage(model, "text", sets["text"], sets["hold"], stages["text"], tok.pad_token_id,
                                      state_dir=state_dir, log=log)
     report["cf"] = train_cf(model, sets["cf"], sets["hold"], stages["cf"], tok.pad_token_id, skip_init=skip_init,
-                            state_dir=state_dir, log=log)
+                            state_dir=state_dir, log=log, base=base)
     if report["cf"].get("skip_refit"):
         report["skip_refit"] = True
     return model, tok, report
@@ -316,13 +341,14 @@ def fit(spec: ModelSpec, stages: Mapping[str, StageSettings], sets: Mapping[str,
 
 def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id: int, *,
              skip_init: str = "logistic", state_dir: Optional[str] = None,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, base: Optional[FeatureRanker] = None) -> dict:
     """Stage 2 after stage 1 (fit, and the benchmarks that run the stages themselves): the skip's start
     (init_skip, which weighs the LM as stage 1 left it), the CF stage, and with skip_init refit the same fit again
-    on the LM as stage 2 left it (the linear part at the labels' optimum). train_stage's record, with skip_refit."""
-    init_skip(model, cf, skip_init, pad_id)
+    on the LM as stage 2 left it (the linear part at the labels' optimum; skip_init features too, on `base`).
+    train_stage's record, with skip_refit."""
+    init_skip(model, cf, skip_init, pad_id, base=base)
     meta = train_stage(model, "cf", cf, hold, tc, pad_id, state_dir=state_dir, log=log)
-    if skip_init == "refit":
-        init_skip(model, cf, "refit", pad_id)
+    if skip_init in ("refit", "features"):
+        init_skip(model, cf, skip_init, pad_id, base=base)
         meta["skip_refit"] = True
     return meta

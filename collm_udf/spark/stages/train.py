@@ -111,7 +111,7 @@ def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional
     version = model_version(cfg, run_id, ds, frames if frames is not None else {"ranker": rows})
     out: dict = {"als_run_id": run_id}
     if lm:
-        out.update(_fit_lm(ctx, cfg, sets, d=d, run_id=run_id, version=version, asof=asof))
+        out.update(_fit_lm(ctx, cfg, sets, d=d, run_id=run_id, version=version, asof=asof, base=ranker))
         gate_id, model = version, model_registry.find_model(tables, version)
     else:
         gate_id, model = version.replace("collm_", "features_", 1), None
@@ -167,8 +167,11 @@ def last_training(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
     return found
 
 
-def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, version: str, asof: AsOf) -> dict:
-    """Train the CoLLM model on the sets (on the driver, or in several processes) and register it."""
+def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, version: str, asof: AsOf,
+            base: Optional[FeatureRanker]) -> dict:
+    """Train the CoLLM model on the sets (on the driver, or in several processes) and register it. `base`: the
+    features-only ranker, which skip_init features stacks the model on (several processes fit it on the stage-2
+    set instead, as split mode does)."""
     spark, tables, ds, log = ctx.spark, ctx.tables, ctx.ds, ctx.log
     tracked = cfg.model.train.mlflow
     if cfg.model.train.distributed.num_processes > 1:
@@ -184,7 +187,7 @@ def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, 
         with tempfile.TemporaryDirectory(prefix="collm-train-") as state:
             spec = cfg.model.spec(d, run_id, cfg.candidates.min_item_interactions)
             model, _, report = fit(spec, cfg.model.stages(), sets, skip_init=cfg.model.train.skip_init,
-                                   state_dir=state, log=log)
+                                   state_dir=state, log=log, base=base)
         out = register(spark, cfg, tables, model, version=version, asof=asof, report=report)
         if model.lm_scale is not None:
             out["lm_scale"] = model.lm_weights()
