@@ -92,3 +92,14 @@ def test_the_point_rule_serves_the_new_ranker_only_when_it_beats_the_best_other(
     assert decide(per_user, "collm", margin=0.0, level=0.0)[0] == "collm"
     # base + 0.03 against base + 0.02 by 20%: base averages ~0.1, so 0.13 < 0.12 x 1.2
     assert decide(per_user, "collm", margin=0.2, level=0.0)[0] == "features"
+
+
+def test_the_point_rule_does_not_promote_on_a_lead_in_float_rounding():
+    # The same lists for every user, their figures an ulp apart: a tie, and the best other serves.
+    per_user = lists()
+    same = per_user["recent_popularity"].ndcg.to_numpy() + 0.02
+    per_user["features"] = frame(same)
+    per_user["collm"] = frame(np.nextafter(same, 1.0))
+    assert per_user["collm"].ndcg.mean() > per_user["features"].ndcg.mean()
+    winner, _, reason = decide(per_user, "collm", margin=0.0, level=0.0)
+    assert winner == "features" and "does not beat features" in reason
