@@ -141,17 +141,17 @@ def test_skip_init_features_stacks_the_model_on_the_features_only_ranker(tiny_en
     from collm_udf.core.training import fit
 
     names = ["als_dot", "item_count", "user_missing"]
-    spec = make(tiny_encoder, signals=names, lm_scale=True, lm_segments=True, cold_item_below=COLD_BELOW,
-                lm_warm=False)[0].spec
+    first, _, pb = make(tiny_encoder, signals=names, lm_scale=True, lm_segments=True, cold_item_below=COLD_BELOW,
+                        lm_warm=False)
     other = segment_pairs(400, 8)
     base = FeatureRanker.fit(names, other.signals(names), other.label)  # pairs(): label = u . v > 0
     assert base.weights()["als_dot"] > 0
     sets = {"text": pairs(0, 0), "cf": segment_pairs(300, 5), "hold": segment_pairs(60, 6)}
     sets["cf"].label = (sets["cf"].stats["item_count"] > 2.5).astype(np.int64)
     stages = {s: StageSettings(epochs=1, bf16="off") for s in ("text", "cf")}
-    model, tok, report = fit(spec, stages, sets, skip_init="features", base=base, log=lambda m: None)
+    model, tok, report = fit(first.spec, stages, sets, skip_init="features", base=base, log=lambda m: None)
     assert report["skip_refit"] and model.lm_weights()["warm"] == 0 and model.lm_weights()["cold_item"] != 0
-    test = segment_pairs(200, 9).encode(make(tiny_encoder)[2])
+    test = segment_pairs(200, 9).encode(pb)
     warm = reference_segment(test) == 0
     got = predict(model, test, tok.pad_token_id, use_cf=True, bf16="off")[warm]
     f = base.score(test.signals(names))[warm]

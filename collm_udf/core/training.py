@@ -240,10 +240,10 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
     the same (fit() calls it again after stage 2, whose steps at skip_lr leave the linear part jittering around
     that optimum: on ML-100K's first dev day u . v's weight went from the fit's 1.44 to 0.77).
 
-    how="features" stacks the model on the features-only ranker `base` (collm_udf/core/features.py; None: fitted
-    here on the set, as split mode fits it): the fit sees that ranker's logit f as its one signal column, so the
-    skip ends as a * f (its coefficients mapped to the skip's standardisation) and, with lm_warm false, warm pairs
-    rank exactly as that ranker ranks them; the LM's weights and offsets per segment are what the model adds.
+    how="features" stacks the model on the features-only ranker `base` (collm_udf/core/features.py): the fit
+    sees that ranker's logit f as its one signal column, so the skip ends as a * f (its coefficients mapped to the
+    skip's standardisation) and, with lm_warm false, warm pairs rank exactly as that ranker ranks them; the LM's
+    weights and offsets per segment are what the model adds.
     Needs a linear skip without skip_segments (ModelConfig checks)."""
     if not model.spec.signals:
         return
@@ -255,7 +255,9 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
 
     z = model.skip_inputs(torch.as_tensor(x).to(model._sig_mean.device)).cpu().numpy()
     if how == "features":  # z -> the ranker's logit f = z @ w + b, one column (the skip standardises x as it does)
-        w, b = stacked(base or FeatureRanker.fit(model.spec.signals, x, cf.label), model.spec)
+        if base is None:
+            raise ValueError("init_skip features: needs the features-only ranker (base) to stack on")
+        w, b = stacked(base, model.spec)
         z = (z @ w + b)[:, None]
     if model.lm_scale is not None:
         if pad_id is None:
@@ -345,7 +347,10 @@ def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id
     """Stage 2 after stage 1 (fit, and the benchmarks that run the stages themselves): the skip's start
     (init_skip, which weighs the LM as stage 1 left it), the CF stage, and with skip_init refit the same fit again
     on the LM as stage 2 left it (the linear part at the labels' optimum; skip_init features too, on `base`).
-    train_stage's record, with skip_refit."""
+    train_stage's record, with skip_refit. skip_init features without `base`: the ranker fitted on `cf`, once (split
+    mode's features-only ranker is that fit)."""
+    if skip_init == "features" and base is None and model.spec.signals:
+        base = FeatureRanker.fit(model.spec.signals, cf.signals(model.spec.signals), cf.label)
     init_skip(model, cf, skip_init, pad_id, base=base)
     meta = train_stage(model, "cf", cf, hold, tc, pad_id, state_dir=state_dir, log=log)
     if skip_init in ("refit", "features"):
