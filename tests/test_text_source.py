@@ -84,28 +84,34 @@ def test_text_candidates_are_each_users_nearest_unseen_cold_items_as_of_the_cuto
         assert all(score[i] >= kth - 1e-3 for i in mine.item_id), u
 
 
-def test_cold_slots_hold_their_positions_and_the_other_pairs_fill_the_rest_in_score_order(spark):
+def test_cold_slots_are_a_floor_the_greedy_merge_of_cold_and_other_pairs(spark):
     from collm_udf.spark.scorers import rank_with_cold_slots, slot_positions
 
     assert slot_positions(2, 20) == [5, 15] and slot_positions(1, 20) == [10] and slot_positions(0, 20) == []
     rng = np.random.default_rng(0)
     rows = []
-    for user, n_cold in (("a", 4), ("b", 1), ("c", 0)):
+    # cold pairs far below the others (only the slots bring them in), mixed with them, and above them
+    for user, n_cold, shift in (("a", 4, -5), ("b", 1, -5), ("c", 0, 0), ("d", 6, 0), ("e", 9, 0.5), ("f", 3, 5)):
         rows += [(user, f"w{i}", float(rng.normal()), "als") for i in range(12)]
-        # every cold pair scores below every other: only the slots bring them in
-        rows += [(user, f"c{i}", float(rng.normal()) - 5, "text") for i in range(n_cold)]
+        rows += [(user, f"c{i}", float(rng.normal()) + shift, "text") for i in range(n_cold)]
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "score", "source"])
-    got = rank_with_cold_slots(spark.createDataFrame(df), 8, 2).toPandas()
-    pos = slot_positions(2, 8)  # [2, 6]
-    for user, g in df.groupby("user_id"):
-        warm = g[g.source == "als"].sort_values("score", ascending=False).item_id.tolist()
-        cold = g[g.source == "text"].sort_values("score", ascending=False).item_id.tolist()
-        want = []
-        for p in range(1, 9):  # a slot takes the next cold pair while there is one, else the next other pair
-            want.append(cold.pop(0) if p in pos and cold else warm.pop(0))
-        mine = got[got.user_id == user].sort_values("rank")
-        assert mine["rank"].tolist() == list(range(1, 9)) and mine.item_id.tolist() == want, user
-    assert rank_with_cold_slots(spark.createDataFrame(df), 8, 0).where("source = 'text'").count() == 0
+    for slots in (0, 2, 3):
+        got = rank_with_cold_slots(spark.createDataFrame(df), 8, slots).toPandas()
+        pos = slot_positions(slots, 8)
+        for user, g in df.groupby("user_id"):
+            warm = g[g.source == "als"].sort_values("score", ascending=False)[["item_id", "score"]].values.tolist()
+            cold = g[g.source == "text"].sort_values("score", ascending=False)[["item_id", "score"]].values.tolist()
+            want, placed = [], 0
+            for p in range(1, 9):  # the next cold pair when its slot is due or it scores higher, else the next other
+                due = placed < len(pos) and pos[placed] == p
+                take_cold = cold and (due or not warm or cold[0][1] > warm[0][1])
+                want.append((cold if take_cold else warm).pop(0)[0])
+                placed += bool(take_cold)
+            mine = got[got.user_id == user].sort_values("rank")
+            assert mine["rank"].tolist() == list(range(1, 9)) and mine.item_id.tolist() == want, (slots, user)
+    # the floor: no cold pair is listed later than its score alone would list it (user f's three lead the list)
+    top = rank_with_cold_slots(spark.createDataFrame(df), 8, 2).toPandas()
+    assert top[top.user_id == "f"].sort_values("rank").source.head(3).tolist() == ["text"] * 3
 
 
 def test_the_cold_share_is_the_recent_likes_of_items_rare_before_the_window(spark, events):

@@ -163,11 +163,11 @@ class ScoreConfig:
                           "short to train, the first days of a warehouse): recent_popularity, popularity or als; the "
                           "reason is in the run summary and the table's model_version", "recent_popularity")
     top_n: int = _help("rows per user in the daily recommendation table", 20)
-    cold_slots: bool = _help("hold rows of each user's list for the cold sources' items (candidates text and cold), "
-                             "as many as the cold items' share of the likes of the last evaluate.horizon_days "
+    cold_slots: bool = _help("a floor for the cold sources' items (candidates text and cold) in each user's list: "
+                             "slots as many as the cold items' share of the likes of the last evaluate.horizon_days "
                              "(items with fewer than min_item_interactions interactions before that span) times "
-                             "top_n, spread evenly over the list; the scorer picks which cold items fill them (the "
-                             "run summary's `cold_slots`)", False)
+                             "top_n, spread evenly over the list; the i-th best-scored cold pair is listed at its "
+                             "score's place or its slot, whichever is earlier (the run summary's `cold_slots`)", False)
     device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
                         "cpu, or cuda:N", "auto")
     bf16: str = _help("collm: bf16 autocast: auto (GPU or CPUs with native bf16), on, off", "auto")

@@ -15,7 +15,7 @@ Rankers, each a top-k list per held-out user of that audience:
   als                the label fit's u . v over the same pool
   popularity, recent_popularity   the backtest's lists as of the window's start
 Each ranker with a model is ranked as the score stage serves it: with score.cold_slots, its top_n list with the
-rows held for cold items as of that day, cut to k.
+cold slots of that day, cut to k.
 Decision (collm_udf/core/promotion.py): gate.confidence 0 (the default), the point rule: the new ranker (collm, or
 features when it is the conf's scorer) is promoted when its NDCG@k exceeds the best other's by gate.margin
 (relative); otherwise the best other serves. gate.confidence > 0, the proof rule: the better list without a model

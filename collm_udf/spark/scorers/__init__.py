@@ -61,7 +61,7 @@ def resolve(cfg: Config, tables: Tables, asof: AsOf, served: str, *, why: Option
 
 
 def cold_slots(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
-    """With score.cold_slots: the rows held for cold items - round(the cold share of the recent likes x top_n) -
+    """With score.cold_slots: the slots that floor cold items - round(the cold share of the recent likes x top_n) -
     and where they go (collm_udf/spark/scorers/base.py: rank_with_cold_slots); None without. The likes are those of
     the last evaluate.horizon_days, the span a day's table is judged on: one horizon back, the share the truth had
     (ML-100K validation days: 7-15% against the truth's 7-8%; over 28 days 9-23%, new releases liked in their first

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -62,20 +61,29 @@ def slot_positions(slots: int, top_n: int) -> list[int]:
 
 
 def rank_with_cold_slots(scored: DataFrame, top_n: int, slots: int) -> DataFrame:
-    """rank, with `slots` positions of each user's top_n (slot_positions) held for the best-scored pairs of the
-    cold sources (COLD_SOURCES; the frame's `source`), and the other pairs in score order around them. A user
-    with fewer cold pairs than slots gets the other pairs in the free ones; cold pairs beyond the slots are left
-    out. slots 0: rank."""
+    """rank, with a floor for the cold sources' pairs (COLD_SOURCES; the frame's `source`): the i-th best-scored of
+    them is listed where its score puts it, or at the i-th of slot_positions(slots, top_n) when that is earlier.
+    The other pairs keep score order in the positions left. A floor, not a cap: cold pairs beyond the slots, and
+    cold pairs that score above their slot, compete on score; a user with fewer cold pairs than slots gets other
+    pairs in the free ones. slots 0: rank.
+
+    It is the list a greedy merge makes - at each position the better of the next cold and the next other pair,
+    unless the next cold pair's slot is due - in closed form (tests/test_text_source.py checks one against the
+    other): with N_i the natural position of the i-th cold pair and p_i its slot, it goes to F_i = min(N_i, p_i);
+    F_i - i other pairs come before it, so the r-th other pair goes to r + #{i: F_i - i < r}."""
     if slots <= 0:
         return rank(scored, top_n)
     cold = F.coalesce(F.col("source").isin(*COLD_SOURCES), F.lit(False))
-    each = scored.withColumn("_cold", cold).withColumn(
-        "_r", F.row_number().over(Window.partitionBy("user_id", "_cold").orderBy(*score_order(scored))))
-    pos = slot_positions(slots, top_n)
-    # the r-th other pair takes the r-th free position: r plus the slots that come before it (p_i - i <= r)
-    other = reduce(lambda a, b: a + b, [F.when(F.col("_r") >= p - i, 1).otherwise(0) for i, p in enumerate(pos)],
-                   F.col("_r"))
-    key = F.when(F.col("_cold"), F.try_element_at(F.array(*[F.lit(p) for p in pos]), F.col("_r"))).otherwise(other)
-    w = Window.partitionBy("user_id").orderBy("_key")
-    return (each.withColumn("_key", key).where(F.col("_key").isNotNull())
-            .withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= top_n).drop("_cold", "_r", "_key"))
+    user = Window.partitionBy("user_id")
+    each = (scored.withColumn("_cold", cold)
+            .withColumn("_n", F.row_number().over(user.orderBy(*score_order(scored))))
+            .withColumn("_r", F.row_number().over(Window.partitionBy("user_id", "_cold")
+                                                  .orderBy(*score_order(scored)))))
+    slot = F.try_element_at(F.array(*[F.lit(p) for p in slot_positions(slots, top_n)]), F.col("_r"))
+    each = each.withColumn("_f", F.when(F.col("_cold"), F.least(F.col("_n"), F.coalesce(slot, F.col("_n")))))
+    before = F.collect_list(F.col("_f") - F.col("_r")).over(user)  # per cold pair, the other pairs before it
+    key = F.when(F.col("_cold"), F.col("_f")).otherwise(
+        F.col("_r") + F.size(F.filter(before, lambda g: g < F.col("_r"))))
+    return (each.withColumn("_key", key).where(F.col("_key") <= top_n)
+            .withColumn("rank", F.row_number().over(user.orderBy("_key")))
+            .drop("_cold", "_n", "_r", "_f", "_key"))

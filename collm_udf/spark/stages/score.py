@@ -15,9 +15,9 @@ whose pairs are the list itself), or score.fallback when nothing was trained yet
 cutoff (the newest ALS fit, model and decision not after it). Pairs a scorer cannot score
 (ALS: a user or item without factors) rank after the scored ones in recent-popularity order, so a user without
 factors still gets top_n rows; remaining ties are broken by item_id so that a rerun ranks identically.
-With score.cold_slots, some positions of each list are held for the cold sources' best-scored items (text
-neighbours, cold catalog items), as many as cold items' share of the recent likes (cold_slots; the run summary
-says the share, the slots and their positions).
+With score.cold_slots, the cold sources' best-scored items (text neighbours, cold catalog items) get a floor in
+each list: as many slots as cold items' share of the recent likes, each cold pair listed at its score's place or
+its slot, whichever is earlier (cold_slots; the run summary says the share, the slots and their positions).
 """
 from __future__ import annotations
 
