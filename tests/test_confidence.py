@@ -51,6 +51,13 @@ def test_confidence_intervals_pool_days_as_the_mean_of_their_means():
     assert ci["best_baseline"] == {"ndcg": "popularity", "recall": "popularity"}
     est, lo, hi = ci["ratios"]["als"]["ndcg"]  # over a ranker that never hits: unbounded, said as None
     assert est is None and lo is None and hi is None
+    assert "shadow_over_table" not in ci
+    # the model the gate passed over (evaluate.shadow), on d2 only: its ratio to the table counts d2's users only
+    shadow = [{"ds": "d2", "user_id": r["user_id"], "ranker": "shadow", "ndcg": 3 * r["ndcg"], "recall": r["recall"]}
+              for r in rows if r["ds"] == "d2" and r["ranker"] == "collm"]
+    ci = confidence(rows + shadow, "collm")
+    assert ci["shadow_over_table"]["ndcg"] == pytest.approx([3.0, 3.0, 3.0])
+    assert ci["shadow_over_table"]["recall"] == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_segment_figures_and_cold_exposure_equal_a_pandas_reference(spark):

@@ -3,6 +3,7 @@
 day before the history allows one."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_the_gate_does_not_promote_a_model_made_bad_and_serves_the_best_other(sp
     from collm_udf.core.features import FeatureRanker
     from collm_udf.spark import gate, model_registry, serving, training_set
     from collm_udf.spark.scorers import make_scorer
-    from collm_udf.spark.stages import score
+    from collm_udf.spark.stages import evaluate, score
 
     cfg, tables, summary = gated
     good = model_registry.find_model(tables, summary["stages"]["train"]["model_version"])
@@ -140,6 +141,14 @@ def test_the_gate_does_not_promote_a_model_made_bad_and_serves_the_best_other(sp
     out = score.run(StageContext.of(spark, cfg, DAY, tables=tables))
     assert out["model_version"] == scorer.model_version and not scorer.model_version.startswith("collm:")
     assert table_version(decision["served"], out["model_version"])
+    # evaluate.shadow backtests the model the gate passed over, on every truth user, beside the table that served
+    on = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, shadow=True))
+    ranked = evaluate.evaluate_day(spark, on, tables, DAY, "run_gate_shadow")["rankers"]
+    ndcg = f"ndcg@{cfg.evaluate.k}"
+    assert ranked["shadow"][ndcg] < ranked[cfg.score.scorer][ndcg]  # upside down, it ranks below what served
+    m = tables.read("metrics").where((F.col("run_id") == "run_gate_shadow") & (F.col("scorer") == "shadow"))
+    assert {r["model_version"] for r in m.select("model_version").distinct().collect()} == {"collm:collm_bad"}
+    assert "shadow" not in evaluate.evaluate_day(spark, cfg, tables, DAY, "run_gate_no_shadow")["rankers"]
     serving.record(spark, cfg, tables, asof, dict(prev, results=json.loads(prev["results"])))  # as it was
 
 

@@ -246,6 +246,10 @@ class EvaluateConfig:
     user_figures: bool = _help("keep each truth user's NDCG@k and Recall@k per ranker in the run summary (small "
                                "warehouses: collm replay turns it on for its paired-bootstrap confidence intervals)",
                                False)
+    shadow: bool = _help("when the gate did not promote the newest CoLLM model, backtest it anyway as ranker "
+                         "`shadow`: the day's candidates ranked as the score stage would serve it (cold slots "
+                         "included), beside the table that served; what the LM would have added, on every truth "
+                         "user (a CoLLM scoring pass more per day)", False)
     report: bool = _help("the evaluate stage ends by writing the day's HTML report (off: `collm report --ds` writes "
                          "it on demand from the same tables)", True)
     report_dir: Optional[str] = _help("where the evaluate stage (and `collm report`) writes the HTML report, one "

@@ -104,7 +104,8 @@ def confidence(per_user: list[dict], scorer: str, *, level: float = 0.95, seed: 
     {rankers: {name: {ndcg: [est, lo, hi], recall: [...]}}, ratios: {baseline: {ndcg: [...], recall: [...]}},
     best_baseline: {ndcg: name, recall: name}, units: user-days, segments: {segment: the same over the segment's
     truth (backtest.SEGMENTS)}}. Ratios are the table's (`scorer`) over each baseline's; the best baseline is the
-    one with the highest estimate."""
+    one with the highest estimate. With evaluate.shadow, shadow_over_table: the model's list (served or not) over
+    the table, on the days that had a model."""
     if not per_user:
         return {}
     df = pd.DataFrame(per_user)
@@ -130,10 +131,15 @@ def _confidence(df: pd.DataFrame, scorer: str, level: float, seed: int) -> dict:
     for f in wide:
         est = {b: out["rankers"][b][f][0] or 0.0 for b in bases}
         out["best_baseline"][f] = max(bases, key=lambda b: est[b])
+    def ratio(f: str, a: str, b: str, on=slice(None)) -> list:
+        return [_finite(v) for v in paired_bootstrap(weighted_ratio, (
+            wide[f][a].fillna(0).to_numpy()[on], wide[f][b].fillna(0).to_numpy()[on], w[on]), level=level, seed=seed)]
+
     for b in bases:
-        out["ratios"][b] = {f: [_finite(v) for v in paired_bootstrap(
-            weighted_ratio, (wide[f][scorer].fillna(0).to_numpy(), wide[f][b].fillna(0).to_numpy(), w),
-            level=level, seed=seed)] for f in wide}
+        out["ratios"][b] = {f: ratio(f, scorer, b) for f in wide}
+    on = wide["ndcg"]["shadow"].notna().to_numpy() if "shadow" in wide["ndcg"].columns else None
+    if on is not None and on.any():  # the model the gate passed over, over the table that served instead, on
+        out["shadow_over_table"] = {f: ratio(f, "shadow", scorer, on) for f in wide}  # the days it was trained by
     return out
 
 
@@ -151,6 +157,10 @@ def format_confidence(ci: dict, scorer: str) -> list[str]:
         lines.append(f"[replay] {scorer} / baseline ({pct}% CI) | NDCG / Recall: " + " | ".join(
             f"{b}{'*' if b in best.values() else ''} x{f(r['ndcg'])} / x{f(r['recall'])}"
             for b, r in ci["ratios"].items()) + "   (* best baseline)")
+    if ci.get("shadow_over_table"):
+        r = ci["shadow_over_table"]
+        lines.append(f"[replay] shadow (the model not served) / {scorer} ({pct}% CI) | NDCG / Recall: "
+                     f"x{f(r['ndcg'])} / x{f(r['recall'])}")
     for seg, part in (ci.get("segments") or {}).items():  # the same over each segment's truth
         lines += [line.replace("[replay] ", f"[replay] {seg}: ", 1) for line in format_confidence(part, scorer)]
     return lines

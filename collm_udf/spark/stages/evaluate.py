@@ -23,6 +23,8 @@ each pair's own history, the paper's protocol); warm/cold count interactions in 
   users and over the truth's segments cold_item / warm_item (the liked items with fewer / at least
   candidates.min_item_interactions interactions before the cutoff, the day's derived threshold under tempo) and
   no_factors (truth users without factors in the day's ALS fit); each list's cold_item_share and cold_items.
+- evaluate.shadow: when the gate passed over the newest CoLLM model, that model too, as ranker `shadow` (ranked as
+  the score stage would serve it), so that what the LM would have added is measured on every truth user.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ from collm_udf.spark import backtest
 from collm_udf.spark.asof import AsOf, backtest_status, segments
 from collm_udf.spark.context import StageContext
 from collm_udf.spark import serving, tempo
-from collm_udf.spark.scorers import ALSScorer, Scorer, make_scorer, rank, resolve
+from collm_udf.spark.scorers import (ALSScorer, Scorer, cold_slots, make_scorer, rank, rank_with_cold_slots,
+                                    resolve)
 from collm_udf.spark.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,15 @@ def evaluate_day(spark: SparkSession, cfg: Config, tables: Tables, ds: str, run_
         lists["features"] = rank(features.score_pairs(cands.select("user_id", "item_id", "pop_rank")), k) \
             .select("user_id", "item_id", "rank")
         written["features"] = features
+    shadow = shadow_model(cfg, tables, asof, scorer)
+    if shadow is scorer:  # the model served: what it would have added is what it added
+        lists["shadow"], written["shadow"] = lists[table], scorer
+    elif shadow is not None:  # the model the gate passed over, as it would have served the day
+        slots = cold_slots(cfg, tables, asof)
+        scored = shadow.score_pairs(cands.select("user_id", "item_id", "source", "als_rank", "pop_rank"))
+        lists["shadow"] = rank_with_cold_slots(scored, cfg.score.top_n, slots["slots"] if slots else 0) \
+            .where(F.col("rank") <= k).select("user_id", "item_id", "rank")
+        written["shadow"] = shadow
     n_truth = truth.agg(F.count(F.lit(1)).alias("n")).first()["n"]
     truth.unpersist()
     bt = backtest.prepare(cfg, tables, asof)
@@ -180,6 +192,18 @@ def features_baseline(cfg: Config, tables: Tables, asof: AsOf) -> Optional[Score
     if found is None or found["features"] in (None, "{}"):
         return None
     return resolve(cfg, tables, asof, f"features:{found['gate_id']}")
+
+
+def shadow_model(cfg: Config, tables: Tables, asof: AsOf, served: Scorer) -> Optional[Scorer]:
+    """With evaluate.shadow: the CoLLM model of the conf's gate decision as of the day (`served` itself when it
+    is that model; None: off, or no decision or model)."""
+    if not cfg.evaluate.shadow or cfg.score.scorer != "collm":
+        return None
+    found = serving.decision_as_of(tables, asof, cfg)
+    if found is None or not found.get("model_version"):
+        return None
+    ref = f"collm:{found['model_version']}"
+    return served if served.model_version == ref else resolve(cfg, tables, asof, ref)
 
 
 def pending_days(cfg: Config, tables: Tables, ds: str) -> list[str]:
