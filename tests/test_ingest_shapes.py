@@ -21,7 +21,9 @@ DS = "1998-03-01"   # a backfilled day: ML-100K runs to 1998-04-22
 PLANTED = {         # row indices of the slice -> what is planted there
     "user_decimal": range(0, 10), "item_decimal": range(10, 20), "negative_ts": range(20, 25),
     "extra_field": range(25, 30), "rating_99": range(30, 35), "rating_text": range(35, 40)}
-NUL_ITEMS, QUOTED_ITEM, EXTRA_ITEM, DECIMAL_ITEM = ("1", "2"), "3", "4", "5"
+NUL_ITEMS, QUOTED_ITEM, EXTRA_ITEM, DECIMAL_ITEM, BAD_FLAG_ITEM = ("1", "2"), "3", "4", "5", "17"
+GENRES = ["unknown", "action", "adventure", "animation", "childrens", "comedy", "crime", "documentary", "drama",
+          "fantasy", "film_noir", "horror", "musical", "mystery", "romance", "sci_fi", "thriller", "war", "western"]
 
 
 def plant(ml100k, out):
@@ -51,15 +53,18 @@ def plant(ml100k, out):
             it.append("extra")
         elif it[0] == DECIMAL_ITEM:
             it[0] = "5.0"
+        elif it[0] == BAD_FLAG_ITEM:
+            it[6] = "2"  # genre_action
     (out / "u.item").write_bytes("".join("|".join(it) + "\n" for it in items).encode("latin-1"))
     return clean
 
 
-def local_conf(src, root, **interactions):
+def local_conf(src, root, flags=False, **interactions):
+    genres = {"columns": {"flags": [f"genre_{g}" for g in GENRES], "flag_prefix": "genre_"}} if flags else {}
     return load_config(ROOT / "conf" / "local.yaml", {
         "tables": {"root": str(root)},
         "interactions": {"source": {"path": str(src / "u.data")}, **interactions},
-        "items": {"source": {"path": str(src / "u.item")}}})
+        "items": {"source": {"path": str(src / "u.item")}, **genres}})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,7 @@ def planted(spark, ml100k, tmp_path_factory):
 
     src = tmp_path_factory.mktemp("planted-src")
     clean = plant(ml100k, src)
-    cfg = local_conf(src, tmp_path_factory.mktemp("planted-wh"))
+    cfg = local_conf(src, tmp_path_factory.mktemp("planted-wh"), flags=True)
     summary = pipeline.run(spark, cfg, stages=["ingest"], ds=DS, run_id="planted")
     found = {(f["table"].split(" ")[0], f["check"]): Finding(**f) for f in summary["data_quality"]}
     return clean, found, Tables(spark, cfg.tables), summary
@@ -124,9 +129,28 @@ def test_nul_bytes_in_item_text_are_removed_and_counted(planted):
     _, found, tables, _ = planted
     f = found[("items", "text with NUL or other control characters (item id: text, \\0 = NUL)")]
     assert (f.rows, f.action, f.column) == (2, "removed", "title")
-    assert f.example in {"1: Toy\\0Story (1995)", "2: GoldenEye\\0(1995)"}
+    assert f.example in {"1: Toy\\0Story (1995) | animation, childrens, comedy",
+                         "2: GoldenEye\\0(1995) | action, adventure, thriller"}
     texts = tables.read("items").where(F.col("item_id").isin(*NUL_ITEMS)).orderBy("item_id").collect()
-    assert [r["text"] for r in texts] == ["ToyStory (1995)", "GoldenEye(1995)"]
+    assert [r["text"] for r in texts] == ["ToyStory (1995) | animation, childrens, comedy",  # the genre flags too
+                                          "GoldenEye(1995) | action, adventure, thriller"]
+
+
+def test_genre_flags_end_each_items_text_and_a_bad_flag_is_counted(planted, ml100k):
+    _, found, tables, _ = planted
+    raw = pd.read_csv(ml100k / "u.item", sep="|", header=None, encoding="latin-1", dtype=str)
+    names = [g.replace("_", " ") for g in GENRES]
+    want = {r[0]: " | ".join([r[1]] + ([", ".join(n for n, v in zip(names, r[5:24]) if v == "1")]
+                                       if "1" in r[5:24] else []))
+            for r in raw.itertuples(index=False)}
+    got = {r["item_id"]: r["text"] for r in tables.read("items").collect()}
+    planted_items = {*NUL_ITEMS, QUOTED_ITEM, EXTRA_ITEM, DECIMAL_ITEM, BAD_FLAG_ITEM}
+    assert {i: t for i, t in got.items() if i not in planted_items} == {
+        i: t for i, t in want.items() if i not in planted_items}
+    assert got["7"] == "Twelve Monkeys (1995) | drama, sci fi"
+    f = found[("items", "flag neither 0 nor 1, read as unset (item id: value)")]
+    assert (f.rows, f.example, f.column, f.action) == (1, "17: 2", "genre_action", "kept")
+    assert got[BAD_FLAG_ITEM] == "From Dusk Till Dawn (1996) | comedy, crime, horror, thriller"  # action: 2
 
 
 def test_the_shipped_conf_bounds_ratings_so_99_never_reaches_als(planted):
@@ -142,7 +166,7 @@ def test_doubled_quotes_in_titles_are_flagged(planted):
     _, found, tables, _ = planted
     f = [v for (t, c), v in found.items() if t == "items" and c.startswith('text with doubled quotes ""')]
     assert len(f) == 1 and (f[0].rows, f[0].action) == (1, "kept")
-    assert f[0].example == '3: "Four Rooms ""Director\'s Cut"" (1995)"' and "escape: '\"'" in f[0].check
+    assert f[0].example == '3: "Four Rooms ""Director\'s Cut"" (1995)" | thriller' and "escape: '\"'" in f[0].check
 
 
 def test_a_value_the_cast_made_null_still_shows_in_the_example(planted):

@@ -19,10 +19,10 @@ from collm_udf.config.sections import (ALSConfig, AsOfConfig, CandidatesConfig, 
                                        PrepareConfig, ScoreConfig, SparkConfig, SplitConfig, TablesConfig,
                                        TempoConfig)
 from collm_udf.config.sources import (InteractionColumns, InteractionsConfig, ItemColumns, ItemsConfig,
-                                      SourceConfig)
+                                      SourceConfig, flag_name)
 
 __all__ = ["ALSConfig", "AsOfConfig", "CandidatesConfig", "Config", "ConfigError", "DistributedConfig",
            "EvaluateConfig", "GateConfig", "InteractionColumns", "InteractionsConfig", "ItemColumns", "ItemsConfig",
            "MlflowConfig", "ModelConfig", "PrepareConfig", "ScoreConfig", "SourceConfig", "SparkConfig",
            "SplitConfig", "TablesConfig", "TempoConfig", "TrainingConfig", "check_identifier", "check_table_name",
-           "config_from_dict", "load_config", "local_abspath", "merge", "to_dict"]
+           "config_from_dict", "flag_name", "load_config", "local_abspath", "merge", "to_dict"]

@@ -68,10 +68,25 @@ class InteractionsConfig:
 class ItemColumns:
     item: str = _help("item id column")
     text: list[str] = _help("one or more text columns, joined into the item's text")
+    flags: list[str] = _help("0/1 columns (one-hot attributes, e.g. genres): the item's text ends with the names of "
+                             "those set to 1, comma-separated, as one more text part ('Toy Story (1995) | animation, "
+                             "comedy'); a value other than 0, 1 or null counts as unset and is reported in "
+                             "data_quality", factory=list)
+    flag_prefix: str = _help("stripped from each flag column's name, '_' read as a space (genre_sci_fi: 'sci fi')",
+                             "")
 
     def __post_init__(self):
         if not self.text:
             raise ConfigError("items.columns.text: give at least one text column")
+        names = [flag_name(c, self.flag_prefix) for c in self.flags]
+        if len(set(names)) < len(names) or "" in names:
+            raise ConfigError(f"items.columns.flags: {self.flags} give names {names} (after flag_prefix "
+                              f"{self.flag_prefix!r}) that are empty or repeated")
+
+
+def flag_name(column: str, prefix: str) -> str:
+    """The word a set flag adds to an item's text: the column's name without `prefix`, '_' read as a space."""
+    return (column[len(prefix):] if prefix and column.startswith(prefix) else column).replace("_", " ").strip()
 
 
 @dataclass

@@ -115,6 +115,11 @@ def item_row_checks(cfg: Config, csv: bool) -> list[Check]:
         checks.append(Check(MALFORMED, "(row)", F.col("_line").isNotNull(), F.col("_line"), "kept"))
     checks.append(Check("null or blank item id", item, F.col("item_id").isNull() | (F.col("item_id") == ""),
                         shown("item"), "dropped"))
+    for i, c in enumerate(cfg.items.columns.flags):  # a flag is 0 or 1; anything else is read as unset
+        raw = F.trim(F.col(f"_raw_flag{i}"))
+        checks.append(Check("flag neither 0 nor 1, read as unset (item id: value)", c,
+                            raw.isNotNull() & ~raw.isin("0", "1"),
+                            F.concat(F.col("item_id"), F.lit(": "), raw), "kept"))
     return checks + id_repairs(item, "item")
 
 

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from collm_udf.config import Config, SourceConfig
+from collm_udf.config import Config, SourceConfig, flag_name
 from collm_udf.spark.context import StageContext
 from collm_udf.datasets import DatasetError, resolve_uri
 from collm_udf.spark import ingest_checks as chk
@@ -111,11 +111,18 @@ INTERACTION_COLUMNS = ["user_id", "item_id", "ts", "rating", "label", "split"]
 
 def normalise_items(df: DataFrame, cfg: Config) -> DataFrame:
     src, cols = cfg.items.source, cfg.items.columns
-    require_columns(df, src, {"item": cols.item, **{f"text[{i}]": c for i, c in enumerate(cols.text)}})
-    text = F.concat_ws(cfg.items.text_separator, *[F.col(c).cast("string") for c in cols.text])
+    flags = {f"flag{i}": c for i, c in enumerate(cols.flags)}
+    require_columns(df, src, {"item": cols.item, **{f"text[{i}]": c for i, c in enumerate(cols.text)},
+                              **{f"flags[{i}]": c for i, c in enumerate(cols.flags)}})
+    parts = [F.col(c).cast("string") for c in cols.text]
+    if flags:  # the names of the flags set, as one more part (null, so left out, when none is)
+        set_ = [F.when(F.trim(F.col(c).cast("string")) == "1", F.lit(flag_name(c, cols.flag_prefix)))
+                for c in cols.flags]
+        names = F.concat_ws(", ", *set_)
+        parts.append(F.when(names != "", names))
     item, item_dec = chk.canonical_id(df, cols.item)
-    return df.select(item.alias("item_id"), text.alias("text"), item_dec.alias("_item_decimal"),
-                     *chk.raw_columns(df, {"item": cols.item}))
+    return df.select(item.alias("item_id"), F.concat_ws(cfg.items.text_separator, *parts).alias("text"),
+                     item_dec.alias("_item_decimal"), *chk.raw_columns(df, {"item": cols.item, **flags}))
 
 
 def _report(dq: DataQuality, table: str, checks: list, got) -> None:
