@@ -131,6 +131,7 @@ def _confidence(df: pd.DataFrame, scorer: str, level: float, seed: int) -> dict:
     for f in wide:
         est = {b: out["rankers"][b][f][0] or 0.0 for b in bases}
         out["best_baseline"][f] = max(bases, key=lambda b: est[b])
+
     def ratio(f: str, a: str, b: str, on=slice(None)) -> list:
         return [_finite(v) for v in paired_bootstrap(weighted_ratio, (
             wide[f][a].fillna(0).to_numpy()[on], wide[f][b].fillna(0).to_numpy()[on], w[on]), level=level, seed=seed)]
