@@ -42,6 +42,7 @@ clean:
 	rm -rf warehouse spark-warehouse metastore_db derby.log
 
 DATASET ?= ml-100k
+TAG ?=
 .PHONY: bench-quality
 bench-quality: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quality.py --dataset $(DATASET)
@@ -64,6 +65,12 @@ bench-ranking-validate: venv
 	  --tag=-validate
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset ml-latest-small --conf conf/ml-latest-small.yaml \
 	  --every 42 --days 8 --override '{"evaluate": {"horizon_days": 42}}' --tag=-validate
+
+# after a replay with the text source (TAG = its --tag, e.g. -validate-floor): which order of each user's cold items
+# finds the ones the user then likes, their text, their recent interactions or both, and the most the candidates hold
+.PHONY: bench-cold-order
+bench-cold-order: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cold_order.py --dataset $(DATASET) --tag=$(TAG)
 
 # after bench-ranking: the LM's part and the skip's part of its models' logits, each ranking the table alone
 .PHONY: bench-ranking-parts

@@ -82,6 +82,7 @@ def test_defaults_and_types():
     ({"asof": {"label_window_days": 0}}, "label_window_days must be >= 1"),
     ({"als": {"retrain_every_days": 0}}, "als.retrain_every_days must be >= 1"),
     ({"model": {"train": {"retrain_every_days": 0}}}, "retrain_every_days must be >= 1"),
+    ({"model": {"train": {"pool_users": -1}}}, "pool_users >= 0"),
     ({"evaluate": {"horizon_days": 0}}, "horizon_days must be >= 1"),
     ({"candidates": {"popular_k": -1}}, "popular_k must be >= 0"),
 ])

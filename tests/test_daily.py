@@ -287,6 +287,15 @@ def test_collm_trains_on_its_label_window_and_later_days_score_with_aligned_fact
     liked = events[(events.ts >= start) & (events.ts < cutoff(DAYS[0])) & (events.label == 1)]
     want = pool.merge(liked[["user_id", "item_id"]].drop_duplicates().assign(want=1), how="left")["want"]
     assert (pool["label"].to_numpy() == want.fillna(0).to_numpy()).all() and 0 < pool["label"].sum() < len(pool)
+    # model.train.pool_users caps the pool's users, and a kept user's candidates and labels are the same
+    few = dataclasses.replace(cfg.model, train=dataclasses.replace(cfg.model.train, pool_users=3))
+    capped = training_set.candidate_pool(dataclasses.replace(cfg, model=few), tables, AsOf.of(cfg, DAYS[0]),
+                                         als.find_run(tables, model["als_run_id"])).toPandas()
+    assert capped.user_id.nunique() == 3 < pool.user_id.nunique() and len(capped) > 3
+    cols = ["user_id", "item_id", "label", "source"]
+    kept = pool[pool.user_id.isin(capped.user_id)]
+    pd.testing.assert_frame_equal(capped[cols].sort_values(cols).reset_index(drop=True),
+                                  kept[cols].sort_values(cols).reset_index(drop=True))
     pos = min(60, int(pool["label"].sum()))  # rated pairs + 60 ignored candidates + up to 60 liked ones
     assert first["pairs"]["cf"] == 96 + 48 + pos - pos // 5 and first["pairs"]["hold"] == 48 + 12 + pos // 5
     # stage 1's pool: one window further back, labelled by the window that ends where stage 2's begins

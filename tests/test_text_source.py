@@ -125,3 +125,33 @@ def test_the_cold_share_is_the_recent_likes_of_items_rare_before_the_window(spar
     want = (likes.item_id.map(before).fillna(0) < min_items).mean()
     share, n = cold_share(spark.createDataFrame(k), end.tz_localize("UTC").to_pydatetime(), days, min_items)
     assert n == len(likes) > 100 and 0 < share == pytest.approx(want)
+
+
+def test_a_popularity_list_served_with_cold_slots_brings_the_days_cold_candidates(daily):
+    """A list has no cold items of its own: with score.cold_slots its pool adds the user's candidates of the cold
+    sources, each pair once, and the slots then list them; without, the pool is the list."""
+    import dataclasses
+
+    from pyspark.sql import functions as F
+
+    from collm_udf.spark.asof import AsOf
+    from collm_udf.spark.scorers import PopularityScorer, rank_with_cold_slots
+
+    cfg, tables, _, _ = daily
+    ds, top_n = DAYS[1], 10
+    cands = tables.read("candidates").where(F.col("ds") == F.lit(ds).cast("date"))
+    on = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, cold_slots=True))
+    plain, slotted = (PopularityScorer(c, tables, AsOf.of(c, ds), "recent_popularity") for c in (cfg, on))
+    lst, pool = plain.pool(cands, top_n).toPandas(), slotted.pool(cands, top_n).toPandas()
+    assert set(lst.source) == {"popular"} and (lst.groupby("user_id").size() == top_n).all()
+    c = cands.toPandas()
+    cold = c[c.source.isin(["text", "cold"])]
+    key = ["user_id", "item_id"]
+    want = pd.concat([lst[key], cold[key]]).drop_duplicates()
+    assert len(pool) == len(want) and not pool.duplicated(key).any() and len(pool) > len(lst)
+    assert set(map(tuple, pool[key].to_numpy())) == set(map(tuple, want.to_numpy()))
+    ranked = rank_with_cold_slots(slotted.score_pairs(slotted.pool(cands, top_n)), top_n, 2).toPandas()
+    assert (ranked.groupby("user_id").size() == top_n).all()
+    has_cold = set(cold.user_id)
+    per_user = ranked[ranked.source.isin(["text", "cold"])].groupby("user_id").size()
+    assert has_cold and (per_user.reindex(sorted(has_cold)).fillna(0) >= 2).all()

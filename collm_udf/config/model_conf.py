@@ -99,6 +99,12 @@ class TrainingConfig:
                             "(cf_negatives, text_negatives and the features-only ranker's rows): window (liked "
                             "anywhere in the label window) or horizon (liked within evaluate.horizon_days of its "
                             "start: the span a day's table is judged by)", "window")
+    pool_users: int = _help("daily mode: the label window's candidate pool (stage 2's and stage 1's pool pairs, the "
+                            "features-only ranker's rows, the gate's held-out users) is built for at most this many "
+                            "users of its day's audience, the lowest in a seeded hash of the user id; 0 for all. "
+                            "ALS's exact top-K scores every pool user against every item, users x items: at 20M "
+                            "interactions (200k users, 50k items) the uncapped pool did not finish in 25 minutes "
+                            "(benchmarks/README.md, Scale)", 10_000)
     retrain_every_days: int = _help("daily mode: the train stage trains a new model when the newest one of this "
                                     "model conf is this many days older than the cutoff; in between, days are "
                                     "scored by it with the newest ALS fit's factors aligned into its space", 7)
@@ -115,8 +121,9 @@ class TrainingConfig:
             raise ConfigError("train: cf_train_share must be in [0, 1] and cf_dropout in [0, 1)")
         if self.text_lr <= 0 or self.cf_lr <= 0 or self.skip_lr <= 0:
             raise ConfigError("train: learning rates must be > 0")
-        if self.retrain_every_days < 1 or self.cf_negatives < 0 or self.text_negatives < 0:
-            raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives and text_negatives >= 0")
+        if self.retrain_every_days < 1 or min(self.cf_negatives, self.text_negatives, self.pool_users) < 0:
+            raise ConfigError("train: retrain_every_days must be >= 1, cf_negatives, text_negatives and pool_users "
+                              ">= 0")
         if self.skip_init not in ("logistic", "refit", "features", "zero"):
             raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic, refit, features or zero")
         if self.pool_label not in ("window", "horizon"):

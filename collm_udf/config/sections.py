@@ -167,7 +167,9 @@ class ScoreConfig:
                              "slots as many as the cold items' share of the likes of the last evaluate.horizon_days "
                              "(items with fewer than min_item_interactions interactions before that span) times "
                              "top_n, spread evenly over the list; the i-th best-scored cold pair is listed at its "
-                             "score's place or its slot, whichever is earlier (the run summary's `cold_slots`)", False)
+                             "score's place or its slot, whichever is earlier (the run summary's `cold_slots`); "
+                             "a popularity list that serves gets the day's cold-source candidates for its slots",
+                             False)
     device: str = _help("collm: auto (the task's Spark-assigned GPU, else CUDA_VISIBLE_DEVICES, else CPU), "
                         "cpu, or cuda:N", "auto")
     bf16: str = _help("collm: bf16 autocast: auto (GPU or CPUs with native bf16), on, off", "auto")

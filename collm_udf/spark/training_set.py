@@ -139,14 +139,14 @@ POOL_CANDIDATE_COLUMNS = ("source", "als_rank", "pop_rank")
 
 def candidate_pool(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
     """The table's task, one window back: the candidates the day of the label window's start would have offered
-    (its audience, the label fit's ALS top-K, its popular and cold items), labelled as the backtest labels a day:
-    1 where the user then liked the item in the window (pool_labels), else 0 (ignored, or rated below the like
-    threshold).
+    (its audience, at most model.train.pool_users of it; the label fit's ALS top-K, its popular and cold items),
+    labelled as the backtest labels a day: 1 where the user then liked the item in the window (pool_labels), else 0
+    (ignored, or rated below the like threshold).
     History as of that start. Columns as PAIR_COLUMNS + ts (the start), and the candidates' source, als_rank and
     pop_rank (the gate ranks this pool as the score stage ranks a day's candidates)."""
     start = dataclasses.replace(asof, cutoff=asof.label_start)
     pairs = tables.read("pairs")
-    offered = candidates.build(cfg, tables, start, run)
+    offered = candidates.build(cfg, tables, start, run, max_users=cfg.model.train.pool_users if cfg.model else 0)
     window = pool_labels(cfg, asof, pairs).groupBy("user_id", "item_id").agg(F.max("label").alias("_liked"))
     hist = history_as_of(start.known(pairs), cfg.prepare.history_len)
     return (offered.join(window, ["user_id", "item_id"], "left").join(hist, "user_id", "left")

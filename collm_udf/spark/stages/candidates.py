@@ -93,10 +93,20 @@ def als_candidates(cfg: Config, tables: Tables, run: dict, known: DataFrame, use
                                                   (F.col("_pos") + 1).cast("int").alias("als_rank"))
 
 
-def build(cfg: Config, tables: Tables, asof: AsOf, run: dict) -> DataFrame:
-    """user_id, item_id, source, als_rank, pop_rank: the day's candidates (one row per pair)."""
+def capped_users(users: DataFrame, max_users: int, seed: int) -> DataFrame:
+    """`users` (user_id), or when they are more than max_users > 0, the max_users lowest in a seeded hash of the
+    user id: the same users on every run, and a user kept at a cap is kept at any larger one."""
+    if max_users <= 0 or users.count() <= max_users:
+        return users
+    key = F.xxhash64(F.lit("collm-pool"), F.lit(seed), F.col("user_id"))
+    return users.select("user_id", key.alias("_h")).orderBy("_h", "user_id").limit(max_users).select("user_id")
+
+
+def build(cfg: Config, tables: Tables, asof: AsOf, run: dict, max_users: int = 0) -> DataFrame:
+    """user_id, item_id, source, als_rank, pop_rank: the day's candidates (one row per pair); with max_users, for
+    at most that many users of the audience (capped_users); a user's candidates are the same either way."""
     known = asof.known(tables.read("pairs"))
-    users = served_users(cfg, asof, known)
+    users = capped_users(served_users(cfg, asof, known), max_users, cfg.model.train.seed if cfg.model else 0)
     c = cfg.candidates
     warm = als_candidates(cfg, tables, run, known, users)
     popular = popular_unseen(users, known, popularity_order(known, asof, c.recent_days), c.popular_k, c.seen_buffer)
