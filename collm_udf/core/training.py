@@ -230,7 +230,7 @@ def train_stage(model: CoLLM, stage: str, train: PairSet, valid: PairSet, tc: St
 
 
 def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional[int] = None, *,
-              base: Optional[FeatureRanker] = None) -> None:
+              base: Optional[FeatureRanker] = None, bf16: str = "auto") -> None:
     """Before stage 2: standardise the skip's signals as the stage-2 set has them (recorded in the spec) and, with
     how="logistic" and a linear skip, start it at a logistic regression of the set's labels on them. From zero
     the skip spends stage 2 catching up with what this closed-form fit gives at once, and the projector learns
@@ -244,7 +244,9 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
     sees that ranker's logit f as its one signal column, so the skip ends as a * f (its coefficients mapped to the
     skip's standardisation) and, with lm_warm false, warm pairs rank exactly as that ranker ranks them; the LM's
     weights and offsets per segment are what the model adds.
-    Needs a linear skip without skip_segments (ModelConfig checks)."""
+    Needs a linear skip without skip_segments (ModelConfig checks). bf16: the pass over the set's precision, the
+    stage's setting (on a CPU with native bf16, "auto" scores in bf16: the fit's LM column would not be the
+    logit the stage trained in fp32)."""
     if not model.spec.signals:
         return
     x = cf.signals(model.spec.signals)
@@ -266,7 +268,7 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
             model.skip.weight.zero_()
             model.skip.bias.zero_()
             model.lm_scale.fill_(1.0)
-        lm = predict(model, cf, pad_id, use_cf=True)
+        lm = predict(model, cf, pad_id, use_cf=True, bf16=bf16)
         m, s = float(lm.mean()), max(float(lm.std()), 1e-6)  # standardised like the signals, for the same penalty
         if model.spec.lm_segments:  # per segment (lm - m) / s there and 0 elsewhere, and its offset (not warm's)
             seg = model.segment(torch.as_tensor(x)).numpy()
@@ -351,9 +353,9 @@ def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id
     mode's features-only ranker is that fit)."""
     if skip_init == "features" and base is None and model.spec.signals:
         base = FeatureRanker.fit(model.spec.signals, cf.signals(model.spec.signals), cf.label)
-    init_skip(model, cf, skip_init, pad_id, base=base)
+    init_skip(model, cf, skip_init, pad_id, base=base, bf16=tc.bf16)
     meta = train_stage(model, "cf", cf, hold, tc, pad_id, state_dir=state_dir, log=log)
     if skip_init in ("refit", "features"):
-        init_skip(model, cf, skip_init, pad_id, base=base)
+        init_skip(model, cf, skip_init, pad_id, base=base, bf16=tc.bf16)
         meta["skip_refit"] = True
     return meta
