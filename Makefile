@@ -83,7 +83,7 @@ bench-ranking-parts: venv
 SIZES ?= 1m,5m,20m
 .PHONY: bench-scale
 bench-scale: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/scale.py --sizes $(SIZES)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/scale.py --sizes $(SIZES) --event-log benchmarks/.work/scale-events
 
 .PHONY: bench-alignment
 bench-alignment: venv

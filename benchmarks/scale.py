@@ -11,6 +11,8 @@ measured apart, because on 2 CPU cores it would score a large audience for hours
   and scores the candidates of --lm-users users; its pairs/s times each size's candidate pairs is that size's
   full-audience cost in CPU core-hours, and in GPU hours at the newest device rate in benchmarks/results
   (gpu-scoring-*.json, the 0.5B causal backbone: a production backbone, not the embedded MiniLM).
+With --event-log, Spark's event log of each size is kept and its slowest actions (collm stage and call site,
+summed job seconds) go into the size's `hot_jobs`: where a stage's time goes, without a profiler.
 Then each stage's time is fitted as a * interactions^b (least squares in log-log); b is the stage's exponent.
 Writes benchmarks/results/scale.json and scale.png (time against interactions per stage, log-log).
 """
@@ -49,6 +51,26 @@ def data_dir(size: str) -> Path:
     return ROOT / "benchmarks" / ".work" / f"synth-{size}"
 
 
+def hot_jobs(log_dir: Path, top: int = 12) -> list[dict]:
+    """The `top` (collm stage, call site) pairs of Spark's event logs under log_dir by summed job wall seconds; the
+    stage is the job group's description that collm_udf/spark/progress.py sets ("collm <stage>")."""
+    start, where, total = {}, {}, {}
+    for f in log_dir.iterdir():
+        for line in f.open():
+            ev = json.loads(line)
+            kind = ev.get("Event")
+            if kind == "SparkListenerJobStart":
+                props = ev.get("Properties") or {}
+                start[ev["Job ID"]] = ev["Submission Time"]
+                where[ev["Job ID"]] = (props.get("spark.job.description") or "", props.get("callSite.short") or "")
+            elif kind == "SparkListenerJobEnd" and ev["Job ID"] in start:
+                key = where[ev["Job ID"]]
+                n, s = total.get(key, (0, 0.0))
+                total[key] = (n + 1, s + (ev["Completion Time"] - start[ev["Job ID"]]) / 1000)
+    ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
+    return [{"stage": k[0], "call_site": k[1], "jobs": n, "seconds": round(s, 1)} for k, (n, s) in ranked]
+
+
 def day_conf(data: Path, lm: bool) -> tuple[dict, str]:
     """The conf dict of the day of the synthetic warehouse at `data` (conf/local.yaml with its sources; the
     features-only ranker serves, or with `lm` CoLLM without a gate) and its ds."""
@@ -67,7 +89,7 @@ def day_conf(data: Path, lm: bool) -> tuple[dict, str]:
     return conf, (end - dt.timedelta(days=conf["evaluate"]["horizon_days"] + 1)).isoformat()
 
 
-def one(size: str, lm_users: int, lm: bool) -> dict:
+def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> dict:
     """Generate (once) and run one size's day in this process; the LM's pairs/s when `lm`."""
     import shutil
 
@@ -86,6 +108,11 @@ def one(size: str, lm_users: int, lm: bool) -> dict:
 
     conf, ds = day_conf(data, lm=False)
     shutil.rmtree(conf["tables"]["root"], ignore_errors=True)
+    if event_log is not None:
+        logs = event_log / size
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        conf["spark"] = {"conf": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.as_uri()}}
     cfg = config_from_dict(conf)
     spark = get_spark(cfg, f"collm-bench-scale-{size}")
     jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
@@ -102,6 +129,8 @@ def one(size: str, lm_users: int, lm: bool) -> dict:
     if lm:
         out["lm"] = lm_rate(spark, size, ds, lm_users)
     spark.stop()
+    if event_log is not None:
+        out["hot_jobs"] = hot_jobs(event_log / size)
     return out
 
 
@@ -190,16 +219,19 @@ def main() -> int:
     ap.add_argument("--lm-users", type=int, default=2000)
     ap.add_argument("--lm-rate-from", type=Path, help="with --lm-size '': an earlier scale JSON whose measured LM "
                     "rate prices the full audiences (recorded with its file name)")
+    ap.add_argument("--event-log", type=Path, help="keep Spark's event log of each size under this folder and "
+                    "record each size's slowest jobs (hot_jobs)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one size in this process, print its JSON
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.lm_users, args.one == args.lm_size)))
+        print(json.dumps(one(args.one, args.lm_users, args.one == args.lm_size, args.event_log)))
         return 0
     rows = []
     for size in args.sizes.split(","):
         t = time.time()
-        done = subprocess.run([sys.executable, __file__, "--one", size, "--lm-size", args.lm_size,
-                               "--lm-users", str(args.lm_users)], stdout=subprocess.PIPE, text=True, check=True)
+        cmd = [sys.executable, __file__, "--one", size, "--lm-size", args.lm_size, "--lm-users", str(args.lm_users)]
+        cmd += ["--event-log", str(args.event_log)] if args.event_log else []
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"[scale] {size}: {time.time() - t:.0f}s {json.dumps(rows[-1])}", file=sys.stderr)
     lm = next((r["lm"] for r in rows if "lm" in r), None)

@@ -61,21 +61,33 @@ def add_split(df: DataFrame, cfg: Config) -> DataFrame:
 
 
 def add_history(df: DataFrame, length: int) -> DataFrame:
-    """history = the user's last `length` positive items strictly before this pair's timestamp."""
-    # A range frame on microseconds ending at -1 excludes every event at the same instant, including this one:
-    # ratings given in the same second carry no order, so none of them may leak into another's history.
-    w = (Window.partitionBy("user_id").orderBy(F.unix_micros("ts"))
-         .rangeBetween(Window.unboundedPreceding, -1))
-    # Events are collected with their time and sorted by (time, item_id): a deterministic order even for ties.
-    events = F.collect_list(F.when(F.col("label") == 1, F.struct(F.unix_micros("ts").alias("t"), "item_id")))
+    """history = the user's last `length` positive items strictly before this pair's timestamp, oldest first.
+
+    Ratings given in the same instant carry no order, so none of them may enter another's history; likes of one
+    instant are ordered by item id. Linear in the rows: each instant with a like gets a snapshot of the last
+    `length` likes up to it (a bounded frame over the likes), and each row takes the newest snapshot of an earlier
+    instant (a running last-non-null over rows and snapshots in time order), instead of collecting and sorting
+    every earlier like for every row (quadratic in a user's rows)."""
     if length == 0:
         return df.withColumn("history", F.array().cast("array<string>"))
-    h = F.col("h")
-    start = F.greatest(F.size(h) - F.lit(length - 1), F.lit(1))
-    return (df.withColumn("h", F.transform(F.array_sort(events.over(w)), lambda e: e["item_id"]))
-            .withColumn("history", F.when(F.size(h) > 0, F.slice(h, start, F.lit(length)))
-                        .otherwise(F.array().cast("array<string>")))
-            .drop("h"))
+    t = F.unix_micros("ts").alias("_t")
+    likes = Window.partitionBy("user_id").orderBy("_t", "item_id")
+    # snapshots: user_id, _t, _h (array<string>, <= length items): the last likes up to instant _t, taken at
+    # the instant's last like in (_t, item_id) order
+    snaps = (df.where(F.col("label") == 1).select("user_id", t, "item_id")
+             .select("user_id", "_t", F.collect_list("item_id").over(likes.rowsBetween(1 - length, 0)).alias("_h"),
+                     F.lead("_t").over(likes).alias("_next"))
+             .where(F.col("_next").isNull() | (F.col("_next") != F.col("_t")))
+             .select("user_id", "_t", F.lit(1).alias("_k"), "_h"))
+    # a snapshot sorts after the rows of its own instant, so a row sees only earlier instants' likes
+    rows = df.select("*", t, F.lit(0).alias("_k"))
+    upto = (Window.partitionBy("user_id").orderBy("_t", "_k")
+            .rowsBetween(Window.unboundedPreceding, -1))
+    hist = F.coalesce(F.last("_h", ignorenulls=True).over(upto), F.array().cast("array<string>"))
+    return (rows.unionByName(snaps, allowMissingColumns=True)
+            .withColumn("history", hist)
+            .where(F.col("_k") == 0)
+            .drop("_t", "_k", "_h"))
 
 
 def deduplicate(df: DataFrame) -> DataFrame:
