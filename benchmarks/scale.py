@@ -55,7 +55,7 @@ def hot_jobs(log_dir: Path, top: int = 12) -> list[dict]:
     """The `top` (collm stage, call site) pairs of Spark's event logs under log_dir by summed job wall seconds; the
     stage is the job group's description that collm_udf/spark/progress.py sets ("collm <stage>")."""
     start, where, total = {}, {}, {}
-    for f in log_dir.iterdir():
+    for f in sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
         for line in f.open():
             ev = json.loads(line)
             kind = ev.get("Event")
@@ -112,7 +112,8 @@ def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> di
         logs = event_log / size
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir(parents=True)
-        conf["spark"] = {"conf": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.as_uri()}}
+        conf["spark"] = {"conf": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.as_uri(),
+                                  "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}}
     cfg = config_from_dict(conf)
     spark = get_spark(cfg, f"collm-bench-scale-{size}")
     jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
