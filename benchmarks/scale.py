@@ -51,24 +51,43 @@ def data_dir(size: str) -> Path:
     return ROOT / "benchmarks" / ".work" / f"synth-{size}"
 
 
-def hot_jobs(log_dir: Path, top: int = 12) -> list[dict]:
-    """The `top` (collm stage, call site) pairs of Spark's event logs under log_dir by summed job wall seconds; the
-    stage is the job group's description that collm_udf/spark/progress.py sets ("collm <stage>")."""
-    start, where, total = {}, {}, {}
+def hot_jobs(log_dir: Path, walls: dict, top: int = 15) -> list[dict]:
+    """The `top` (collm stage, action) pairs of the Spark event logs under log_dir by summed job seconds. The
+    action is the SQL execution's description (its call site: a Python line for collect/first/toPandas, the JVM's
+    for count and Delta writes); the stage is found by time, from the first job on, in `walls` (stage -> wall
+    seconds, in run order), so a job near a stage's edge may be counted in its neighbour. Jobs of one execution
+    run side by side under adaptive execution: their seconds can add up to more than the stage's wall."""
+    described, root, start, jobs = {}, {}, {}, []
     for f in sorted(p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
         for line in f.open():
             ev = json.loads(line)
-            kind = ev.get("Event")
-            if kind == "SparkListenerJobStart":
+            kind = ev.get("Event", "")
+            if kind.endswith("SparkListenerSQLExecutionStart"):
+                described[ev["executionId"]] = ev.get("description", "")
+                root[ev["executionId"]] = ev.get("rootExecutionId", ev["executionId"])
+            elif kind == "SparkListenerJobStart":
                 props = ev.get("Properties") or {}
-                start[ev["Job ID"]] = ev["Submission Time"]
-                where[ev["Job ID"]] = (props.get("spark.job.description") or "", props.get("callSite.short") or "")
+                eid = props.get("spark.sql.execution.id")
+                what = props.get("callSite.short") or ""
+                if eid is not None:
+                    what = described.get(root.get(int(eid), int(eid))) or described.get(int(eid)) or what
+                start[ev["Job ID"]] = (ev["Submission Time"] / 1000, what)
             elif kind == "SparkListenerJobEnd" and ev["Job ID"] in start:
-                key = where[ev["Job ID"]]
-                n, s = total.get(key, (0, 0.0))
-                total[key] = (n + 1, s + (ev["Completion Time"] - start[ev["Job ID"]]) / 1000)
+                t, what = start.pop(ev["Job ID"])
+                jobs.append((t, ev["Completion Time"] / 1000 - t, what))
+    if not jobs:
+        return []
+    edges, at = [], min(t for t, _, _ in jobs)
+    for stage, wall in walls.items():
+        edges.append((at + wall, stage))
+        at += wall
+    total: dict = {}
+    for t, secs, what in jobs:
+        key = (next((s for end, s in edges if t < end), "after"), what)
+        n, x = total.get(key, (0, 0.0))
+        total[key] = (n + 1, x + secs)
     ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
-    return [{"stage": k[0], "call_site": k[1], "jobs": n, "seconds": round(s, 1)} for k, (n, s) in ranked]
+    return [{"stage": k[0], "action": k[1], "jobs": n, "job_seconds": round(x, 1)} for k, (n, x) in ranked]
 
 
 def day_conf(data: Path, lm: bool) -> tuple[dict, str]:
@@ -131,7 +150,7 @@ def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> di
         out["lm"] = lm_rate(spark, size, ds, lm_users)
     spark.stop()
     if event_log is not None:
-        out["hot_jobs"] = hot_jobs(event_log / size)
+        out["hot_jobs"] = hot_jobs(event_log / size, out["stages"])
     return out
 
 

@@ -185,3 +185,22 @@ def test_bench_scale_fits_each_stages_exponent_and_its_day_conf_is_valid(tmp_pat
     assert meta["start"][:10] < ds < meta["end"][:10]
     lm = config_from_dict(scale.day_conf(tmp_path / "synth", lm=True)[0])
     assert lm.score.scorer == "collm" and not lm.gate.enabled and lm.tables.root != cfg.tables.root
+
+
+def test_bench_scale_hot_jobs_sums_each_executions_jobs_into_the_stage_of_their_time(tmp_path):
+    scale = bench_module("scale")
+    sql = "org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionStart"
+    events = [{"Event": sql, "executionId": 1, "rootExecutionId": 1, "description": "collect at a.py:3"},
+              {"Event": sql, "executionId": 2, "rootExecutionId": 1, "description": "inner"},
+              {"Event": sql, "executionId": 3, "rootExecutionId": 3, "description": "save at x.java:0"}]
+    # (job, execution, start s, seconds): jobs 0-1 in stage a (0-10 s), 2-3 in stage b (10-30 s)
+    for job, eid, t, secs in ((0, 1, 0, 4), (1, 2, 5, 3), (2, 3, 12, 6), (3, None, 20, 1)):
+        props = {"callSite.short": "first at b.py:9"} | ({"spark.sql.execution.id": str(eid)} if eid else {})
+        events += [{"Event": "SparkListenerJobStart", "Job ID": job, "Submission Time": 1000 * (100 + t),
+                    "Properties": props},
+                   {"Event": "SparkListenerJobEnd", "Job ID": job, "Completion Time": 1000 * (100 + t + secs)}]
+    (tmp_path / "app").write_text("\n".join(json.dumps(e) for e in events))
+    got = scale.hot_jobs(tmp_path, {"a": 10, "b": 20})
+    assert got == [{"stage": "a", "action": "collect at a.py:3", "jobs": 2, "job_seconds": 7.0},
+                   {"stage": "b", "action": "save at x.java:0", "jobs": 1, "job_seconds": 6.0},
+                   {"stage": "b", "action": "first at b.py:9", "jobs": 1, "job_seconds": 1.0}]
