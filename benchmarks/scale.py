@@ -137,7 +137,14 @@ def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> di
     spark = get_spark(cfg, f"collm-bench-scale-{size}")
     jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
     t0 = time.time()
-    summary = pipeline.run(spark, cfg, ds=ds, run_id=f"scale_{size}", progress=lambda m: print(m, file=sys.stderr))
+    peaks: dict = {}  # the driver's Python peak after each stage: which stage raised it
+
+    def progress(m: str) -> None:
+        print(m, file=sys.stderr)
+        if m.startswith("[collm] ") and " done in " in m:
+            peaks[m.split()[1]] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    summary = pipeline.run(spark, cfg, ds=ds, run_id=f"scale_{size}", progress=progress)
     out = {"size": size, "users": meta["users"], "items": meta["items"], "interactions": meta["interactions"],
            "ds": ds, "wall_s": round(time.time() - t0, 1),
            "stages": {s: summary["stages"][s]["wall_s"] for s in STAGES if s in summary["stages"]},
@@ -145,6 +152,7 @@ def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> di
            "candidate_pairs": summary["tables"]["candidates"]["rows"] if "candidates" in summary["tables"] else None,
            "audience": summary["stages"].get("candidates", {}).get("users"),
            "driver_python_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "driver_python_peak_after_stage_mib": peaks,
            "driver_jvm_peak_mib": vm_hwm(jvm_pid), "spark_driver_memory": spark.conf.get("spark.driver.memory")}
     if lm:
         out["lm"] = lm_rate(spark, size, ds, lm_users)

@@ -97,8 +97,8 @@ class CandidatesConfig:
     text_recency: float = _help("the text source ranks a user's cold items by their standardised text cosine plus "
                                 "this weight times log1p(the item's interactions in the last recent_days): a "
                                 "cold item liked lately is more often liked next (0 = text only)", 0.0)
-    seen_buffer: int = _help("most extra items fetched from ALS per user to cover the seen and ineligible "
-                             "items it filters out", 2000)
+    seen_buffer: int = _help("most extra items of the popularity order read per user to cover the seen ones "
+                             "it filters out", 2000)
     min_item_interactions: int = _help(
         "ALS candidates need this many training interactions: explicit ALS gives items with one or two "
         "ratings extreme scores, and they would fill every top-K (ML-100K: Recall@10 0.000 without it)", 10)

@@ -7,9 +7,9 @@ candidates: ds DATE, user_id, item_id, source ('als' | 'popular' | 'text' | 'col
 Everything is as of the day's cutoff (collm_udf/spark/asof.py): "seen" = the user's interactions before it.
 - audience: the users with an interaction in the last candidates.active_within_days before the cutoff (every
   known user when unset). Each of them gets candidates, with or without ALS factors.
-- als: ALSModel.recommendForAllUsers of the day's ALS fit (asof: the newest fit not after the cutoff), restricted
-  to items with >= min_item_interactions known interactions, asked for K plus enough extra items to cover the
-  seen ones it drops (capped by candidates.seen_buffer). Users the fit does not know get none.
+- als: the top_k unseen items by u . v of the day's ALS fit (asof: the newest fit not after the cutoff), among
+  items with >= min_item_interactions known interactions (an exact search with the seen items masked,
+  als_candidates). Users the fit does not know get none.
 - popular: the popular_k most interacted items of the last recent_days that the user has not seen (ties: all
   known interactions). It is what fills a user without factors, and what a user's list falls back to.
 - text: the text_k items the user has not seen, among those ALS leaves out (fewer than min_item_interactions known
@@ -21,17 +21,25 @@ A pair offered by several sources is kept once, named after the first of als, po
 """
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from collm_udf.config import Config
+from collm_udf.core.topk import best_k, masked_scores
 from collm_udf.spark.context import StageContext
-from collm_udf.spark.stages import als, idmap
+from collm_udf.spark.stages import als
 from collm_udf.spark.asof import AsOf, popular_unseen, popularity_order, recent_counts, served_users
 from collm_udf.spark.tables import Tables
+from collm_udf.spark.task import task_cpus
 from collm_udf.spark.text_neighbours import text_candidates
 
 SOURCES = ("als", "popular", "text", "cold")
+ALS_CANDIDATES = T.StructType([T.StructField("user_id", T.StringType()), T.StructField("item_id", T.StringType()),
+                               T.StructField("als_rank", T.IntegerType())])
+USERS_PER_CHUNK = 512  # the search's (users, items) score matrix: 512 x 50k floats = 100 MB
 
 
 def cold_items(cfg: Config, tables: Tables, known: DataFrame) -> DataFrame:
@@ -49,48 +57,48 @@ def rare_items(cfg: Config, tables: Tables, known: DataFrame, asof: AsOf) -> Dat
 
 
 def als_candidates(cfg: Config, tables: Tables, run: dict, known: DataFrame, users: DataFrame) -> DataFrame:
-    """user_id, item_id, als_rank (1..top_k): each user's first top_k items of ALS's ranking that are eligible
-    (>= min_item_interactions) and unseen.
+    """user_id, item_id, als_rank (1..top_k): each user's top_k items by the ALS fit's u . v among the items that
+    are eligible (>= min_item_interactions) and unseen by the user. Users the fit does not know get none.
 
-    MLlib's top-k grows costly with k (at 5M interactions: 2.6 s for k = 20, 18 s for k = 587), and a user's list
-    may drop up to (the items the user has seen + the ineligible items) of it. So every user is first asked for a
-    short list (2 * top_k); each ranked array is filtered in place against the user's seen and the ineligible
-    items, and only users left with fewer than top_k are asked again, for the long list (top_k + the most
-    interactions of a user + the ineligible items, capped by seen_buffer). Both lists are prefixes of the same
-    ranking, so the result is the long list's for every user."""
+    An exact search in a pandas UDF, distributed over users: each task holds the eligible items' factors (a
+    broadcast, items x rank floats) and scores a chunk of users against all of them at once, with each user's
+    seen items masked out before the top-k. MLlib's recommendForUserSubset cannot leave items out, so it had to be
+    asked for top_k plus up to seen_buffer more and the list filtered after: at 20M interactions (46k users, 50k
+    items, half of them too rare) that long top-k ran over 10 minutes (benchmarks/README.md, Scale)."""
     c = cfg.candidates
-    item_idx = idmap.indices(tables, "item", "item")
-    user_idx = idmap.indices(tables, "user", "user").join(users, "user_id")
-    counts = known.groupBy("item_id").count()
-    # the item indices a user may not be offered: the ones the user has seen, and the ones too rare for anyone
-    rare = (counts.where(F.col("count") < c.min_item_interactions).join(item_idx, "item_id")
-            .agg(F.collect_list("item_idx").alias("_rare")))
-    most = (known.join(users, "user_id").groupBy("user_id").count().agg(F.max("count").alias("seen"))
-            .crossJoin(rare.select(F.size("_rare").alias("rare"))).first())
-    k_long = c.top_k + min((most["seen"] or 0) + most["rare"], c.seen_buffer)
-    seen = (known.select("user_id", "item_id").join(users, "user_id").join(item_idx, "item_id")
-            .groupBy("user_id").agg(F.collect_set("item_idx").alias("_seen")))
-    exclude = (user_idx.join(seen, "user_id", "left").crossJoin(F.broadcast(rare))
-               .select("user_idx", "user_id",
-                       F.concat(F.coalesce("_seen", F.array().cast("array<long>")), "_rare").alias("_excluded")))
+    rid = run["als_run_id"]
+    spark = known.sparkSession
+    counts = known.groupBy("item_id").count().where(F.col("count") >= c.min_item_interactions)
+    rows = (tables.read("item_factors").where(F.col("als_run_id") == rid).join(counts.select("item_id"), "item_id")
+            .select("item_id", "features").orderBy("item_id").collect())
+    if not rows:
+        return spark.createDataFrame([], ALS_CANDIDATES)
+    bc = spark.sparkContext.broadcast((np.array([r["item_id"] for r in rows], dtype=object),
+                                       np.stack([np.asarray(r["features"], np.float32) for r in rows])))
+    seen = (known.select("user_id", "item_id").join(users, "user_id").groupBy("user_id")
+            .agg(F.collect_set("item_id").alias("_seen")))
+    factors = (tables.read("user_factors").where(F.col("als_run_id") == rid).join(users, "user_id")
+               .join(seen, "user_id", "left").select("user_id", "features", "_seen"))
+    k = c.top_k
 
-    def kept(k: int, who: DataFrame) -> DataFrame:
-        """user_id, _kept: the user's first (up to top_k) allowed items of ALS's top k, best first."""
-        recs = als.load_model(run).recommendForUserSubset(who.select("user_idx"), k)
-        ranked = F.col("recommendations.item_idx").cast("array<long>")
-        # array_except keeps its first array's order (Spark iterates it); tests check the ranks against scores
-        return recs.join(who, "user_idx").select(
-            "user_id", F.slice(F.array_except(ranked, "_excluded"), 1, c.top_k).alias("_kept"))
+    def search(batches):
+        from threadpoolctl import threadpool_limits
 
-    k_short = min(2 * c.top_k, k_long)
-    lists = kept(k_short, exclude)
-    if k_short < k_long:
-        done = F.size("_kept") >= c.top_k
-        lists = lists.where(done).unionByName(kept(k_long, exclude.join(lists.where(~done).select("user_id"),
-                                                                          "user_id")))
-    flat = lists.select("user_id", F.posexplode("_kept").alias("_pos", "item_idx"))
-    return flat.join(item_idx, "item_idx").select("user_id", "item_id",
-                                                  (F.col("_pos") + 1).cast("int").alias("als_rank"))
+        ids, items = bc.value
+        where = pd.Index(ids)
+        with threadpool_limits(max(1, task_cpus())):  # BLAS threads: the task's cores, not the machine's
+            for pdf in batches:
+                for s in range(0, len(pdf), USERS_PER_CHUNK):  # (chunk, items) floats at a time
+                    part = pdf.iloc[s:s + USERS_PER_CHUNK]
+                    cols = [None if v is None else where.get_indexer(v) for v in part["_seen"]]
+                    scores = masked_scores(np.stack(part["features"].to_numpy()), items,
+                                           [None if j is None else j[j >= 0] for j in cols])
+                    best = best_k(scores, k)
+                    user, rank = np.nonzero(best >= 0)
+                    yield pd.DataFrame({"user_id": part["user_id"].to_numpy()[user], "item_id": ids[best[user, rank]],
+                                        "als_rank": (rank + 1).astype(np.int32)})
+
+    return factors.mapInPandas(search, ALS_CANDIDATES)
 
 
 def capped_users(users: DataFrame, max_users: int, seed: int) -> DataFrame:
