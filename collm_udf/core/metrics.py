@@ -54,12 +54,16 @@ def weighted_ratio(a, b, w, axis=-1):
         return np.where((num == 0) & (den == 0), 1.0, num / den)
 
 
+BOOTSTRAP_BATCH = 500
+
+
 def paired_bootstrap(statistic, samples: tuple, *, level: float = 0.95, n_resamples: int = 10_000,
                      seed: int = 0) -> tuple[float, Optional[float], Optional[float]]:
     """(estimate, low, high): `statistic(*samples, axis)` and its percentile confidence interval, resampling the
     units (the samples' common first axis: truth users, or users of several days) with replacement, the same
     units for every sample (paired). scipy.stats.bootstrap; None bounds where the resamples say nothing (one unit,
-    all values equal)."""
+    all values equal). The resamples go through in batches of BOOTSTRAP_BATCH: the same resamples (scipy draws them
+    in sequence), in O(batch x units) memory: all 10,000 at once held 390 MiB for the gate's 5M-interaction day."""
     import warnings
 
     from scipy.stats import bootstrap
@@ -71,6 +75,6 @@ def paired_bootstrap(statistic, samples: tuple, *, level: float = 0.95, n_resamp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate resamples (all equal) give NaN bounds, reported as None
         res = bootstrap(samples, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                        confidence_level=level, method="percentile", random_state=seed)
+                        confidence_level=level, method="percentile", random_state=seed, batch=BOOTSTRAP_BATCH)
     lo, hi = (float(v) for v in res.confidence_interval)
     return est, (lo if np.isfinite(lo) else None), (hi if np.isfinite(hi) else None)
