@@ -128,7 +128,7 @@ def one(size: str, lm_users: int, lm: bool, event_log: Path | None = None) -> di
     conf, ds = day_conf(data, lm=False)
     shutil.rmtree(conf["tables"]["root"], ignore_errors=True)
     if event_log is not None:
-        logs = event_log / size
+        logs = event_log.resolve() / size  # a file URI needs an absolute path (make passes a relative one)
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir(parents=True)
         conf["spark"] = {"conf": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": logs.as_uri(),
