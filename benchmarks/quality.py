@@ -70,7 +70,8 @@ def prepare(cfg, work: Path):
     # item like-rate among them is also the one-line prior the model must beat.
     known = asof.known(pairs)
     names = list(dict.fromkeys([*(n for n in cfg.model.signals if n in STATISTICS), "item_like_rate"]))
-    test = add_stats(test, known, end_of(known, None), names, cfg.candidates.recent_days)
+    test = add_stats(test, known, end_of(known, None), names, cfg.candidates.recent_days,
+                     rare_below=cfg.candidates.min_item_interactions)
     frames["test"] = (test.orderBy("ts", "user_id", "item_id")
                       .select(*training_set.PAIR_COLUMNS, "warm", "cold_item", *[column(n) for n in names]).toPandas())
     frames["test"]["prior"] = frames["test"][column("item_like_rate")]

@@ -351,20 +351,21 @@ def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted
 
     cfg, a, _, _ = daily
     _, b, _, _ = planted
-    names = ["item_recent", "item_trend", "item_count", "item_like_rate", "user_count"]
+    names = ["item_recent", "item_trend", "item_count", "item_like_rate", "user_count", "item_rare", "item_rare_recent"]
     ds = DAYS[0]
     asof = AsOf.of(cfg, ds)
+    k = known(events, ds)
+    n_item, n_user = k.groupby("item_id").size(), k.groupby("user_id").size()
+    rare_below = int(n_item.median())  # both sides among the candidates (asserted below)
 
     def stats(t):
         known = asof.known(t.read("pairs"))
         cands = t.read("candidates").where(F.col("ds") == F.lit(ds).cast("date")).select("user_id", "item_id")
-        return add_stats(cands, known, end_of(known, asof.cutoff), names, RECENT, 7).toPandas() \
+        return add_stats(cands, known, end_of(known, asof.cutoff), names, RECENT, 7, rare_below=rare_below).toPandas() \
             .sort_values(["user_id", "item_id"]).reset_index(drop=True)
 
     got = stats(a)
     pd.testing.assert_frame_equal(got, stats(b))  # rows planted at and after the cutoff change nothing
-    k = known(events, ds)
-    n_item, n_user = k.groupby("item_id").size(), k.groupby("user_id").size()
     recent = k[k.ts >= cutoff(ds) - pd.Timedelta(days=RECENT)].groupby("item_id").size()
     rate = (k.groupby("item_id")["label"].sum() + 5 * k["label"].mean()) / (n_item + 5)
     np.testing.assert_allclose(got[column("item_count")], np.log1p(got.item_id.map(n_item).fillna(0)))
@@ -374,3 +375,7 @@ def test_signal_statistics_count_only_what_came_before_the_cutoff(daily, planted
     np.testing.assert_allclose(got[column("user_count")], np.log1p(got.user_id.map(n_user).fillna(0)))
     want_rate = got.item_id.map(rate).fillna(k["label"].mean())
     np.testing.assert_allclose(got[column("item_like_rate")], want_rate, rtol=1e-9)
+    rare = got.item_id.map(n_item).fillna(0) < rare_below
+    assert 0 < rare.sum() < len(got)
+    np.testing.assert_array_equal(got[column("item_rare")], rare.astype(float))
+    np.testing.assert_allclose(got[column("item_rare_recent")], np.where(rare, got[column("item_recent")], 0.0))

@@ -24,6 +24,10 @@ STATISTICS = {
     "item_count": "log1p(the item's interactions before the cutoff)",
     "item_like_rate": "the item's like rate before the cutoff, shrunk towards the global rate by 5 interactions",
     "user_count": "log1p(the user's interactions before the cutoff)",
+    "item_rare": "1 where the item has fewer than candidates.min_item_interactions interactions before the cutoff "
+                 "(the cold items of the candidates and of the metrics)",
+    "item_rare_recent": "item_recent where item_rare is 1, else 0: a recency slope of the rare items' own (a linear "
+                        "ranker's one item_recent weight is set by the warm items, which are most pairs)",
 }
 SIGNALS = {**DERIVED, **STATISTICS}
 

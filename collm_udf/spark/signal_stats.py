@@ -27,8 +27,9 @@ def end_of(known: DataFrame, cutoff: Optional[dt.datetime]) -> dt.datetime:
 
 
 def add_stats(pairs: DataFrame, known: DataFrame, end: dt.datetime, names: Sequence[str],
-              recent_days: int, trend_days: int = 7) -> DataFrame:
-    """pairs + one `_sig_<name>` column per statistic in `names` (derived signals are the core's)."""
+              recent_days: int, trend_days: int = 7, *, rare_below: int) -> DataFrame:
+    """pairs + one `_sig_<name>` column per statistic in `names` (derived signals are the core's); an item is rare
+    with fewer than rare_below interactions in `known` (candidates.min_item_interactions)."""
     wanted = [n for n in names if n in STATISTICS]
     if not wanted:
         return pairs
@@ -40,7 +41,10 @@ def add_stats(pairs: DataFrame, known: DataFrame, end: dt.datetime, names: Seque
         trend = F.count(F.when(ts_from(end - dt.timedelta(days=trend_days)), 1))
         items = known.groupBy("item_id").agg(F.count(F.lit(1)).alias("_n"), F.sum("label").alias("_likes"),
                                             recent.alias("_recent"), trend.alias("_trend"))
+        rare = F.coalesce("_n", F.lit(0)) < F.lit(rare_below)
         exprs = {"item_recent": F.log1p(F.coalesce("_recent", F.lit(0))),
+                 "item_rare": F.when(rare, 1.0).otherwise(0.0),
+                 "item_rare_recent": F.when(rare, F.log1p(F.coalesce("_recent", F.lit(0)))).otherwise(0.0),
                  "item_trend": F.log1p(F.coalesce("_trend", F.lit(0))),
                  "item_count": F.log1p(F.coalesce("_n", F.lit(0))),
                  "item_like_rate": (F.coalesce("_likes", F.lit(0)) + F.lit(LIKE_PRIOR * glob))

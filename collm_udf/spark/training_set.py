@@ -113,7 +113,8 @@ def training_frames(cfg: Config, tables: Tables, asof: AsOf, run: Optional[dict]
     # one join of the statistics and one collect for all parts, each part in its own seeded order
     tagged = functools.reduce(DataFrame.unionByName, [v.select(*PAIR_COLUMNS, "_k", F.lit(k).alias("_part"))
                                                       for k, v in parts.items()])
-    got = (add_stats(tagged, before, end, names, cfg.candidates.recent_days, cfg.evaluate.horizon_days)
+    got = (add_stats(tagged, before, end, names, cfg.candidates.recent_days, cfg.evaluate.horizon_days,
+                     rare_below=cfg.candidates.min_item_interactions)
            .orderBy("_part", F.pmod("_k", F.lit(1_000_000)), "_k", "user_id", "item_id")
            .select("_part", *PAIR_COLUMNS, *[column(n) for n in names if n in STATISTICS]).toPandas())
     frames = {k: got[got["_part"] == k].drop(columns="_part").reset_index(drop=True) for k in parts}

@@ -147,7 +147,8 @@ class CoLLMScorer(Scorer):
         if self.stats:  # the model's signals, as of the day's cutoff
             known = self.asof.known(self.tables.read("pairs"))
             p = add_stats(p, known, end_of(known, self.asof.cutoff), self.stats,
-                          self.cfg.candidates.recent_days, self.cfg.evaluate.horizon_days)
+                          self.cfg.candidates.recent_days, self.cfg.evaluate.horizon_days,
+                          rare_below=self.cfg.candidates.min_item_interactions)
         return p
 
     @property

@@ -37,7 +37,7 @@ def signal_columns(pairs: DataFrame, *, tables: Tables, cfg: Config, asof: AsOf,
     if stats:
         known = asof.known(tables.read("pairs"))
         out = add_stats(out, known, end_of(known, asof.cutoff), stats, cfg.candidates.recent_days,
-                        cfg.evaluate.horizon_days)
+                        cfg.evaluate.horizon_days, rare_below=cfg.candidates.min_item_interactions)
     return out
 
 
