@@ -41,10 +41,10 @@ def add_stats(pairs: DataFrame, known: DataFrame, end: dt.datetime, names: Seque
         trend = F.count(F.when(ts_from(end - dt.timedelta(days=trend_days)), 1))
         items = known.groupBy("item_id").agg(F.count(F.lit(1)).alias("_n"), F.sum("label").alias("_likes"),
                                             recent.alias("_recent"), trend.alias("_trend"))
-        rare = F.coalesce("_n", F.lit(0)) < F.lit(rare_below)
-        exprs = {"item_recent": F.log1p(F.coalesce("_recent", F.lit(0))),
+        rare, log_recent = F.coalesce("_n", F.lit(0)) < F.lit(rare_below), F.log1p(F.coalesce("_recent", F.lit(0)))
+        exprs = {"item_recent": log_recent,
                  "item_rare": F.when(rare, 1.0).otherwise(0.0),
-                 "item_rare_recent": F.when(rare, F.log1p(F.coalesce("_recent", F.lit(0)))).otherwise(0.0),
+                 "item_rare_recent": F.when(rare, log_recent).otherwise(0.0),
                  "item_trend": F.log1p(F.coalesce("_trend", F.lit(0))),
                  "item_count": F.log1p(F.coalesce("_n", F.lit(0))),
                  "item_like_rate": (F.coalesce("_likes", F.lit(0)) + F.lit(LIKE_PRIOR * glob))
