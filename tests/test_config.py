@@ -76,6 +76,7 @@ def test_defaults_and_types():
     ({"model": {"signals": [], "lm_scale": True}}, "model.lm_scale: .*name model.signals"),
     ({"model": {"skip_hidden": 8, "train": {"skip_init": "features"}}}, "skip_init features: .*skip_hidden 0"),
     ({"model": {"train": {"skip_init": "ranker"}}}, "'ranker' is not logistic, refit, features or zero"),
+    ({"model": {"train": {"ranker_fit": "per_user"}}}, "ranker_fit: 'per_user' is not pooled or within_user"),
     ({"items": {"source": {"table": "main.shop.items"}, "columns": {"item": "i", "text": ["t"], "flag_prefix": "g_",
                                                                      "flags": ["g_sci_fi", "sci_fi"]}}},
      r"items.columns.flags: .*'sci fi', 'sci fi'.* empty or repeated"),

@@ -99,6 +99,13 @@ class TrainingConfig:
                             "(cf_negatives, text_negatives and the features-only ranker's rows): window (liked "
                             "anywhere in the label window) or horizon (liked within evaluate.horizon_days of its "
                             "start: the span a day's table is judged by)", "window")
+    ranker_fit: str = _help("daily mode: how the features-only ranker's logistic fit sees its rows. pooled: every "
+                            "pair as one sample (it also learns which users like more, and a signal that differs "
+                            "between users' candidate sets can take the sign of that difference: a user with many "
+                            "likes has seen the popular items, so his candidates are less popular); within_user: "
+                            "each user's signals centred on his own candidates' mean, users with a like and an "
+                            "ignored candidate only (a conditional logit's task: the order within each user, which "
+                            "is what the table is judged on)", "pooled")
     pool_users: int = _help("daily mode: the label window's candidate pool (stage 2's and stage 1's pool pairs, the "
                             "features-only ranker's rows, the gate's held-out users) is built for at most this many "
                             "users of its day's audience, the lowest in a seeded hash of the user id; 0 for all. "
@@ -128,6 +135,8 @@ class TrainingConfig:
             raise ConfigError(f"train.skip_init: {self.skip_init!r} is not logistic, refit, features or zero")
         if self.pool_label not in ("window", "horizon"):
             raise ConfigError(f"train.pool_label: {self.pool_label!r} is not window or horizon")
+        if self.ranker_fit not in ("pooled", "within_user"):
+            raise ConfigError(f"train.ranker_fit: {self.ranker_fit!r} is not pooled or within_user")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 

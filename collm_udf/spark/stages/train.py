@@ -116,7 +116,7 @@ def _train(ctx: StageContext, asof: AsOf, run: dict, *, lm: bool, pool: Optional
     else:
         gate_id, model = version.replace("collm_", "features_", 1), None
     if ranker is not None:
-        out["features"] = {"weights": ranker.weights(), "intercept": round(ranker.intercept, 4)}
+        out["features"] = {"weights": ranker.weights(), "intercept": round(ranker.intercept, 4), "fit": ranker.fit_by}
     if gated(cfg, asof):
         t0 = time.time()
         decision = gate.judge(ctx, asof, run, model=model, ranker=ranker, gate_id=gate_id, pool=pool)
@@ -144,8 +144,8 @@ def features_ranker(cfg: Config, tables: Tables, asof: AsOf, run: dict, cf: Opti
                     pool: Optional[DataFrame] = None) -> tuple[Optional[FeatureRanker], Optional[pd.DataFrame]]:
     """The features-only ranker and, in daily mode, the rows it learned from: the model's signals as a logistic
     ranker on the stage-2 labels, no language model. Daily mode: the whole candidate pool of the label window (its
-    users that train; training_set.ranker_rows); split mode: the stage-2 pairs `cf`. (None, None) without
-    signals."""
+    users that train; training_set.ranker_rows), fitted as model.train.ranker_fit says; split mode: the stage-2
+    pairs `cf`, pooled. (None, None) without signals."""
     names = cfg.model.signals
     if not names:
         return None, None
@@ -155,7 +155,9 @@ def features_ranker(cfg: Config, tables: Tables, asof: AsOf, run: dict, cf: Opti
     if not rows["label"].sum():
         raise InsufficientHistory(f"the label window's candidate pool holds {len(rows)} pairs of users that train "
                                   "and none they then liked: the features-only ranker has nothing to learn")
-    return FeatureRanker.fit(names, rows[[column(n) for n in names]].to_numpy(), rows["label"].to_numpy()), rows
+    groups = rows["user_id"].to_numpy() if cfg.model.train.ranker_fit == "within_user" else None
+    return FeatureRanker.fit(names, rows[[column(n) for n in names]].to_numpy(), rows["label"].to_numpy(),
+                             groups=groups), rows
 
 
 def last_training(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
