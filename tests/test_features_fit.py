@@ -75,3 +75,13 @@ def test_within_user_fit_without_a_user_holding_both_labels_learns_no_weights(y)
     assert len(xc) == len(yc) == 0
     ranker = FeatureRanker.fit(NAMES, x, y, groups=g)
     assert ranker.coef == (0.0, 0.0) and ranker.rows == 0 and np.isfinite(ranker.score(x)).all()
+
+
+def test_a_signal_of_the_user_alone_gets_no_weight_within_users():
+    """user_count is one value per user: centred within users it is rounding noise, and a slope on that noise
+    (times a scale of ~1e-15) would add a huge per-user constant to every score a model stacks on the ranker."""
+    x, y, g = confounded(seed=2, users=80)
+    per_user = np.log1p(np.random.default_rng(3).integers(5, 300, g.max() + 1))[g]
+    ranker = FeatureRanker.fit(("item_recent", "user_count"), np.stack([x[:, 0], per_user], axis=1), y, groups=g)
+    assert ranker.coef[1] == 0.0 and ranker.scale[1] == 1.0 and ranker.coef[0] > 0
+    assert np.abs(ranker.score(np.stack([x[:, 0], per_user], axis=1))).max() < 50

@@ -91,4 +91,9 @@ def within_groups(x: np.ndarray, y: np.ndarray, groups: Sequence) -> tuple[np.nd
     pos = np.bincount(inv, weights=y)
     means = np.stack([np.bincount(inv, weights=x[:, j]) for j in range(x.shape[1])], axis=1) / n[:, None]
     keep = ((pos > 0) & (pos < n))[inv]
-    return (x - means[inv])[keep], y[keep]
+    xc = (x - means[inv])[keep]
+    # a signal of the user alone (user_count, user_missing) centres to rounding noise (~1e-15): exact zeros, so that
+    # the scaler keeps scale 1 and the fit gives it weight 0 instead of a slope on that noise
+    flat = xc.std(axis=0) <= 1e-9 * (1.0 + x.std(axis=0)) if len(xc) else np.ones(x.shape[1], bool)
+    xc[:, flat] = 0.0
+    return xc, y[keep]
