@@ -58,13 +58,14 @@ bench-ranking: venv
 # Replays no setting was tuned on (issue 25): ML-100K from 1997-11-19, every 14 days, 8 days; ml-latest-small
 # (conf/ml-latest-small.yaml: local.yaml's settings, other sources), its last 8 days 42 days apart, each judged by the
 # 42 days after it (~10 users are active a month: a week judges a handful). Every ranker and
-# the table's ratio to each baseline get a paired-bootstrap 95% CI -> ranking-<dataset>-validate.json
+# the table's ratio to each baseline get a paired-bootstrap 95% CI; `shadow`: the CoLLM model each training made,
+# backtested every day even where the gate did not serve it -> ranking-<dataset>-validate.json
 .PHONY: bench-ranking-validate
 bench-ranking-validate: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset ml-100k --start 1997-11-19 --every 14 --days 8 \
-	  --tag=-validate
+	  --override '{"evaluate": {"shadow": true}}' --tag=-validate
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ranking.py --dataset ml-latest-small --conf conf/ml-latest-small.yaml \
-	  --every 42 --days 8 --override '{"evaluate": {"horizon_days": 42}}' --tag=-validate
+	  --every 42 --days 8 --override '{"evaluate": {"horizon_days": 42, "shadow": true}}' --tag=-validate
 
 # after a replay with the text source (TAG = its --tag, e.g. -validate-floor): which order of each user's cold items
 # finds the ones the user then likes, their text, their recent interactions or both, and the most the candidates hold
