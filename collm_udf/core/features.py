@@ -52,18 +52,16 @@ class FeatureRanker:
         mean, fx, fy = x.mean(axis=0), x, y
         if groups is not None:
             fx, fy = within_groups(x, y, groups)
+        sc = StandardScaler().fit(fx if len(fy) else x)
         if len(np.unique(fy)) < 2:
             p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-            scale = x.std(axis=0) if groups is None or not len(fy) else fx.std(axis=0)
-            scale = np.where(scale > 0, scale, 1.0)
             coef, intercept = np.zeros(len(names)), float(np.log(p / (1 - p)))
         else:
-            sc = StandardScaler().fit(fx)
             lr = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(fx), fy)
-            coef, intercept, scale = lr.coef_[0], float(lr.intercept_[0]), sc.scale_
+            coef, intercept = lr.coef_[0], float(lr.intercept_[0])
         # within users the score keeps the fit's slopes on x centred at the rows' overall mean: the same order
         # within every user, and the intercept is the log-odds of a user's average candidate
-        return cls(tuple(names), tuple(map(float, mean)), tuple(map(float, scale)), tuple(map(float, coef)),
+        return cls(tuple(names), tuple(map(float, mean)), tuple(map(float, sc.scale_)), tuple(map(float, coef)),
                    intercept, len(fy), int(fy.sum()), "pooled" if groups is None else "within_user")
 
     def score(self, x: np.ndarray) -> np.ndarray:
