@@ -106,6 +106,11 @@ class TrainingConfig:
                             "each user's signals centred on his own candidates' mean, users with a like and an "
                             "ignored candidate only (a conditional logit's task: the order within each user, which "
                             "is what the table is judged on)", "pooled")
+    objective: str = _help("the loss of both training stages. pointwise: each pair's binary cross-entropy against "
+                           "its label (CoLLM's); pairwise: each liked pair's logit over an ignored pair of the same "
+                           "user (BPR), which the user's own propensity cannot lower, and the stacked fit after "
+                           "stage 2 (skip_init refit, features) within users as ranker_fit within_user fits; "
+                           "one training process only", "pointwise")
     pool_users: int = _help("daily mode: the label window's candidate pool (stage 2's and stage 1's pool pairs, the "
                             "features-only ranker's rows, the gate's held-out users) is built for at most this many "
                             "users of its day's audience, the lowest in a seeded hash of the user id; 0 for all. "
@@ -137,6 +142,12 @@ class TrainingConfig:
             raise ConfigError(f"train.pool_label: {self.pool_label!r} is not window or horizon")
         if self.ranker_fit not in ("pooled", "within_user"):
             raise ConfigError(f"train.ranker_fit: {self.ranker_fit!r} is not pooled or within_user")
+        if self.objective not in ("pointwise", "pairwise"):
+            raise ConfigError(f"train.objective: {self.objective!r} is not pointwise or pairwise")
+        if self.objective == "pairwise" and self.distributed.num_processes > 1:
+            raise ConfigError("train.objective pairwise trains in one process: its batches pair rows of a user, "
+                              "which the distributed trainer's strided shares split (set "
+                              "train.distributed.num_processes to 0 or 1)")
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"train.bf16: {self.bf16!r} is not auto, on or off")
 
@@ -167,5 +178,6 @@ class ModelConfig(Architecture):
         t = self.train
         return {stage: StageSettings(lr=t.text_lr if stage == "text" else t.cf_lr, skip_lr=t.skip_lr,
                                      batch_size=t.batch_size, epochs=t.text_epochs if stage == "text" else t.cf_epochs,
-                                     patience=t.patience, cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16)
+                                     patience=t.patience, cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16,
+                                     objective=t.objective)
                 for stage in ("text", "cf")}

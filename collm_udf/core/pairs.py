@@ -45,6 +45,7 @@ class PairSet:
     label: np.ndarray  # (N,) 0/1
     encoded: Optional[list] = field(default=None, repr=False)
     stats: Optional[dict] = field(default=None, repr=False)  # name -> (N,) float
+    user: Optional[np.ndarray] = field(default=None, repr=False)  # (N,) user ids: the groups of within-user losses
 
     def __len__(self) -> int:
         return len(self.candidate)
@@ -54,7 +55,8 @@ class PairSet:
         enc = None if self.encoded is None else [self.encoded[i] for i in idx]
         stats = None if self.stats is None else {k: np.asarray(v)[idx] for k, v in self.stats.items()}
         return PairSet([self.history[i] for i in idx], [self.candidate[i] for i in idx], self.user_f[idx],
-                       self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc, stats)
+                       self.item_f[idx], self.user_has[idx], self.item_has[idx], self.label[idx], enc, stats,
+                       None if self.user is None else self.user[idx])
 
     def signals(self, names: Sequence[str], idx=None, user_has=None, item_has=None) -> np.ndarray:
         """(n, len(names)) signals of the pairs idx (all when None); *_has override the factor masks (a CF slot
@@ -77,7 +79,8 @@ class PairSet:
             history=[[text[i] for i in h if i in text] if use_history and h is not None else [] for h in histories],
             candidate=[text.get(i, "") for i in item_ids], user_f=user_f, item_f=item_f, user_has=user_has,
             item_has=item_has, label=np.asarray(labels, np.int64),
-            stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()})
+            stats=None if stats is None else {k: np.asarray(v, np.float64) for k, v in stats.items()},
+            user=np.asarray(user_ids, dtype=object))
 
     def encode(self, pb: PromptBuilder) -> "PairSet":
         """Tokenise once; epochs and evaluations reuse the ids."""

@@ -190,3 +190,4 @@ class StageSettings:
     seed: int = 0
     bf16: str = "auto"  # autocast to bf16: auto (on GPU, or CPUs with native bf16), on, off
     eval_batch_size: int = 128
+    objective: str = "pointwise"  # pointwise: BCE per pair; pairwise: a liked pair over an ignored one of its user
