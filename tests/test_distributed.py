@@ -139,3 +139,26 @@ def test_train_stage_uses_the_distributor_and_logs_to_mlflow(spark, pipeline_run
     cf_loss = mlflow.tracking.MlflowClient(uri).get_metric_history(run.info.run_id, "cf_loss")
     assert sorted({m.step for m in cf_loss}) == [0, 1]  # per epoch (MLflow 3 may repeat one: see test_tracking)
     assert run.data.metrics["holdout_auc_cf"] == pytest.approx(out["holdout_auc_cf"])
+
+
+def test_the_processes_read_back_the_statistics_users_and_ranker_a_single_process_trains_with(tmp_path):
+    # The shipped signals (item_recent, ...) come from the pairs' statistics and skip_init features stacks on the
+    # pool's features-only ranker: without them on disk every rank failed (SignalError) or stacked on another fit.
+    from collm_udf.core.features import FeatureRanker
+    from collm_udf.spark.distributed import read_pairs, write_pairs
+    from helpers import pairs
+
+    ps = pairs(12, 0)
+    ps.stats = {"item_recent": np.linspace(0, 3, 12), "item_count": np.arange(12.0)}
+    ps.user = np.array([f"u{i % 3}" for i in range(12)], dtype=object)
+    bare = pairs(5, 1)
+    names = ["als_dot", "item_recent", "item_count"]
+    base = FeatureRanker.fit(names, ps.signals(names), ps.label)
+    sets, got = read_pairs(write_pairs({"cf": ps, "hold": bare}, tmp_path / "pairs", base))
+    assert got == base
+    np.testing.assert_array_equal(sets["cf"].signals(names), ps.signals(names))
+    assert list(sets["cf"].user) == list(ps.user)
+    assert sets["hold"].user is None and sets["hold"].stats is None
+    np.testing.assert_array_equal(sets["hold"].label, bare.label)
+    _, none = read_pairs(write_pairs({"cf": ps}, tmp_path / "pairs"))  # a rewrite without a ranker drops the old
+    assert none is None

@@ -3,7 +3,8 @@
 conf: model.train.distributed {num_processes, local_mode, use_gpu}; num_processes 0 or 1 keeps the
 single-process trainer on the driver (collm_udf/spark/stages/train.py never comes here then).
 
-  driver: the sampled pairs -> <work>/pairs/<set>.parquet (history titles, candidate text, factors, labels)
+  driver: the sampled pairs -> <work>/pairs/<set>.parquet (history titles, candidate text, factors, labels, user
+          ids, the signals' statistics as stat.<name>), the features-only ranker -> <work>/pairs/ranker.json
   TorchDistributor(num_processes, local_mode, use_gpu).run(train_worker, conf dict, paths, ...)
      local_mode true:  torchrun starts num_processes workers on the driver (one per GPU, or CPU processes)
      local_mode false: one Spark barrier task per process on the executors, each running torchrun
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -29,14 +30,18 @@ from pyspark.sql import SparkSession
 
 from collm_udf.config import Config, to_dict
 from collm_udf.config.model_conf import DistributedConfig
+from collm_udf.core.features import FeatureRanker
 from collm_udf.core.pairs import PairSet
 
-_SCHEMA_FIELDS = ("history", "candidate", "user_f", "item_f", "user_has", "item_has", "label")
+STAT = "stat."  # a statistic's column: stat.<signal name>
+RANKER = "ranker.json"  # beside the sets: the features-only ranker that skip_init features stacks the model on
 
 
 # ------------------------------------------------------------------------------------------ pairs on disk
-def write_pairs(sets: Mapping[str, PairSet], directory: str | os.PathLike) -> Path:
-    """One Parquet file per set; factors as fixed-size float lists (N, d)."""
+def write_pairs(sets: Mapping[str, PairSet], directory: str | os.PathLike,
+                base: Optional[FeatureRanker] = None) -> Path:
+    """One Parquet file per set (factors as fixed-size float lists (N, d); user ids; each statistic a float column),
+    and the features-only ranker `base` as JSON. Every rank reads back what a single process trains on."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     for name, ps in sets.items():
@@ -49,8 +54,13 @@ def write_pairs(sets: Mapping[str, PairSet], directory: str | os.PathLike) -> Pa
             "user_has": pa.array(ps.user_has.astype(bool)),
             "item_has": pa.array(ps.item_has.astype(bool)),
             "label": pa.array(ps.label.astype(np.int64)),
+            "user": pa.nulls(len(ps), pa.string()) if ps.user is None else pa.array([str(u) for u in ps.user]),
+            **{STAT + k: pa.array(np.asarray(v, np.float64)) for k, v in (ps.stats or {}).items()},
         })
         pq.write_table(table, d / f"{name}.parquet")
+    (d / RANKER).unlink(missing_ok=True)
+    if base is not None:
+        (d / RANKER).write_text(base.to_json())
     return d
 
 
@@ -60,17 +70,22 @@ def _factors(col: pa.ChunkedArray) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(arr), arr.type.list_size)
 
 
-def read_pairs(directory: str | os.PathLike) -> dict[str, PairSet]:
+def read_pairs(directory: str | os.PathLike) -> tuple[dict[str, PairSet], Optional[FeatureRanker]]:
+    """write_pairs' sets and ranker (None when it wrote none)."""
     out = {}
     for f in sorted(Path(directory).glob("*.parquet")):
-        t = pq.read_table(f, columns=list(_SCHEMA_FIELDS))
+        t = pq.read_table(f)
+        user = t.column("user")
+        stats = {c[len(STAT):]: t.column(c).to_numpy() for c in t.column_names if c.startswith(STAT)}
         out[f.stem] = PairSet(
             history=t.column("history").to_pylist(), candidate=t.column("candidate").to_pylist(),
             user_f=_factors(t.column("user_f")), item_f=_factors(t.column("item_f")),
             user_has=t.column("user_has").to_numpy(zero_copy_only=False).astype(bool),
             item_has=t.column("item_has").to_numpy(zero_copy_only=False).astype(bool),
-            label=t.column("label").to_numpy(zero_copy_only=False).astype(np.int64))
-    return out
+            label=t.column("label").to_numpy(zero_copy_only=False).astype(np.int64), stats=stats or None,
+            user=None if user.null_count == len(user) else np.asarray(user.to_pylist(), dtype=object))
+    ranker = Path(directory) / RANKER
+    return out, FeatureRanker.from_json(ranker.read_text()) if ranker.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------ the workers
@@ -99,11 +114,11 @@ def train_worker(conf: dict, pairs_dir: str, factor_dim: int, als_run_id: str, o
     try:
         rank = dist.get_rank()
         cfg = config_from_dict(conf)
-        sets = read_pairs(pairs_dir)
+        sets, base = read_pairs(pairs_dir)
         model, _, report = fit(cfg.model.spec(factor_dim, als_run_id, cfg.candidates.min_item_interactions),
                                cfg.model.stages(), sets,
                                skip_init=cfg.model.train.skip_init, state_dir=os.path.join(out_dir, "state"),
-                               log=lambda m: print(m, flush=True), device=device)
+                               log=lambda m: print(m, flush=True), device=device, base=base)
         box = [None]
         if rank == 0:
             path = checkpoint.save(model, os.path.join(out_dir, "model"))
@@ -127,14 +142,16 @@ def resolve_use_gpu(spark: SparkSession, dc: DistributedConfig) -> bool:
 
 
 def fit_distributed(spark: SparkSession, cfg: Config, sets: Mapping[str, PairSet], factor_dim: int,
-                    als_run_id: str, work_dir: str, *, log: Callable[[str], None] = print) -> tuple[str, dict]:
-    """Train through TorchDistributor; (checkpoint dir written by rank 0, fit's report from rank 0)."""
+                    als_run_id: str, work_dir: str, *, log: Callable[[str], None] = print,
+                    base: Optional[FeatureRanker] = None) -> tuple[str, dict]:
+    """Train through TorchDistributor; (checkpoint dir written by rank 0, fit's report from rank 0). base: the
+    features-only ranker that skip_init features stacks the model on, as the single-process trainer does."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     assert cfg.model is not None
     dc = cfg.model.train.distributed
     use_gpu = resolve_use_gpu(spark, dc)
-    pairs_dir = str(write_pairs(sets, os.path.join(work_dir, "pairs")))
+    pairs_dir = str(write_pairs(sets, os.path.join(work_dir, "pairs"), base))
     log(f"[train] {dc.num_processes} processes through TorchDistributor (local_mode={dc.local_mode}, "
         f"{'GPUs, nccl' if use_gpu else 'CPUs, gloo'})")
     distributor = TorchDistributor(num_processes=dc.num_processes, local_mode=dc.local_mode, use_gpu=use_gpu)

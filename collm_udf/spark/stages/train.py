@@ -172,8 +172,7 @@ def last_training(cfg: Config, tables: Tables, asof: AsOf) -> Optional[dict]:
 def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, version: str, asof: AsOf,
             base: Optional[FeatureRanker]) -> dict:
     """Train the CoLLM model on the sets (on the driver, or in several processes) and register it. `base`: the
-    features-only ranker, which skip_init features stacks the model on (several processes fit it on the stage-2
-    set instead, as split mode does)."""
+    features-only ranker, which skip_init features stacks the model on."""
     spark, tables, ds, log = ctx.spark, ctx.tables, ctx.ds, ctx.log
     tracked = cfg.model.train.mlflow
     if cfg.model.train.distributed.num_processes > 1:
@@ -182,7 +181,7 @@ def _fit_lm(ctx: StageContext, cfg: Config, sets: dict, *, d: int, run_id: str, 
         # Shared by every process, and named by the version: it is kept after a failure, so a rerun of the same
         # inputs resumes from the last finished epoch's state; removed after success.
         work = os.path.join(collm_dir(cfg), f"{version}.train")
-        ckpt, report = distributed.fit_distributed(spark, cfg, sets, d, run_id, work, log=log)
+        ckpt, report = distributed.fit_distributed(spark, cfg, sets, d, run_id, work, log=log, base=base)
         out = register_checkpoint(spark, cfg, tables, ckpt, version=version, asof=asof, report=report)
         shutil.rmtree(work, ignore_errors=True)
     else:
