@@ -1,5 +1,6 @@
-"""model.train.objective pairwise: batches that pair a user's liked row with one of his ignored rows, and the
-stacked fit after stage 2 within users, so the LM is weighed by how it orders a user's pairs."""
+"""How stage 2 weighs the LM beside the signals. model.train.objective pairwise: batches that pair a user's liked
+row with one of his ignored rows, and the stacked fit after stage 2 within users, so the LM is weighed by how it
+orders a user's pairs. model.train.stack_share: that fit on users whose pairs stage 2's steps did not see."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from collm_udf.config import ConfigError
 from collm_udf.config.model_conf import DistributedConfig, TrainingConfig
 from collm_udf.core.inference import predict
 from collm_udf.core.spec import StageSettings
-from collm_udf.core.training import init_skip, pair_batches, train_stage
+from collm_udf.core.training import init_skip, pair_batches, split_users, train_cf, train_stage
 from helpers import make, pairs
 
 
@@ -76,3 +77,23 @@ def test_pairwise_refuses_several_training_processes():
         TrainingConfig(objective="listwise")
     with pytest.raises(ConfigError, match="one process"):
         TrainingConfig(objective="pairwise", distributed=DistributedConfig(num_processes=2))
+
+
+def test_stack_share_weighs_the_lm_on_users_the_stage_did_not_train_on(tiny_encoder):
+    model, tok, pb = make(tiny_encoder, signals=["item_count"], lm_scale=True)
+    ps = pairs(240, 0).encode(pb)
+    ps.stats = {"item_count": np.log1p(np.random.default_rng(1).integers(0, 40, len(ps)).astype(np.float64))}
+    ps.user = np.array([f"u{i % 24}" for i in range(len(ps))], dtype=object)
+    steps, stack = split_users(ps, 0.3, seed=0)
+    assert not set(steps.user) & set(stack.user) and set(steps.user) | set(stack.user) == set(ps.user)
+    assert 0.1 < len(set(stack.user)) / 24 < 0.5
+    tc = StageSettings(lr=1e-2, batch_size=16, epochs=1, bf16="off", stack_share=0.3)
+    meta = train_cf(model, ps, ps, tc, tok.pad_token_id, skip_init="refit", log=lambda m: None)
+    assert meta["stack_pairs"] == len(stack)
+    trained = float(model.lm_scale.detach())
+    init_skip(model, stack, "refit", tok.pad_token_id, bf16="off")  # the same fit again on the held users: no change
+    assert abs(float(model.lm_scale.detach()) - trained) < 1e-6
+    init_skip(model, ps, "refit", tok.pad_token_id, bf16="off")  # on every user it differs
+    assert abs(float(model.lm_scale.detach()) - trained) > 1e-4
+    one_user = ps.subset(np.flatnonzero(ps.user == "u0"))
+    assert all(p is one_user for p in split_users(one_user, 0.3, seed=0))  # too few users to split: the whole set

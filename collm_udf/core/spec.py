@@ -191,3 +191,4 @@ class StageSettings:
     bf16: str = "auto"  # autocast to bf16: auto (on GPU, or CPUs with native bf16), on, off
     eval_batch_size: int = 128
     objective: str = "pointwise"  # pointwise: BCE per pair; pairwise: a liked pair over an ignored one of its user
+    stack_share: float = 0.0  # stage 2: the share of users whose pairs its steps leave for the stacked refit

@@ -395,13 +395,32 @@ def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id
     (init_skip, which weighs the LM as stage 1 left it), the CF stage, and with skip_init refit the same fit again
     on the LM as stage 2 left it (the linear part at the labels' optimum; skip_init features too, on `base`).
     train_stage's record, with skip_refit. skip_init features without `base`: the ranker fitted on `cf`, once (split
-    mode's features-only ranker is that fit)."""
+    mode's features-only ranker is that fit). tc.stack_share > 0: the refit weighs the LM on that share of the users,
+    whose pairs the stage's steps did not see (record: stack_pairs)."""
     if skip_init == "features" and base is None and model.spec.signals:
         base = FeatureRanker.fit(model.spec.signals, cf.signals(model.spec.signals), cf.label)
     within = tc.objective == "pairwise"
-    init_skip(model, cf, skip_init, pad_id, base=base, bf16=tc.bf16, within_user=within)
-    meta = train_stage(model, "cf", cf, hold, tc, pad_id, state_dir=state_dir, log=log)
-    if skip_init in ("refit", "features"):
-        init_skip(model, cf, skip_init, pad_id, base=base, bf16=tc.bf16, within_user=within)
+    refit = skip_init in ("refit", "features")
+    steps, stack = cf, cf
+    if refit and tc.stack_share > 0:
+        steps, stack = split_users(cf, tc.stack_share, tc.seed)
+    init_skip(model, steps, skip_init, pad_id, base=base, bf16=tc.bf16, within_user=within)
+    meta = train_stage(model, "cf", steps, hold, tc, pad_id, state_dir=state_dir, log=log)
+    if refit:
+        init_skip(model, stack, skip_init, pad_id, base=base, bf16=tc.bf16, within_user=within)
         meta["skip_refit"] = True
+        meta["stack_pairs"] = len(stack) if stack is not cf else 0
     return meta
+
+
+def split_users(ps: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet]:
+    """(the pairs of 1 - share of the users, those of the rest): a seeded draw over the distinct user ids. Where
+    either part would lack a label (too few users), both are the whole set."""
+    if ps.user is None:
+        raise ValueError("stack_share: the pairs carry no user ids (PairSet.user)")
+    users, inv = np.unique(np.asarray(ps.user), return_inverse=True)
+    held = np.random.default_rng(seed).random(len(users)) < share
+    rows = held[inv]
+    if any(len(np.unique(ps.label[part])) < 2 for part in (rows, ~rows)):
+        return ps, ps
+    return ps.subset(np.flatnonzero(~rows)), ps.subset(np.flatnonzero(rows))
