@@ -1,6 +1,6 @@
 """How stage 2 weighs the LM beside the signals. model.train.objective pairwise: batches that pair a user's liked
-row with one of his ignored rows, and the stacked fit after stage 2 within users, so the LM is weighed by how it
-orders a user's pairs. model.train.stack_share: that fit on users whose pairs stage 2's steps did not see."""
+row with one of his ignored rows. model.train.stack_fit within_user: the stacked fit after stage 2 within users, so
+the LM is weighed by how it orders a user's pairs; stack_share: that fit on users stage 2's steps did not see."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,6 +75,10 @@ def test_pairwise_refuses_several_training_processes():
     assert TrainingConfig(objective="pairwise").objective == "pairwise"
     with pytest.raises(ConfigError, match="objective"):
         TrainingConfig(objective="listwise")
+    with pytest.raises(ConfigError, match="stack_fit"):
+        TrainingConfig(stack_fit="within")
+    with pytest.raises(ConfigError, match="stack_share"):
+        TrainingConfig(stack_share=1.0)
     with pytest.raises(ConfigError, match="one process"):
         TrainingConfig(objective="pairwise", distributed=DistributedConfig(num_processes=2))
 

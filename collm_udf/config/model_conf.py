@@ -108,14 +108,16 @@ class TrainingConfig:
                             "is what the table is judged on)", "pooled")
     objective: str = _help("the loss of both training stages. pointwise: each pair's binary cross-entropy against "
                            "its label (CoLLM's); pairwise: each liked pair's logit over an ignored pair of the same "
-                           "user (BPR), which the user's own propensity cannot lower, and the stacked fit after "
-                           "stage 2 (skip_init refit, features) within users as ranker_fit within_user fits; "
-                           "one training process only", "pointwise")
+                           "user (BPR), which the user's own propensity cannot lower; one training process only",
+                           "pointwise")
     stack_share: float = _help("with skip_init refit or features: the share of the stage-2 set's users (a seeded "
                                "draw) whose pairs stage 2's steps do not see and on which the refit after it weighs "
                                "the LM. 0: the refit sees the pairs the projector has just learned, where the LM "
                                "looks better than on a new user's (a bigger stage 2 gave the LM a warm weight of 0.74 "
                                "there and the gate's held-out NDCG fell from the ranker's 0.091 to 0.050)", 0.0)
+    stack_fit: str = _help("how that refit (skip_init refit, features) sees its rows: pooled, or within_user (each "
+                           "user's columns centred on his own pairs, users with both labels: the LM weighed by how "
+                           "it orders a user's pairs, not by how it tells users who like more apart)", "pooled")
     pool_users: int = _help("daily mode: the label window's candidate pool (stage 2's and stage 1's pool pairs, the "
                             "features-only ranker's rows, the gate's held-out users) is built for at most this many "
                             "users of its day's audience, the lowest in a seeded hash of the user id; 0 for all. "
@@ -149,6 +151,8 @@ class TrainingConfig:
             raise ConfigError(f"train.ranker_fit: {self.ranker_fit!r} is not pooled or within_user")
         if not 0.0 <= self.stack_share < 1.0:
             raise ConfigError(f"train.stack_share: {self.stack_share} is not in [0, 1)")
+        if self.stack_fit not in ("pooled", "within_user"):
+            raise ConfigError(f"train.stack_fit: {self.stack_fit!r} is not pooled or within_user")
         if self.objective not in ("pointwise", "pairwise"):
             raise ConfigError(f"train.objective: {self.objective!r} is not pointwise or pairwise")
         if self.objective == "pairwise" and self.distributed.num_processes > 1:
@@ -186,5 +190,6 @@ class ModelConfig(Architecture):
         return {stage: StageSettings(lr=t.text_lr if stage == "text" else t.cf_lr, skip_lr=t.skip_lr,
                                      batch_size=t.batch_size, epochs=t.text_epochs if stage == "text" else t.cf_epochs,
                                      patience=t.patience, cf_dropout=t.cf_dropout, seed=t.seed, bf16=t.bf16,
-                                     objective=t.objective, stack_share=t.stack_share)
+                                     objective=t.objective, stack_share=t.stack_share,
+                                     stack_fit=t.stack_fit)
                 for stage in ("text", "cf")}

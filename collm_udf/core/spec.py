@@ -192,3 +192,4 @@ class StageSettings:
     eval_batch_size: int = 128
     objective: str = "pointwise"  # pointwise: BCE per pair; pairwise: a liked pair over an ignored one of its user
     stack_share: float = 0.0  # stage 2: the share of users whose pairs its steps leave for the stacked refit
+    stack_fit: str = "pooled"  # that refit: pooled, or within_user (each user's columns centred on his own pairs)

@@ -282,7 +282,7 @@ def init_skip(model: CoLLM, cf: PairSet, how: str = "logistic", pad_id: Optional
     weights and offsets per segment are what the model adds.
     Needs a linear skip without skip_segments (ModelConfig checks). bf16: the pass over the set's precision, the
     stage's setting (on a CPU with native bf16, "auto" scores in bf16: the fit's LM column would not be the
-    logit the stage trained in fp32). within_user (the pairwise objective's): the fit sees each user's columns
+    logit the stage trained in fp32). within_user (model.train.stack_fit): the fit sees each user's columns
     centred on his own rows (features.within_groups, cf.user), so the LM is weighed by how it orders a user's pairs,
     not by how it tells users who like more from the rest (pooled, a bigger stage 2 gave the LM a warm weight of 0.74
     and the gate's held-out NDCG fell from the ranker's 0.091 to 0.050: benchmarks/README.md)."""
@@ -399,7 +399,7 @@ def train_cf(model: CoLLM, cf: PairSet, hold: PairSet, tc: StageSettings, pad_id
     whose pairs the stage's steps did not see (record: stack_pairs)."""
     if skip_init == "features" and base is None and model.spec.signals:
         base = FeatureRanker.fit(model.spec.signals, cf.signals(model.spec.signals), cf.label)
-    within = tc.objective == "pairwise"
+    within = tc.stack_fit == "within_user"
     refit = skip_init in ("refit", "features")
     steps, stack = cf, cf
     if refit and tc.stack_share > 0:
