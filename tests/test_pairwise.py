@@ -10,7 +10,8 @@ from collm_udf.config import ConfigError
 from collm_udf.config.model_conf import DistributedConfig, TrainingConfig
 from collm_udf.core.inference import predict
 from collm_udf.core.spec import StageSettings
-from collm_udf.core.training import init_skip, pair_batches, split_users, train_cf, train_stage
+from collm_udf.core.groups import pair_batches, split_users
+from collm_udf.core.training import init_skip, train_cf, train_stage
 from helpers import make, pairs
 
 
