@@ -17,9 +17,9 @@ def pair_batches(label: np.ndarray, user: Optional[np.ndarray], batch_size: int,
     if user is None:
         raise ValueError("objective pairwise: the pairs carry no user ids (PairSet.user)")
     _, inv = np.unique(np.asarray(user), return_inverse=True)
+    by_user = np.argsort(inv, kind="stable")  # one pass over the rows, each user's a slice of it
     pos, neg = [], []
-    for g in range(inv.max() + 1 if len(inv) else 0):
-        rows = np.flatnonzero(inv == g)
+    for rows in np.split(by_user, np.cumsum(np.bincount(inv))[:-1]) if len(inv) else []:
         p, n = rows[label[rows] == 1], rows[label[rows] == 0]
         if len(p) and len(n):
             pos.append(p)
